@@ -1,0 +1,132 @@
+"""Array namespaces: one implementation for NumPy, PyTorch and any array-API library.
+
+handgrad's layers ask their arrays for a namespace (the Python array API standard, through
+array-api-compat) and use only what the standard defines, so the same code runs on NumPy
+arrays, PyTorch tensors (CPU or CUDA), CuPy arrays and ``array-api-strict``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "BACKENDS",
+    "convert",
+    "float_dtype_name",
+    "get_namespace",
+    "is_floating",
+    "namespace",
+    "resolve_dtype",
+    "to_numpy",
+]
+
+BACKENDS = ("numpy", "torch", "array_api_strict")
+_MODULES = {
+    "numpy": "array_api_compat.numpy",
+    "torch": "array_api_compat.torch",
+    "array_api_strict": "array_api_strict",
+}
+_INSTALL_HINTS = {
+    "torch": "pip install 'handgrad[torch]'",
+    "array_api_strict": "pip install array-api-strict",
+}
+_NUMPY_NAMESPACE = importlib.import_module("array_api_compat.numpy")
+
+
+def namespace(*arrays: Any) -> ModuleType:
+    """Return the array-API namespace that all ``arrays`` share.
+
+    Raises
+    ------
+    TypeError
+        If the arrays come from different libraries or from none that is known.
+    """
+    if all(type(a) is np.ndarray for a in arrays):  # the common case, without the ~10 us lookup
+        return _NUMPY_NAMESPACE
+    try:
+        return array_api_compat.array_namespace(*arrays)
+    except TypeError as err:
+        kinds = sorted({f"{type(a).__module__}.{type(a).__name__}" for a in arrays})
+        raise TypeError(
+            f"arrays must all come from one array library, got {', '.join(kinds)}; "
+            "convert them first (handgrad.backend.convert, or model.to(backend))"
+        ) from err
+
+
+def get_namespace(backend: str | ModuleType) -> ModuleType:
+    """Return the namespace named ``backend`` ('numpy', 'torch', 'array_api_strict').
+
+    A namespace module (for example one returned by :func:`namespace`) is returned as is.
+    """
+    if isinstance(backend, ModuleType):
+        return backend
+    if backend not in _MODULES:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    try:
+        return importlib.import_module(_MODULES[backend])
+    except ImportError as err:
+        raise ImportError(
+            f"backend {backend!r} needs a library that is not installed: "
+            f"{_INSTALL_HINTS.get(backend, backend)}"
+        ) from err
+
+
+def resolve_dtype(xp: ModuleType, dtype: Any) -> Any:
+    """Return ``xp``'s floating dtype for a name ('float64', 'float32') or a dtype object."""
+    if isinstance(dtype, str):
+        if dtype not in ("float64", "float32", "float16"):
+            raise ValueError(f"dtype must be 'float64', 'float32' or 'float16', got {dtype!r}")
+        return getattr(xp, dtype)
+    return dtype
+
+
+def float_dtype_name(x: Any) -> str:
+    """Return 'float64', 'float32' or 'float16' for a floating array of any library."""
+    xp = namespace(x)
+    for name in ("float64", "float32", "float16"):
+        if x.dtype == getattr(xp, name):
+            return name
+    raise TypeError(f"expected a float64, float32 or float16 array, got dtype {x.dtype}")
+
+
+def is_floating(x: Any) -> bool:
+    """True if ``x`` has a real floating-point dtype."""
+    return namespace(x).isdtype(x.dtype, "real floating")
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Return ``x`` as a NumPy array (a view where the library allows it)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    try:
+        return np.from_dlpack(x)
+    except (TypeError, AttributeError, BufferError, RuntimeError):
+        return np.asarray(x)
+
+
+def convert(x: Any, xp: ModuleType | str, *, dtype: Any = None, device: Any = None) -> Any:
+    """Return a copy of ``x`` in namespace ``xp``, with ``dtype`` and ``device`` if given.
+
+    Crossing libraries goes through NumPy on the CPU; within a library it is one copy.
+    """
+    xp = get_namespace(xp)
+    dtype = None if dtype is None else resolve_dtype(xp, dtype)
+    if not _same_library(x, xp):
+        x = to_numpy(x) if hasattr(x, "shape") else np.asarray(x)
+    return xp.asarray(x, dtype=dtype, device=device, copy=True)
+
+
+def _same_library(x: Any, xp: ModuleType) -> bool:
+    try:
+        return namespace(x) is xp
+    except TypeError:
+        return False

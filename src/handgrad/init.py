@@ -1,0 +1,86 @@
+"""Weight initialisers: each takes a shape ``(fan_out, fan_in)`` and a NumPy random generator
+and returns a float64 NumPy array, which a layer then moves to its backend."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from handgrad.validation import check_positive_float
+
+__all__ = [
+    "Initialiser",
+    "get_initialiser",
+    "glorot_uniform",
+    "he_normal",
+    "make_rng",
+    "scaled_normal",
+]
+
+Initialiser = Callable[[tuple[int, int], np.random.Generator], np.ndarray]
+
+
+def make_rng(rng: int | np.random.Generator | None) -> np.random.Generator:
+    """Return a ``numpy.random.Generator`` from a seed, a generator (used as is) or None."""
+    if rng is not None and not isinstance(rng, int | np.random.Generator):
+        raise TypeError(
+            f"rng must be an int seed, a numpy.random.Generator or None, got {type(rng).__name__}"
+        )
+    if isinstance(rng, int) and rng < 0:
+        raise ValueError(f"rng must be a non-negative seed, got {rng}")
+    return np.random.default_rng(rng)
+
+
+def scaled_normal(
+    shape: tuple[int, int], rng: np.random.Generator, scale: float = 0.01
+) -> np.ndarray:
+    """The seed notebook's ``randn(out, in) * 0.01``: small normal weights."""
+    return rng.standard_normal(shape) * check_positive_float(scale, "scale")
+
+
+def glorot_uniform(
+    shape: tuple[int, int], rng: np.random.Generator, factor: float = 6.0
+) -> np.ndarray:
+    """Uniform in +-sqrt(factor / (fan_in + fan_out)).
+
+    ``factor=6`` is Glorot and Bengio's; scikit-learn's MLP uses 2 before a sigmoid.
+    """
+    fan_out, fan_in = shape
+    bound = np.sqrt(check_positive_float(factor, "factor") / (fan_in + fan_out))
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def he_normal(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Normal with standard deviation sqrt(2 / fan_in), for ReLU layers (He et al.)."""
+    return rng.standard_normal(shape) * np.sqrt(2.0 / shape[1])
+
+
+_NAMED: dict[str, Initialiser] = {
+    "seed": scaled_normal,
+    "glorot": glorot_uniform,
+    "glorot_sigmoid": functools.partial(glorot_uniform, factor=2.0),
+    "he": he_normal,
+}
+
+
+def get_initialiser(init: str | Initialiser) -> Initialiser:
+    """Return the initialiser named ``init`` ('seed', 'glorot', 'glorot_sigmoid', 'he'),
+    or ``init`` itself if it is callable."""
+    if callable(init):
+        return init
+    if init not in _NAMED:
+        raise ValueError(
+            f"init must be one of {', '.join(map(repr, _NAMED))} or a callable, got {init!r}"
+        )
+    return _NAMED[init]
+
+
+def initialise(init: str | Initialiser, shape: tuple[int, int], rng: Any) -> np.ndarray:
+    """Draw a weight of ``shape`` with ``init``, checking what a custom initialiser returns."""
+    weight = np.asarray(get_initialiser(init)(shape, make_rng(rng)), dtype=np.float64)
+    if weight.shape != shape:
+        raise ValueError(f"init returned shape {weight.shape}, the layer needs {shape}")
+    return weight

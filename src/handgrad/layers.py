@@ -1,0 +1,213 @@
+"""Layers with hand-derived backward passes, on any array-API namespace.
+
+The layer protocol: any object with these four members is a layer, a user's own class too::
+
+    layer.params      # dict name -> array (empty for activations)
+    layer.grads       # dict name -> array, same keys and shapes, written by backward
+    y = layer.forward(x)        # x: (batch, features); caches what backward needs
+    dx = layer.backward(dy)     # dy = dL/dy; returns dL/dx and overwrites layer.grads
+
+``backward`` overwrites ``grads``; it never accumulates, so calling it twice on the same
+upstream gradient gives the same result twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from handgrad.backend import get_namespace, namespace, resolve_dtype
+from handgrad.init import Initialiser, initialise
+from handgrad.validation import check_array, check_positive_int
+
+__all__ = ["Layer", "Linear", "LogSoftmax", "ReLU", "Sigmoid", "Softmax", "Tanh"]
+
+
+@runtime_checkable
+class Layer(Protocol):
+    """What handgrad needs of a layer: ``params``, ``grads``, ``forward``, ``backward``."""
+
+    params: dict[str, Any]
+    grads: dict[str, Any]
+
+    def forward(self, x: Any) -> Any: ...
+
+    def backward(self, dy: Any) -> Any: ...
+
+
+def _check_upstream(dy: Any, out: Any, layer: object) -> Any:
+    """Check that dy is shaped like the last forward's output; return their namespace."""
+    if out is None:
+        raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
+    check_array(dy, "dy", finite=False)
+    if tuple(dy.shape) != tuple(out.shape):
+        raise ValueError(
+            f"dy must have the shape of the layer's last output {tuple(out.shape)}, "
+            f"got {tuple(dy.shape)}"
+        )
+    return namespace(dy, out)
+
+
+class Linear:
+    """Affine map ``y = x W^T + b`` with ``W`` of shape (out_features, in_features).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Sizes of the input and output.
+    bias : bool
+        Add a learnable bias (initialised to zero).
+    init : str or callable
+        Weight initialiser: 'glorot' (default), 'glorot_sigmoid', 'he', 'seed' (the seed
+        notebook's ``randn * 0.01``), or a function ``(shape, rng) -> ndarray``.
+    rng : int, numpy.random.Generator or None
+        Source of the initial weights.
+    backend, dtype, device
+        Where the parameters live: a namespace name ('numpy', 'torch', 'array_api_strict')
+        or module, a floating dtype name, and a device of that library.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        init: str | Initialiser = "glorot",
+        rng: Any = None,
+        backend: Any = "numpy",
+        dtype: Any = "float64",
+        device: Any = None,
+    ) -> None:
+        self.in_features = check_positive_int(in_features, "in_features")
+        self.out_features = check_positive_int(out_features, "out_features")
+        xp = get_namespace(backend)
+        dtype = resolve_dtype(xp, dtype)
+        weight = initialise(init, (self.out_features, self.in_features), rng)
+        self.params = {"weight": xp.asarray(weight, dtype=dtype, device=device)}
+        if bias:
+            self.params["bias"] = xp.zeros(self.out_features, dtype=dtype, device=device)
+        self.grads = {name: xp.zeros_like(p) for name, p in self.params.items()}
+        self._x = None
+        self._y = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={'bias' in self.params})"
+        )
+
+    def forward(self, x: Any) -> Any:
+        """Return ``x @ W.T + b`` for ``x`` of shape (batch, in_features)."""
+        weight = self.params["weight"]
+        check_array(x, "x", ndim=2, layout="(batch, in_features)")
+        xp = namespace(x, weight)
+        if x.shape[1] != self.in_features:
+            raise ValueError(
+                f"x must have {self.in_features} features (columns) for {self!r}, "
+                f"got shape {tuple(x.shape)}"
+            )
+        if x.dtype != weight.dtype:
+            raise TypeError(
+                f"x has dtype {x.dtype} but the layer's weight is {weight.dtype}; convert x "
+                "or move the model with model.to(dtype=...)"
+            )
+        y = xp.matmul(x, weight.mT)  # B,out
+        if "bias" in self.params:
+            y = y + self.params["bias"]
+        self._x, self._y = x, y
+        return y
+
+    def backward(self, dy: Any) -> Any:
+        """Return dL/dx and overwrite ``grads['weight']`` (and ``grads['bias']``)."""
+        xp = _check_upstream(dy, self._y, self)
+        # dL/dW = dy^T x,  dL/db = sum over the batch of dy,  dL/dx = dy W
+        self.grads["weight"] = xp.matmul(dy.mT, self._x)  # out,in
+        if "bias" in self.params:
+            self.grads["bias"] = xp.sum(dy, axis=0)  # out
+        return xp.matmul(dy, self.params["weight"])  # B,in
+
+
+class _Activation:
+    """An elementwise or row-wise map with no parameters; subclasses define the math."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.grads: dict[str, Any] = {}
+        self._y = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def forward(self, x: Any) -> Any:
+        """Return the activation of ``x``, an array of shape (batch, features)."""
+        xp = check_array(x, "x", ndim=2, layout="(batch, features)")
+        self._y = self._forward(xp, x)
+        return self._y
+
+    def backward(self, dy: Any) -> Any:
+        """Return dL/dx from dL/dy, using the cached output."""
+        return self._backward(_check_upstream(dy, self._y, self), self._y, dy)
+
+    def _forward(self, xp: Any, x: Any) -> Any:
+        raise NotImplementedError
+
+    def _backward(self, xp: Any, y: Any, dy: Any) -> Any:
+        raise NotImplementedError
+
+
+class Sigmoid(_Activation):
+    """``y = 1 / (1 + exp(-x))``, computed without overflow for large |x|."""
+
+    def _forward(self, xp: Any, x: Any) -> Any:
+        e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
+        return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+    def _backward(self, xp: Any, y: Any, dy: Any) -> Any:
+        # dy/dx = y (1 - y)
+        return dy * y * (1 - y)
+
+
+class Tanh(_Activation):
+    """``y = tanh(x)``."""
+
+    def _forward(self, xp: Any, x: Any) -> Any:
+        return xp.tanh(x)
+
+    def _backward(self, xp: Any, y: Any, dy: Any) -> Any:
+        # dy/dx = 1 - y^2
+        return dy * (1 - y * y)
+
+
+class ReLU(_Activation):
+    """``y = max(x, 0)``; the derivative at 0 is taken as 0, as in PyTorch."""
+
+    def _forward(self, xp: Any, x: Any) -> Any:
+        return xp.where(x > 0, x, xp.zeros_like(x))
+
+    def _backward(self, xp: Any, y: Any, dy: Any) -> Any:
+        # dy/dx = 1 where x > 0 (equivalently y > 0), else 0
+        return xp.where(y > 0, dy, xp.zeros_like(dy))
+
+
+class Softmax(_Activation):
+    """Softmax over the last axis (the classes), shifted by the row maximum for stability."""
+
+    def _forward(self, xp: Any, x: Any) -> Any:
+        e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
+        return e / xp.sum(e, axis=-1, keepdims=True)
+
+    def _backward(self, xp: Any, y: Any, dy: Any) -> Any:
+        # dL/dx_i = y_i (dy_i - sum_j dy_j y_j): the Jacobian diag(y) - y y^T, row by row
+        return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))
+
+
+class LogSoftmax(_Activation):
+    """``log(softmax(x))`` over the last axis, as ``x - max - log(sum(exp(x - max)))``."""
+
+    def _forward(self, xp: Any, x: Any) -> Any:
+        shifted = x - xp.max(x, axis=-1, keepdims=True)
+        return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+
+    def _backward(self, xp: Any, y: Any, dy: Any) -> Any:
+        # dL/dx_i = dy_i - softmax(x)_i sum_j dy_j, with softmax(x) = exp(y)
+        return dy - xp.exp(y) * xp.sum(dy, axis=-1, keepdims=True)

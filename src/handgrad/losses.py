@@ -1,0 +1,131 @@
+"""Losses with hand-derived gradients: ``loss.forward(pred, target)`` returns a scalar
+(a 0-d array of the input's library) and ``loss.backward()`` returns dL/dpred."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handgrad.backend import namespace
+from handgrad.validation import check_array, check_choice
+
+__all__ = ["CrossEntropyLoss", "MSELoss", "NLLLoss"]
+
+
+class _Loss:
+    def __init__(self, reduction: str = "mean") -> None:
+        self.reduction = check_choice(reduction, "reduction", ("mean", "sum"))
+        self._cache: tuple | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reduction={self.reduction!r})"
+
+    def backward(self) -> Any:
+        """Return dL/dpred for the last ``forward``."""
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return self._backward(*self._cache)
+
+    def _backward(self, *cache: Any) -> Any:
+        raise NotImplementedError
+
+
+def _target_distribution(xp: Any, target: Any, pred: Any, pred_name: str) -> Any:
+    """Targets as a (batch, classes) array of pred's dtype: class indices become one-hot rows."""
+    batch, classes = pred.shape
+    check_array(target, "target", floating=False, finite=False)
+    if namespace(target) is not xp:
+        namespace(target, pred)  # raises the error that names both libraries
+    if xp.isdtype(target.dtype, "integral"):
+        if target.ndim != 1 or target.shape[0] != batch:
+            raise ValueError(
+                f"target of class indices must have shape ({batch},) to match {pred_name} "
+                f"{tuple(pred.shape)}, got {tuple(target.shape)}"
+            )
+        low, high = int(xp.min(target)), int(xp.max(target))
+        if low < 0 or high >= classes:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"target holds class index {bad} but {pred_name} has {classes} classes "
+                f"(valid indices 0 to {classes - 1})"
+            )
+        columns = xp.arange(classes, dtype=target.dtype, device=target.device)
+        return xp.astype(xp.reshape(target, (batch, 1)) == columns, pred.dtype)
+    if not xp.isdtype(target.dtype, "real floating"):
+        raise TypeError(
+            f"target must hold integer class indices or floating-point class probabilities, "
+            f"got dtype {target.dtype}"
+        )
+    check_array(target, "target", ndim=2, layout="(batch, classes)")
+    if tuple(target.shape) != tuple(pred.shape):
+        raise ValueError(
+            f"target of class probabilities must have the shape of {pred_name} "
+            f"{tuple(pred.shape)}, got {tuple(target.shape)}"
+        )
+    return xp.astype(target, pred.dtype)
+
+
+class CrossEntropyLoss(_Loss):
+    """Softmax and negative log-likelihood fused, from logits.
+
+    ``target`` is either integer class indices of shape (batch,) or class probabilities
+    (one-hot or soft) of shape (batch, classes). ``reduction='mean'`` divides by the batch.
+    """
+
+    def forward(self, logits: Any, target: Any) -> Any:
+        """Return the loss of ``logits`` (batch, classes) against ``target``."""
+        xp = check_array(logits, "logits", ndim=2, layout="(batch, classes)")
+        t = _target_distribution(xp, target, logits, "logits")
+        scale = 1.0 / logits.shape[0] if self.reduction == "mean" else 1.0
+        shifted = logits - xp.max(logits, axis=-1, keepdims=True)
+        log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+        self._cache = (xp, log_p, t, scale)
+        return -xp.sum(t * log_p) * scale
+
+    def _backward(self, xp: Any, log_p: Any, t: Any, scale: float) -> Any:
+        # dL/dz = p * sum_j t_j - t  (= p - t for one-hot or normalised targets)
+        return (xp.exp(log_p) * xp.sum(t, axis=-1, keepdims=True) - t) * scale
+
+
+class NLLLoss(_Loss):
+    """Negative log-likelihood of log-probabilities (the output of ``LogSoftmax``).
+
+    ``target`` is integer class indices of shape (batch,) or class probabilities of shape
+    (batch, classes): the loss is ``-sum(t * log_p)``, divided by the batch for 'mean'.
+    """
+
+    def forward(self, log_probs: Any, target: Any) -> Any:
+        """Return the loss of ``log_probs`` (batch, classes) against ``target``."""
+        xp = check_array(log_probs, "log_probs", ndim=2, layout="(batch, classes)")
+        t = _target_distribution(xp, target, log_probs, "log_probs")
+        scale = 1.0 / log_probs.shape[0] if self.reduction == "mean" else 1.0
+        self._cache = (t, scale)
+        return -xp.sum(t * log_probs) * scale
+
+    def _backward(self, t: Any, scale: float) -> Any:
+        # dL/dlog_p = -t
+        return -t * scale
+
+
+class MSELoss(_Loss):
+    """Squared error, summed or averaged over every element (as ``torch.nn.MSELoss``)."""
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        """Return the loss of ``pred`` against a ``target`` of the same shape."""
+        xp = check_array(pred, "pred")
+        check_array(target, "target")
+        namespace(pred, target)
+        if tuple(target.shape) != tuple(pred.shape):
+            raise ValueError(
+                f"target must have the shape of pred {tuple(pred.shape)}, got {tuple(target.shape)}"
+            )
+        size = 1
+        for n in pred.shape:
+            size *= int(n)
+        scale = 1.0 / size if self.reduction == "mean" else 1.0
+        diff = pred - xp.astype(target, pred.dtype)
+        self._cache = (diff, scale)
+        return xp.sum(diff * diff) * scale
+
+    def _backward(self, diff: Any, scale: float) -> Any:
+        # dL/dpred = 2 (pred - target)
+        return 2 * diff * scale

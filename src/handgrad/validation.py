@@ -1,0 +1,97 @@
+"""Argument checks shared by the public API: each error names the argument, what it got and
+what it needs, and is raised before anything is changed."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+from handgrad.backend import namespace
+
+__all__ = [
+    "check_array",
+    "check_choice",
+    "check_positive_float",
+    "check_positive_int",
+]
+
+
+def check_array(
+    x: Any,
+    name: str,
+    *,
+    ndim: int | None = None,
+    layout: str = "",
+    floating: bool = True,
+    finite: bool = True,
+) -> ModuleType:
+    """Check that ``x`` is an array fit for computing and return its namespace.
+
+    Parameters
+    ----------
+    x : array
+        The value to check.
+    name : str
+        The argument's name, used in the message.
+    ndim : int, optional
+        The number of dimensions ``x`` must have.
+    layout : str, optional
+        How the dimensions are read, e.g. ``"(batch, features)"``, quoted in the message.
+    floating : bool
+        Require a real floating-point dtype.
+    finite : bool
+        Require every element to be finite (no NaN or infinity).
+    """
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(
+            f"{name} must be an array (NumPy, PyTorch, or another array-API library), "
+            f"got {type(x).__name__}"
+        )
+    xp = namespace(x)
+    if ndim is not None and x.ndim != ndim:
+        where = f" {layout}" if layout else ""
+        raise ValueError(f"{name} must be a {ndim}-D array{where}, got shape {tuple(x.shape)}")
+    if floating and not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(
+            f"{name} must have a floating-point dtype (float64 or float32), got {x.dtype}; "
+            "convert it first, e.g. x.astype('float64') or x.double()"
+        )
+    if finite and xp.isdtype(x.dtype, "real floating") and not bool(xp.all(xp.isfinite(x))):
+        bad = int(xp.sum(xp.astype(xp.logical_not(xp.isfinite(x)), xp.int64)))
+        raise ValueError(
+            f"{name} contains NaN or infinity ({bad} of {_size(x)} elements); "
+            "remove or impute those values first"
+        )
+    return xp
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """Return ``value`` as an int if it is a positive integer (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_positive_float(value: Any, name: str) -> float:
+    """Return ``value`` as a float if it is a finite number greater than zero."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite number greater than 0, got {value!r}")
+    return float(value)
+
+
+def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _size(x: Any) -> int:
+    size = 1
+    for n in x.shape:
+        size *= int(n)
+    return size
