@@ -34,18 +34,21 @@ def _torch() -> Any:
 def to_torch_module(model: Any) -> Any:
     """The ``torch.nn.Sequential`` that computes what ``model`` computes, with its weights.
 
-    ``model`` is a Sequential of handgrad's own layers, or one such layer.
+    ``model`` is a Sequential of handgrad's own layers (subclasses included: a subclass
+    is matched to its base, so a subclass with a slipped backward shows as a disagreement),
+    or one such layer.
     """
     torch = _torch()
     nn = torch.nn
+    activations = ((Sigmoid, nn.Sigmoid), (Tanh, nn.Tanh), (ReLU, nn.ReLU))
     modules = []
     for prefix, layer in named_layers(model):
         if isinstance(layer, Linear):
             module = nn.Linear(layer.in_features, layer.out_features, bias="bias" in layer.params)
         elif isinstance(layer, Softmax | LogSoftmax):
-            module = getattr(nn, type(layer).__name__)(dim=-1)
+            module = (nn.Softmax if isinstance(layer, Softmax) else nn.LogSoftmax)(dim=-1)
         elif isinstance(layer, Sigmoid | Tanh | ReLU):
-            module = getattr(nn, type(layer).__name__)()
+            module = next(m for c, m in activations if isinstance(layer, c))()
         else:
             raise TypeError(
                 f"layer {prefix.rstrip('.') or 0} ({type(layer).__name__}) has no PyTorch "
@@ -71,12 +74,15 @@ def _torch_loss(loss: Any, output: Any, target: Any) -> Any:
             return torch.nn.NLLLoss(reduction=loss.reduction)(output, target)
         total = -(target * output).sum()  # torch.nn.NLLLoss takes no soft targets
         return total / output.shape[0] if loss.reduction == "mean" else total
-    if isinstance(loss, MSELoss):
-        return torch.nn.MSELoss(reduction=loss.reduction)(output, target)
-    raise TypeError(
-        f"loss must be a CrossEntropyLoss, NLLLoss or MSELoss to compare with autograd, "
-        f"got {type(loss).__name__}"
-    )
+    return torch.nn.MSELoss(reduction=loss.reduction)(output, target)
+
+
+def _check_loss(loss: Any) -> None:
+    if not isinstance(loss, CrossEntropyLoss | NLLLoss | MSELoss):
+        raise TypeError(
+            f"loss must be a CrossEntropyLoss, NLLLoss or MSELoss to compare with autograd, "
+            f"got {type(loss).__name__}"
+        )
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,8 @@ def compare_with_autograd(
     torch = _torch()
     check_array(x, "x")
     check_array(y, "y", floating=False)
+    _check_loss(loss)
+    module = to_torch_module(model)
     params = {p + k: v for p, layer in named_layers(model) for k, v in layer.params.items()}
     dtype = float_dtype_name(x)
     rtol = _TOLERANCE[dtype] if rtol is None else rtol
@@ -153,7 +161,6 @@ def compare_with_autograd(
         p + k: to_numpy(layer.grads[k]) for p, layer in named_layers(model) for k in layer.params
     }
 
-    module = to_torch_module(model)
     x_t = torch.from_numpy(np.array(to_numpy(x)))
     y_t = torch.from_numpy(np.array(to_numpy(y)))
     if not torch.is_floating_point(y_t):

@@ -1,0 +1,34 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from handgrad.backend import get_namespace, to_numpy
+
+BACKENDS = ("numpy", "torch", "array_api_strict")
+
+
+def namespace_or_skip(name: str):
+    """The namespace ``name``, or skip the test if its library is missing."""
+    try:
+        return get_namespace(name)
+    except ImportError:
+        pytest.skip(f"{name} is not installed")
+
+
+def rel_err(actual, expected) -> float:
+    """Largest absolute difference relative to the largest magnitude of ``expected``."""
+    a = np.asarray(to_numpy(actual), dtype=np.float64)
+    b = np.asarray(to_numpy(expected), dtype=np.float64)
+    assert a.shape == b.shape, f"shapes differ: {a.shape} vs {b.shape}"
+    scale = max(float(np.max(np.abs(b), initial=0.0)), 1e-300)
+    return float(np.max(np.abs(a - b), initial=0.0)) / scale
+
+
+def as_torch(a, requires_grad: bool = False):
+    """A float64 (or integer) torch copy of an array of any library."""
+    torch = pytest.importorskip("torch")
+    t = torch.from_numpy(np.array(to_numpy(a)))
+    return t.requires_grad_(requires_grad) if requires_grad else t

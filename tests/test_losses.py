@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+from helpers import BACKENDS, as_torch, namespace_or_skip, rel_err
+
+import handgrad as hg
+from handgrad.backend import convert
+
+torch = pytest.importorskip("torch")
+
+
+def _case(kind, rng, batch=5, classes=4):
+    logits = rng.standard_normal((batch, classes)) * 3
+    if kind == "labels":
+        return logits, rng.integers(0, classes, batch)
+    if kind == "one-hot":
+        return logits, np.eye(classes)[rng.integers(0, classes, batch)]
+    return logits, rng.dirichlet(np.ones(classes), batch) * rng.uniform(0.5, 2, (batch, 1))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("kind", ["labels", "one-hot", "soft, unnormalised"])
+def test_cross_entropy_matches_autograd(reduction, kind):
+    logits, target = _case(kind, np.random.default_rng(0))
+    loss = hg.CrossEntropyLoss(reduction)
+    value = loss.forward(logits, target)
+    grad = loss.backward()
+    zt = as_torch(logits, requires_grad=True)
+    ref = torch.nn.CrossEntropyLoss(reduction=reduction)(zt, as_torch(target))
+    ref.backward()
+    assert rel_err(value, ref.detach()) < 1e-12
+    assert rel_err(grad, zt.grad) < 1e-12
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_nll_matches_autograd(reduction):
+    rng = np.random.default_rng(1)
+    log_p = hg.LogSoftmax().forward(rng.standard_normal((6, 3)))
+    target = rng.integers(0, 3, 6)
+    loss = hg.NLLLoss(reduction)
+    value, grad = loss.forward(log_p, target), loss.backward()
+    lt = as_torch(log_p, requires_grad=True)
+    ref = torch.nn.NLLLoss(reduction=reduction)(lt, as_torch(target))
+    ref.backward()
+    assert rel_err(value, ref.detach()) < 1e-12 and rel_err(grad, lt.grad) < 1e-12
+    soft = hg.NLLLoss(reduction).forward(log_p, np.eye(3)[target])
+    assert rel_err(soft, value) < 1e-15
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_mse_matches_autograd(reduction):
+    rng = np.random.default_rng(2)
+    pred, target = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    loss = hg.MSELoss(reduction)
+    value, grad = loss.forward(pred, target), loss.backward()
+    pt = as_torch(pred, requires_grad=True)
+    ref = torch.nn.MSELoss(reduction=reduction)(pt, as_torch(target))
+    ref.backward()
+    assert rel_err(value, ref.detach()) < 1e-12 and rel_err(grad, pt.grad) < 1e-12
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("loss_cls", [hg.CrossEntropyLoss, hg.NLLLoss, hg.MSELoss])
+def test_losses_run_on_every_backend(backend, loss_cls):
+    xp = namespace_or_skip(backend)
+    rng = np.random.default_rng(3)
+    pred = rng.standard_normal((4, 3))
+    target = rng.standard_normal((4, 3)) if loss_cls is hg.MSELoss else rng.integers(0, 3, 4)
+    ref = loss_cls()
+    expected, expected_grad = ref.forward(pred, target), ref.backward()
+    loss = loss_cls()
+    value = loss.forward(convert(pred, xp), convert(target, xp))
+    assert value.shape == ()
+    assert rel_err(value, expected) < 1e-12
+    assert rel_err(loss.backward(), expected_grad) < 1e-12
+
+
+def test_cross_entropy_is_stable_for_huge_logits():
+    loss = hg.CrossEntropyLoss()
+    value = loss.forward(np.array([[1000.0, -1000.0], [0.0, 800.0]]), np.array([1, 1]))
+    assert float(value) == pytest.approx(1000.0)
+    np.testing.assert_allclose(loss.backward(), [[0.5, -0.5], [0.0, 0.0]], atol=1e-300)
+
+
+@pytest.mark.parametrize(
+    ("target", "error", "match"),
+    [
+        (
+            np.array([0, 3, 1]),
+            ValueError,
+            r"class index 3 but logits has 3 classes \(valid indices 0 to 2\)",
+        ),
+        (np.array([0, -1, 1]), ValueError, "class index -1"),
+        (
+            np.array([0, 1]),
+            ValueError,
+            r"must have shape \(3,\) to match logits \(3, 3\), got \(2,\)",
+        ),
+        (np.ones((3, 2)), ValueError, r"shape of logits \(3, 3\), got \(3, 2\)"),
+        (np.array([True, False, True]), TypeError, "integer class indices or floating-point"),
+        (np.array([[0.5, np.nan, 0.5]] * 3), ValueError, "target contains NaN"),
+        ([0, 1, 2], TypeError, "target must be an array"),
+    ],
+)
+def test_cross_entropy_refuses_bad_targets(target, error, match):
+    with pytest.raises(error, match=match):
+        hg.CrossEntropyLoss().forward(np.zeros((3, 3)), target)
+
+
+def test_losses_refuse_bad_arguments():
+    with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum', got 'none'"):
+        hg.CrossEntropyLoss(reduction="none")
+    with pytest.raises(RuntimeError, match=r"MSELoss.backward called before forward"):
+        hg.MSELoss().backward()
+    with pytest.raises(
+        ValueError, match=r"target must have the shape of pred \(4, 1\), got \(4,\)"
+    ):
+        hg.MSELoss().forward(np.zeros((4, 1)), np.zeros(4))
+    with pytest.raises(ValueError, match=r"logits must be a 2-D array \(batch, classes\)"):
+        hg.CrossEntropyLoss().forward(np.zeros(3), np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="logits contains NaN"):
+        hg.CrossEntropyLoss().forward(np.array([[np.inf, 0.0]]), np.array([0]))
