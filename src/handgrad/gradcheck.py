@@ -51,7 +51,7 @@ __all__ = [
 
 DEFAULT_EPS = 1e-6
 DEFAULT_THRESHOLD = 1e-6
-NOISE_FACTOR = 64.0
+NOISE_FACTOR = 16.0
 RELATIVE_FLOOR = 1e-8
 _FLOAT64_EPS = float(np.finfo(np.float64).eps)
 
