@@ -27,7 +27,7 @@ def test_models_agree_with_autograd_to_1e12(activation, loss):
     comparison = hg.compare_with_autograd(model, loss_fn, x, y)
     assert comparison.passed, str(comparison)
     assert comparison.max_relative_difference < 1e-12
-    assert comparison.names == tuple(model.params())
+    assert comparison.names == ("x", *model.params())
     assert "agree" in str(comparison)
 
 
@@ -37,8 +37,8 @@ def test_a_wrong_backward_disagrees():
     x, y = rng.standard_normal((3, 4)), np.array([0, 1, 0])
     comparison = hg.compare_with_autograd(model, hg.CrossEntropyLoss(), x, y)
     assert not comparison.passed
-    assert comparison.names[0] == "0.weight"
-    assert comparison.max_rel_diff[0] > 0.1 and comparison.max_rel_diff[2] < 1e-12
+    assert comparison.names[1] == "0.weight"
+    assert comparison.max_rel_diff[1] > 0.1 and comparison.max_rel_diff[3] < 1e-12
     assert comparison.loss_rel_diff < 1e-12
     assert "DISAGREE" in str(comparison)
 
@@ -56,6 +56,18 @@ def test_a_layer_without_a_pytorch_counterpart_is_refused():
     model = hg.Sequential(hg.Linear(2, 2), Square())
     with pytest.raises(TypeError, match=r"layer 1 \(Square\) has no PyTorch counterpart"):
         hg.compare_with_autograd(model, hg.MSELoss(), np.ones((1, 2)), np.ones((1, 2)))
+
+
+def test_a_wrong_input_gradient_shows_in_the_x_row():
+    from zoo import WrongInputGrad
+
+    rng = np.random.default_rng(3)
+    model = hg.Sequential(WrongInputGrad(5, 4, rng=rng))
+    comparison = hg.compare_with_autograd(
+        model, hg.MSELoss(), rng.standard_normal((3, 5)), rng.standard_normal((3, 4))
+    )
+    assert comparison.max_rel_diff[0] == pytest.approx(1.0)
+    assert max(comparison.max_rel_diff[1:]) < 1e-12
 
 
 def test_float32_models_compare_in_float32():

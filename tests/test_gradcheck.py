@@ -212,6 +212,13 @@ def test_float32_input_warns_and_checks_a_float64_copy():
         np.testing.assert_array_equal(v, before[k])
 
 
+def test_float16_layers_are_checked_in_float64_too():
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((3, 4)).astype(np.float16)
+    with pytest.warns(hg.GradientCheckWarning, match="x is float16"):
+        assert hg.check_layer(hg.Linear(4, 2, rng=rng, dtype="float16"), x).passed
+
+
 def test_float64_data_draws_no_warning():
     rng = np.random.default_rng(8)
     with warnings.catch_warnings():

