@@ -3,6 +3,7 @@ import pytest
 from helpers import rel_err
 
 import handgrad as hg
+from handgrad.backend import to_numpy
 
 torch = pytest.importorskip("torch")
 
@@ -108,3 +109,22 @@ def test_simple_nn_refuses_an_unknown_backend():
         ValueError, match="backend must be one of 'numpy', 'torch', 'array_api_strict', got 'jax'"
     ):
         hg.SimpleNN(2, 2, 2, backend="jax")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_sgd_step_is_w_minus_lr_dw_and_lowers_the_loss(backend):
+    net = hg.SimpleNN(10, 20, 3, backend=backend, rng=3)
+    x = torch.arange(10, dtype=torch.float64).view(10, 1)
+    label = torch.tensor([0, 0, 1.0], dtype=torch.float64).reshape(3, 1)
+    w_1, w_2 = (to_numpy(w).copy() for w in (net.w_1, net.w_2))
+    start = float(net.loss(x, label))
+    dw_1, dw_2 = net.backward(x, label)
+    before = net.sgd_step(x, label, lr=0.5)
+    assert isinstance(before, torch.Tensor) and float(before) == start
+    assert float(net.loss(x, label)) < start
+    assert rel_err(net.w_1, w_1 - 0.5 * dw_1.numpy()) < 1e-15
+    assert rel_err(net.w_2, w_2 - 0.5 * dw_2.numpy()) < 1e-15
+    losses = [float(net.sgd_step(x, label, lr=0.5)) for _ in range(20)]
+    assert losses[-1] < losses[0] / 2
+    with pytest.raises(ValueError, match="lr must be a finite number greater than 0"):
+        net.sgd_step(x, label, lr=0.0)

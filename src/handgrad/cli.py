@@ -1,40 +1,172 @@
-"""The ``handgrad`` command line: ``handgrad check`` gradient-checks the seed's network and a
-model of your choosing against finite differences and PyTorch autograd."""
+"""The ``handgrad`` command line.
+
+- ``handgrad train``: train a classifier (default: the seed's 30-20-2 sigmoid network on
+  breast cancer), print its test metrics, write ``model.npz``, ``history.csv`` and
+  ``curves.png``.
+- ``handgrad predict`` and ``handgrad evaluate``: use a saved model on a CSV file.
+- ``handgrad check``: gradient-check the seed's network and an MLP against finite
+  differences and PyTorch autograd.
+
+Bad input ends with exit status 2 and one line on stderr (``--debug`` shows the traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
+import traceback
 from collections.abc import Sequence
 
-import numpy as np
-
-from handgrad.backend import convert, get_namespace
-from handgrad.gradcheck import (
-    DEFAULT_EPS,
-    DEFAULT_THRESHOLD,
-    GradientCheckError,
-    check_gradients,
-)
-from handgrad.losses import CrossEntropyLoss
-from handgrad.presets import ACTIVATIONS, SimpleNN, mlp
+from handgrad import commands
+from handgrad.classifier import TrainConfig
+from handgrad.gradcheck import DEFAULT_EPS, DEFAULT_THRESHOLD
+from handgrad.presets import ACTIVATIONS
 
 __all__ = ["main"]
 
+_DEFAULT = TrainConfig()
+
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number greater than 0, got {text!r}") from None
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
     return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text}")
+    return value
+
+
+def _add_train(commands_: argparse._SubParsersAction) -> None:
+    p = commands_.add_parser(
+        "train",
+        help="train a classifier and report its test metrics",
+        description="Train a classifier on a bundled data set or your CSV file. With no "
+        "options: the seed notebook's network (30 inputs, 20 sigmoid units, softmax over 2 "
+        "classes) on scikit-learn's breast-cancer data.",
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset", default=None, help="breast_cancer (default), digits, iris or wine"
+    )
+    source.add_argument("--data", metavar="FILE.csv", help="your own CSV file (needs --target)")
+    p.add_argument("--target", metavar="COL", help="the CSV's class column: name or 0-based index")
+    p.add_argument(
+        "--hidden",
+        type=_positive_int,
+        action="append",
+        metavar="N",
+        help="hidden layer width; repeat for more layers (default: one layer of 20)",
+    )
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=_DEFAULT.activation)
+    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default=_DEFAULT.optimizer)
+    p.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help="learning rate (default 0.01 for adam, 0.1 for sgd and momentum)",
+    )
+    p.add_argument("--epochs", type=_positive_int, default=_DEFAULT.epochs)
+    p.add_argument("--batch-size", type=_positive_int, default=_DEFAULT.batch_size)
+    p.add_argument(
+        "--schedule",
+        choices=["constant", "step", "cosine"],
+        default=_DEFAULT.schedule,
+        help="learning-rate schedule over the epochs",
+    )
+    p.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=None,
+        help="early stopping: stop after this many epochs without a better validation loss "
+        "and restore the best weights (off by default)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=_DEFAULT.alpha,
+        help=f"L2 penalty on weights ({_DEFAULT.alpha:g})",
+    )
+    p.add_argument("--test-size", type=_fraction, default=0.25)
+    p.add_argument("--val-size", type=_fraction, default=0.1)
+    p.add_argument("--backend", choices=["numpy", "torch"], default="numpy")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (torch backend)")
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out",
+        default="handgrad-out",
+        metavar="DIR",
+        help="folder for model.npz, history.csv and curves.png (handgrad-out)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="gradient-check the model on the first batch before training",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_predict_and_evaluate(commands_: argparse._SubParsersAction) -> None:
+    p = commands_.add_parser(
+        "predict",
+        help="predict the classes of a CSV file's rows",
+        description="Write each row's predicted class and class probabilities as CSV.",
+    )
+    p.add_argument("--model", required=True, metavar="MODEL.npz")
+    p.add_argument("csv", metavar="FILE.csv")
+    p.add_argument("--output", metavar="OUT.csv", help="write here instead of to stdout")
+    p = commands_.add_parser("evaluate", help="print a saved model's metrics on a labelled CSV")
+    p.add_argument("--model", required=True, metavar="MODEL.npz")
+    p.add_argument("csv", metavar="FILE.csv")
+    p.add_argument(
+        "--target",
+        metavar="COL",
+        help="the class column (default: the one the model was trained on)",
+    )
+
+
+def _add_check(commands_: argparse._SubParsersAction) -> None:
+    p = commands_.add_parser(
+        "check",
+        help="gradient-check the seed's network and an MLP (finite differences and autograd)",
+        description="Gradient-check the seed notebook's SimpleNN and an MLP on a random batch "
+        "against central finite differences and, when PyTorch is installed, autograd.",
+    )
+    p.add_argument("--inputs", type=_positive_int, default=30, help="input features (30)")
+    p.add_argument(
+        "--hidden",
+        type=_positive_int,
+        action="append",
+        help="hidden layer width; repeat for more layers (20)",
+    )
+    p.add_argument("--classes", type=_positive_int, default=2, help="output classes (2)")
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="sigmoid")
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--backend", choices=["numpy", "torch"], default="numpy")
+    p.add_argument("--eps", type=_positive_float, default=DEFAULT_EPS)
+    p.add_argument("--threshold", type=_positive_float, default=DEFAULT_THRESHOLD)
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,84 +174,34 @@ def _parser() -> argparse.ArgumentParser:
         prog="handgrad",
         description="Neural networks with hand-written backward passes, proven right.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    check = commands.add_parser(
-        "check",
-        help="gradient-check the seed's network and an MLP (finite differences and autograd)",
-        description="Gradient-check the seed notebook's SimpleNN and an MLP on a random batch "
-        "against central finite differences and, when PyTorch is installed, autograd.",
-    )
-    check.add_argument("--inputs", type=_positive_int, default=30, help="input features (30)")
-    check.add_argument(
-        "--hidden",
-        type=_positive_int,
-        action="append",
-        help="hidden layer width; repeat for more layers (20)",
-    )
-    check.add_argument("--classes", type=_positive_int, default=2, help="output classes (2)")
-    check.add_argument("--activation", choices=sorted(ACTIVATIONS), default="sigmoid")
-    check.add_argument("--batch-size", type=_positive_int, default=16)
-    check.add_argument("--backend", choices=["numpy", "torch"], default="numpy")
-    check.add_argument("--eps", type=_positive_float, default=DEFAULT_EPS)
-    check.add_argument("--threshold", type=_positive_float, default=DEFAULT_THRESHOLD)
-    check.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(commands_)
+    _add_predict_and_evaluate(commands_)
+    _add_check(commands_)
     return parser
-
-
-def _check_seed_network(args: argparse.Namespace) -> bool:
-    print("== The seed notebook's SimpleNN(10, 20, 3): x = arange(10), label = [0, 0, 1] ==")
-    net = SimpleNN(10, 20, 3, backend=args.backend, rng=args.seed)
-    x = np.arange(10, dtype=np.float64).reshape(10, 1)
-    label = np.array([0, 0, 1.0]).reshape(3, 1)
-    try:
-        net.gradient_check(x, label, epsilon=args.eps, threshold=args.threshold)
-    except GradientCheckError as err:
-        print(f"FAILED: {err}")
-        return False
-    return True
-
-
-def _check_mlp(args: argparse.Namespace) -> bool:
-    sizes = [args.inputs, *(args.hidden or [20]), args.classes]
-    name = "-".join(map(str, sizes))
-    print(
-        f"\n== MLP {name} ({args.activation}) + CrossEntropyLoss, random batch of "
-        f"{args.batch_size}, backend {args.backend} =="
-    )
-    rng = np.random.default_rng(args.seed)
-    model = mlp(sizes, args.activation, rng=rng, backend=args.backend)
-    xp = get_namespace(args.backend)
-    x = convert(rng.standard_normal((args.batch_size, args.inputs)), xp)
-    y = convert(rng.integers(0, args.classes, size=args.batch_size), xp)
-    loss = CrossEntropyLoss()
-    report = check_gradients(
-        model, loss, x, y, eps=args.eps, threshold=args.threshold, raise_on_failure=False
-    )
-    print(report)
-    if importlib.util.find_spec("torch") is None:
-        print(
-            "\nPyTorch is not installed, so the autograd comparison is skipped: "
-            "pip install 'handgrad[torch]'"
-        )
-        return report.passed
-    from handgrad.autograd import compare_with_autograd
-
-    comparison = compare_with_autograd(model, loss, x, y)
-    print(f"\n{comparison}")
-    return report.passed and comparison.passed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 a check failed, 2 bad input)."""
     args = _parser().parse_args(argv)
+    run = {
+        "train": commands.train,
+        "predict": commands.predict,
+        "evaluate": commands.evaluate,
+        "check": commands.check,
+    }[args.command]
     try:
-        passed = _check_seed_network(args)
-        passed = _check_mlp(args) and passed
-    except (ValueError, TypeError, ImportError) as err:
-        print(f"handgrad: error: {err}", file=sys.stderr)
+        return run(args)
+    except (ValueError, TypeError, ImportError, OSError, KeyError, RuntimeError) as err:
+        if args.debug:
+            traceback.print_exc()
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"handgrad {args.command}: error: {message}", file=sys.stderr)
         return 2
-    print("\nall checks passed" if passed else "\nSOME CHECKS FAILED")
-    return 0 if passed else 1
+    except KeyboardInterrupt:
+        print(f"handgrad {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -186,13 +186,29 @@ class SimpleNN:
         rows, targets, hand_back = self._take_in(x, label)
         return hand_back(self._nll.forward(self._log_probs(rows), targets))
 
+    def _backprop(self, rows: Any, targets: Any) -> Any:
+        loss = self._nll.forward(self._log_probs(rows), targets)
+        # dJ/dh_2 = z_2 - label;  dJ/dh_1 = (w_2^T dJ/dh_2) * z_1 (1 - z_1)
+        self.model.backward(self._nll.backward())
+        return loss
+
     def backward(self, x: Any, label: Any) -> tuple[Any, Any]:
         """Return ``(dw_1, dw_2)``, the gradients of :meth:`loss`, by hand-written backprop."""
         rows, targets, hand_back = self._take_in(x, label)
-        self._nll.forward(self._log_probs(rows), targets)
-        # dJ/dh_2 = z_2 - label;  dJ/dh_1 = (w_2^T dJ/dh_2) * z_1 (1 - z_1)
-        self.model.backward(self._nll.backward())
+        self._backprop(rows, targets)
         return hand_back(self.model[0].grads["weight"]), hand_back(self.model[2].grads["weight"])
+
+    def sgd_step(self, x: Any, label: Any, lr: float) -> Any:
+        """One step of gradient descent, ``w <- w - lr * dw`` for ``w_1`` and ``w_2``, in place.
+
+        Returns the loss before the step.
+        """
+        lr = check_positive_float(lr, "lr")
+        rows, targets, hand_back = self._take_in(x, label)
+        loss = self._backprop(rows, targets)
+        for layer in (self.model[0], self.model[2]):
+            layer.params["weight"] -= lr * layer.grads["weight"]
+        return hand_back(loss)
 
     def numerical_gradients(self, x: Any, label: Any, epsilon: float) -> tuple[Any, Any]:
         """Return ``(dw_1, dw_2)`` by central differences, element by element, as the seed."""

@@ -1,0 +1,197 @@
+"""What each ``handgrad`` command does, given its parsed arguments (see :mod:`handgrad.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from handgrad.backend import convert, get_namespace
+from handgrad.classifier import TrainConfig, train_classifier
+from handgrad.data import load_csv, load_dataset, load_features, split
+from handgrad.files import atomic_write
+from handgrad.gradcheck import GradientCheckError, check_gradients
+from handgrad.io import load_classifier, save_classifier
+from handgrad.losses import CrossEntropyLoss
+from handgrad.metrics import classification_metrics
+from handgrad.presets import SimpleNN, mlp
+
+__all__ = ["check", "evaluate", "predict", "train"]
+
+
+def _load(args: argparse.Namespace):
+    if args.data is not None:
+        if args.target is None:
+            raise ValueError("--data needs --target COL, the column that holds the classes")
+        return load_csv(args.data, args.target)
+    if args.target is not None:
+        raise ValueError("--target goes with --data FILE.csv; the bundled data sets know theirs")
+    return load_dataset(args.dataset or "breast_cancer")
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train, report test metrics, and write model.npz, history.csv and curves.png."""
+    started = time.perf_counter()
+    if not 0 <= args.alpha < float("inf"):
+        raise ValueError(f"--alpha must be a finite number >= 0, got {args.alpha}")
+    if args.test_size + args.val_size >= 1 or args.test_size == 0:
+        raise ValueError(
+            f"--test-size ({args.test_size}) must be > 0 and with --val-size "
+            f"({args.val_size}) leave some data to train on"
+        )
+    config = TrainConfig(
+        hidden=tuple(args.hidden or (20,)),
+        activation=args.activation,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        schedule=args.schedule,
+        patience=args.patience,
+        alpha=args.alpha,
+        backend=args.backend,
+        dtype=args.dtype,
+        device=args.device if args.backend == "torch" else None,
+        seed=args.seed,
+        check=args.check,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    dataset = _load(args)
+    parts = split(
+        dataset.X, dataset.y, test_size=args.test_size, val_size=args.val_size, seed=args.seed
+    )
+    sizes = [dataset.X.shape[1], *config.hidden, len(dataset.class_names)]
+    print(
+        f"{dataset.name}: {dataset.X.shape[0]} examples, {dataset.X.shape[1]} features, "
+        f"{len(dataset.class_names)} classes; train {parts.y_train.shape[0]}, validation "
+        f"{parts.y_val.shape[0]}, test {parts.y_test.shape[0]} (seed {args.seed})"
+    )
+    print(
+        f"model {'-'.join(map(str, sizes))} ({args.activation}), {args.optimizer}, "
+        f"batch {args.batch_size}, up to {args.epochs} epochs, backend {args.backend} "
+        f"{args.dtype}"
+    )
+    classifier, history = train_classifier(
+        parts.X_train,
+        parts.y_train,
+        dataset.class_names,
+        config=config,
+        validation=(parts.X_val, parts.y_val),
+        feature_names=dataset.feature_names,
+        target_name=dataset.target_name,
+    )
+    classifier.info["dataset"] = dataset.name
+    if history.gradient_check is not None:
+        print(f"\n{history.gradient_check}\n")
+    metrics = classification_metrics(
+        parts.y_test, classifier.predict(parts.X_test), dataset.class_names
+    )
+    ended = "stopped early after" if history.stopped_early else "trained for"
+    best = f", lowest validation loss at epoch {history.best_epoch}" if history.best_epoch else ""
+    print(
+        f"{ended} {len(history.epoch)} epochs{best}; "
+        f"final training loss {history.train_loss[-1]:.4f}\n"
+    )
+    print(f"test set: {metrics}\n")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [save_classifier(out / "model.npz", classifier), history.to_csv(out / "history.csv")]
+    if importlib.util.find_spec("matplotlib") is not None:
+        from handgrad.plots import plot_curves
+
+        title = f"{dataset.name}: {'-'.join(map(str, sizes))} {args.activation}, {args.optimizer}"
+        written.append(plot_curves(history.as_dict(), out / "curves.png", title=title))
+    else:
+        print("matplotlib is not installed, so no curves.png: pip install 'handgrad[plots]'")
+    print("wrote " + ", ".join(map(str, written)))
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Write the predicted class and the class probabilities of each row as CSV."""
+    classifier = load_classifier(args.model)
+    X, _ = load_features(args.csv, classifier.feature_names)
+    probabilities = classifier.predict_proba(X)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["prediction", *(f"p_{name}" for name in classifier.class_names)])
+    for row in probabilities:
+        writer.writerow([classifier.class_names[int(np.argmax(row))], *(f"{p:.6g}" for p in row)])
+    if args.output is None:
+        sys.stdout.write(text.getvalue())
+    else:
+        with atomic_write(args.output, "w") as f:
+            f.write(text.getvalue())
+        print(f"wrote {probabilities.shape[0]} predictions to {args.output}", file=sys.stderr)
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Print a saved model's metrics on a labelled CSV file."""
+    classifier = load_classifier(args.model)
+    X, y = load_features(
+        args.csv,
+        classifier.feature_names,
+        target=args.target or classifier.target_name,
+        class_names=classifier.class_names,
+    )
+    metrics = classification_metrics(y, classifier.predict(X), classifier.class_names)
+    print(metrics)
+    return 0
+
+
+def _check_seed_network(args: argparse.Namespace) -> bool:
+    print("== The seed notebook's SimpleNN(10, 20, 3): x = arange(10), label = [0, 0, 1] ==")
+    net = SimpleNN(10, 20, 3, backend=args.backend, rng=args.seed)
+    x = np.arange(10, dtype=np.float64).reshape(10, 1)
+    label = np.array([0, 0, 1.0]).reshape(3, 1)
+    try:
+        net.gradient_check(x, label, epsilon=args.eps, threshold=args.threshold)
+    except GradientCheckError as err:
+        print(f"FAILED: {err}")
+        return False
+    return True
+
+
+def _check_mlp(args: argparse.Namespace) -> bool:
+    sizes = [args.inputs, *(args.hidden or [20]), args.classes]
+    print(
+        f"\n== MLP {'-'.join(map(str, sizes))} ({args.activation}) + CrossEntropyLoss, "
+        f"random batch of {args.batch_size}, backend {args.backend} =="
+    )
+    rng = np.random.default_rng(args.seed)
+    model = mlp(sizes, args.activation, rng=rng, backend=args.backend)
+    xp = get_namespace(args.backend)
+    x = convert(rng.standard_normal((args.batch_size, args.inputs)), xp)
+    y = convert(rng.integers(0, args.classes, size=args.batch_size), xp)
+    loss = CrossEntropyLoss()
+    report = check_gradients(
+        model, loss, x, y, eps=args.eps, threshold=args.threshold, raise_on_failure=False
+    )
+    print(report)
+    if importlib.util.find_spec("torch") is None:
+        print(
+            "\nPyTorch is not installed, so the autograd comparison is skipped: "
+            "pip install 'handgrad[torch]'"
+        )
+        return report.passed
+    from handgrad.autograd import compare_with_autograd
+
+    comparison = compare_with_autograd(model, loss, x, y)
+    print(f"\n{comparison}")
+    return report.passed and comparison.passed
+
+
+def check(args: argparse.Namespace) -> int:
+    """Gradient-check the seed's network and an MLP; 0 if all pass, 1 if any fails."""
+    passed = _check_seed_network(args)
+    passed = _check_mlp(args) and passed
+    print("\nall checks passed" if passed else "\nSOME CHECKS FAILED")
+    return 0 if passed else 1

@@ -1,0 +1,149 @@
+"""Model files: ``.npz`` archives of plain arrays and one JSON string, written atomically
+and read with ``allow_pickle=False``. Nothing is ever unpickled.
+
+Layout: ``param/<name>`` for each parameter (PyTorch names), ``scaler/mean`` and
+``scaler/scale`` when the inputs are standardised, and ``meta``: JSON with the format name
+and version, the architecture, the class and feature names and free-form ``info``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handgrad.backend import to_numpy
+from handgrad.classifier import Classifier
+from handgrad.data import Standardiser
+from handgrad.errors import ModelFileError
+from handgrad.files import atomic_write
+from handgrad.layers import Linear, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from handgrad.model import Sequential
+
+__all__ = ["FORMAT_VERSION", "architecture", "build", "load_classifier", "save_classifier"]
+
+FORMAT = "handgrad-model"
+FORMAT_VERSION = 1
+_ACTIVATIONS = {cls.__name__: cls for cls in (Sigmoid, Tanh, ReLU, Softmax, LogSoftmax)}
+
+
+def architecture(model: Sequential) -> list[dict[str, Any]]:
+    """The model as a JSON-ready list of layer descriptions."""
+    spec = []
+    for i, layer in enumerate(model.layers):
+        if type(layer) is Linear:
+            spec.append(
+                {
+                    "type": "Linear",
+                    "in_features": layer.in_features,
+                    "out_features": layer.out_features,
+                    "bias": "bias" in layer.params,
+                }
+            )
+        elif type(layer) in _ACTIVATIONS.values():
+            spec.append({"type": type(layer).__name__})
+        else:
+            raise TypeError(
+                f"layer {i} ({type(layer).__name__}) cannot be saved: model files hold "
+                f"handgrad's own layers (Linear, {', '.join(_ACTIVATIONS)})"
+            )
+    return spec
+
+
+def build(spec: list[dict[str, Any]], **options: Any) -> Sequential:
+    """The Sequential that ``spec`` (from :func:`architecture`) describes, with fresh weights;
+    ``options`` (backend, dtype, device) go to each Linear."""
+    layers = []
+    for i, entry in enumerate(spec):
+        kind = entry.get("type") if isinstance(entry, dict) else None
+        if kind == "Linear":
+            layers.append(
+                Linear(entry["in_features"], entry["out_features"], bool(entry["bias"]), **options)
+            )
+        elif kind in _ACTIVATIONS:
+            layers.append(_ACTIVATIONS[kind]())
+        else:
+            raise ValueError(f"layer {i} of the architecture is not one handgrad knows: {entry!r}")
+    return Sequential(*layers)
+
+
+def save_classifier(path: str | os.PathLike, classifier: Classifier) -> Path:
+    """Write ``classifier`` to ``path`` (an ``.npz`` file), atomically."""
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "architecture": architecture(classifier.model),
+        "class_names": list(classifier.class_names),
+        "feature_names": list(classifier.feature_names),
+        "target_name": classifier.target_name,
+        "info": classifier.info,
+    }
+    arrays = {f"param/{k}": np.array(to_numpy(v)) for k, v in classifier.model.params().items()}
+    if classifier.standardiser is not None:
+        arrays["scaler/mean"] = classifier.standardiser.mean_
+        arrays["scaler/scale"] = classifier.standardiser.scale_
+    arrays["meta"] = np.array(json.dumps(meta))
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    if not path.is_file():
+        raise ModelFileError(
+            f"model file {str(path)!r} does not exist; train one with "
+            "'handgrad train --out DIR' and pass DIR/model.npz"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise ModelFileError(
+            f"{str(path)!r} is not a readable handgrad model file ({err}); "
+            "it may be damaged or not a model: train the model again"
+        ) from None
+    try:
+        meta = json.loads(str(arrays.pop("meta")[()]))
+    except (KeyError, ValueError, TypeError, IndexError) as err:
+        raise ModelFileError(f"{str(path)!r} has no valid handgrad metadata ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{str(path)!r} is not a handgrad model file")
+    version = meta.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{str(path)!r} is format version {version!r}, newer than this handgrad reads "
+            f"({FORMAT_VERSION}); upgrade handgrad"
+        )
+    return meta, arrays
+
+
+def load_classifier(path: str | os.PathLike, **options: Any) -> Classifier:
+    """Read a classifier written by :func:`save_classifier`; ``options`` (backend, dtype,
+    device) say where its model should live (default NumPy, float64)."""
+    path = Path(path)
+    meta, arrays = _read(path)
+    try:
+        model = build(meta["architecture"], **options)
+        model.load_state_dict(
+            {k.removeprefix("param/"): v for k, v in arrays.items() if k.startswith("param/")}
+        )
+        standardiser = (
+            Standardiser.from_arrays(arrays["scaler/mean"], arrays["scaler/scale"])
+            if "scaler/mean" in arrays
+            else None
+        )
+        return Classifier(
+            model=model,
+            standardiser=standardiser,
+            class_names=tuple(str(c) for c in meta["class_names"]),
+            feature_names=tuple(str(c) for c in meta["feature_names"]),
+            target_name=str(meta["target_name"]),
+            info=dict(meta.get("info", {})),
+        )
+    except (KeyError, ValueError, TypeError) as err:
+        raise ModelFileError(f"{str(path)!r} does not describe a consistent model: {err}") from None

@@ -1,0 +1,232 @@
+"""The fit loop: shuffled mini-batches, a history per epoch, early stopping with the best
+weights restored, an optional gradient check before the first step, and a clear stop when
+the loss stops being finite."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from handgrad.backend import convert, namespace
+from handgrad.data import batches
+from handgrad.errors import TrainingDivergedError
+from handgrad.files import atomic_write
+from handgrad.gradcheck import GradientCheckReport, check_gradients
+from handgrad.init import make_rng
+from handgrad.model import Sequential
+from handgrad.optim import Optimizer
+from handgrad.validation import check_array, check_positive_int
+
+__all__ = ["History", "evaluate", "fit"]
+
+_COLUMNS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+@dataclass
+class History:
+    """What happened in each epoch, and how training ended."""
+
+    epoch: list[int] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    gradient_check: GradientCheckReport | None = None
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """The per-epoch columns; validation columns are empty without validation data."""
+        return {name: list(getattr(self, name)) for name in _COLUMNS}
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write one row per epoch to ``path``, atomically."""
+        columns = [c for c, values in self.as_dict().items() if values]
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(columns)
+        for row in zip(*(getattr(self, c) for c in columns), strict=True):
+            writer.writerow([repr(v) if isinstance(v, float) else v for v in row])
+        with atomic_write(path, "w") as f:
+            f.write(text.getvalue())
+        return Path(path)
+
+
+def _on_model(model: Sequential, X: Any, y: Any) -> tuple[Any, Any]:
+    """X and y moved once to the library, dtype and device of the model's parameters."""
+    weight = next(iter(model.params().values()))
+    xp = namespace(weight)
+    return (
+        convert(X, xp, dtype=weight.dtype, device=weight.device),
+        convert(y, xp, dtype=xp.int64, device=weight.device),
+    )
+
+
+def _check_data(X: Any, y: Any, prefix: str) -> None:
+    check_array(X, f"{prefix}X", ndim=2, layout="(examples, features)")
+    check_array(y, f"{prefix}y", ndim=1, layout="(examples,) of class indices", floating=False)
+    if namespace(y).isdtype(y.dtype, "real floating"):
+        raise TypeError(f"{prefix}y must hold integer class indices, got dtype {y.dtype}")
+    if X.shape[0] != y.shape[0]:
+        raise ValueError(f"{prefix}X has {X.shape[0]} rows but {prefix}y has {y.shape[0]} labels")
+
+
+def evaluate(model: Sequential, loss: Any, X: Any, y: Any) -> tuple[float, float]:
+    """Mean loss and accuracy of ``model`` on ``(X, y)`` (arrays of the model's library)."""
+    xp = namespace(X)
+    logits = model.forward(X)
+    value = float(loss.forward(logits, y))
+    correct = xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.int64))
+    return value, int(correct) / X.shape[0]
+
+
+def fit(
+    model: Sequential,
+    loss: Any,
+    optimizer: Optimizer,
+    X: Any,
+    y: Any,
+    *,
+    epochs: int = 100,
+    batch_size: int = 32,
+    validation: tuple[Any, Any] | None = None,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    schedule: Any = None,
+    alpha: float = 0.0,
+    rng: Any = None,
+    check: bool = False,
+    progress: bool = False,
+) -> History:
+    """Train ``model`` on integer class labels ``y`` with mini-batches; return the history.
+
+    Parameters
+    ----------
+    model, loss, optimizer
+        A Sequential that outputs logits, a loss such as CrossEntropyLoss, and an optimizer
+        built on ``model.params()``.
+    X, y : arrays
+        Features (examples, features) and class indices (examples,), NumPy or the model's
+        library; they are moved to the model's library, dtype and device once.
+    epochs, batch_size : int
+        Passes over the data, and examples per step (the last batch may be smaller).
+    validation : (X_val, y_val), optional
+        Data for the validation loss and accuracy after each epoch.
+    patience : int, optional
+        Stop when the validation loss has not improved by ``min_delta`` for this many
+        epochs; the weights of the best epoch are restored. Needs ``validation``.
+    schedule : callable, optional
+        Epoch (0-based) -> factor of the initial learning rate (see ``optim.make_schedule``).
+    alpha : float
+        L2 penalty on weights (not biases), as scikit-learn's MLP: ``alpha / 2 * |W|^2``
+        per batch, divided by the batch size.
+    rng : int or numpy.random.Generator, optional
+        Seeds the order of the batches.
+    check : bool
+        Gradient-check the model on the first batch before the first step (raises
+        :class:`~handgrad.GradientCheckError` if it fails); the report is kept in the history.
+    progress : bool
+        Show a tqdm progress bar (one tick per epoch) with the running loss and accuracy.
+
+    Raises
+    ------
+    TrainingDivergedError
+        If the loss becomes NaN or infinite; names the epoch and step.
+    """
+    epochs = check_positive_int(epochs, "epochs")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    _check_data(X, y, "")
+    if validation is not None:
+        _check_data(*validation, "validation ")
+    if patience is not None:
+        check_positive_int(patience, "patience")
+        if validation is None:
+            raise ValueError("patience (early stopping) needs validation data, got none")
+    if not 0 <= alpha < math.inf:
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    X, y = _on_model(model, X, y)
+    if validation is not None:
+        validation = _on_model(model, *validation)
+    xp, generator = namespace(X), make_rng(rng)
+    n, base_lr = X.shape[0], optimizer.lr
+    weights = [(name, p) for name, p in model.params().items() if name.endswith("weight")]
+    history = History()
+    best_loss, best_state, waited = math.inf, None, 0
+    bar = _progress_bar(epochs) if progress else None
+    step = 0
+    try:
+        for epoch in range(1, epochs + 1):
+            optimizer.lr = base_lr * (schedule(epoch - 1) if schedule else 1.0)
+            total_loss, correct = 0.0, 0
+            for index in batches(n, batch_size, generator):
+                idx = index if xp is namespace(index) else convert(index, xp, device=X.device)
+                xb, yb = xp.take(X, idx, axis=0), xp.take(y, idx, axis=0)
+                if check and step == 0:
+                    history.gradient_check = check_gradients(model, loss, xb, yb)
+                logits = model.forward(xb)
+                value = float(loss.forward(logits, yb))
+                model.backward(loss.backward())
+                grads = model.grads()
+                if alpha:
+                    # L2 penalty: L += alpha / (2 b) |W|^2,  dL/dW += alpha W / b
+                    for name, w in weights:
+                        value += alpha / (2 * len(index)) * float(xp.sum(w * w))
+                        grads[name] = grads[name] + (alpha / len(index)) * w
+                step += 1
+                if not math.isfinite(value):
+                    raise TrainingDivergedError(
+                        f"the training loss became {value} at epoch {epoch}, step {step}; "
+                        f"try a smaller learning rate (now {optimizer.lr:g})",
+                        epoch=epoch,
+                        step=step,
+                    )
+                optimizer.step(grads)
+                total_loss += value * len(index)
+                correct += int(xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64)))
+            history.epoch.append(epoch)
+            history.lr.append(optimizer.lr)
+            history.train_loss.append(total_loss / n)
+            history.train_accuracy.append(correct / n)
+            if validation is not None:
+                val_loss, val_accuracy = evaluate(model, loss, *validation)
+                history.val_loss.append(val_loss)
+                history.val_accuracy.append(val_accuracy)
+                if val_loss < best_loss - min_delta:
+                    best_loss, best_state, waited = val_loss, model.state_dict(), 0
+                    history.best_epoch = epoch
+                else:
+                    waited += 1
+            if bar is not None:
+                bar.set_postfix(_postfix(history), refresh=False)
+                bar.update()
+            if patience is not None and waited >= patience:
+                history.stopped_early = True
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if best_state is not None and patience is not None:
+        model.load_state_dict(best_state)
+    return history
+
+
+def _progress_bar(epochs: int) -> Any:
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=epochs, unit="epoch", desc="training", leave=False, dynamic_ncols=True)
+
+
+def _postfix(history: History) -> dict[str, str]:
+    postfix = {"loss": f"{history.train_loss[-1]:.4f}", "acc": f"{history.train_accuracy[-1]:.3f}"}
+    if history.val_loss:
+        postfix["val_loss"] = f"{history.val_loss[-1]:.4f}"
+        postfix["val_acc"] = f"{history.val_accuracy[-1]:.3f}"
+    return postfix

@@ -1,0 +1,168 @@
+import math
+
+import numpy as np
+import pytest
+from helpers import as_torch, namespace_or_skip, rel_err
+
+import handgrad as hg
+from handgrad.backend import convert
+from handgrad.optim import SGD, Adam, make_schedule
+
+torch = pytest.importorskip("torch")
+
+SGD_CASES = [
+    {},
+    {"momentum": 0.9},
+    {"momentum": 0.9, "nesterov": True},
+    {"momentum": 0.5, "weight_decay": 0.01},
+    {"weight_decay": 0.1},
+]
+ADAM_CASES = [{}, {"betas": (0.8, 0.99), "eps": 1e-6}, {"weight_decay": 0.01}]
+
+
+def _run_both(make_ours, make_theirs, steps=6):
+    """The same gradients, step after step, into handgrad's and torch's optimizer."""
+    rng = np.random.default_rng(0)
+    params = {"0.weight": rng.standard_normal((3, 4)), "0.bias": rng.standard_normal(3)}
+    theirs = [as_torch(p, requires_grad=True) for p in params.values()]
+    ours = make_ours(params)
+    reference = make_theirs(theirs)
+    for _ in range(steps):
+        grads = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+        ours.step(grads)
+        for t, g in zip(theirs, grads.values(), strict=True):
+            t.grad = as_torch(g)
+        reference.step()
+    return params, theirs
+
+
+@pytest.mark.parametrize("options", SGD_CASES)
+def test_sgd_matches_torch_over_several_steps(options):
+    ours, theirs = _run_both(
+        lambda p: SGD(p, lr=0.1, **options), lambda t: torch.optim.SGD(t, lr=0.1, **options)
+    )
+    for p, t in zip(ours.values(), theirs, strict=True):
+        assert rel_err(p, t.detach()) < 1e-12
+
+
+@pytest.mark.parametrize("options", ADAM_CASES)
+def test_adam_matches_torch_over_several_steps(options):
+    ours, theirs = _run_both(
+        lambda p: Adam(p, lr=0.01, **options), lambda t: torch.optim.Adam(t, lr=0.01, **options)
+    )
+    for p, t in zip(ours.values(), theirs, strict=True):
+        assert rel_err(p, t.detach()) < 1e-12
+
+
+def test_adam_first_step_by_hand():
+    """After one step, m = (1 - b1) g, v = (1 - b2) g^2, and the bias-corrected step is
+    lr * g / (|g| + eps), i.e. almost exactly lr * sign(g)."""
+    p = {"w": np.array([1.0, -2.0, 0.5])}
+    g = np.array([0.3, -4.0, 1e-3])
+    opt = Adam(p, lr=0.1, eps=1e-8)
+    opt.step({"w": g})
+    expected = np.array([1.0, -2.0, 0.5]) - 0.1 * g / (np.abs(g) + 1e-8)
+    np.testing.assert_allclose(p["w"], expected, rtol=1e-13)
+    assert opt.t == 1
+    opt.step({"w": g})
+    assert opt.t == 2  # once per step, not once per parameter
+
+
+def test_sgd_step_by_hand_and_state_is_per_parameter():
+    p = {"a": np.array([1.0, 2.0]), "b": np.array([3.0])}
+    opt = SGD(p, lr=0.5, momentum=0.9)
+    opt.step({"a": np.array([1.0, 1.0]), "b": np.array([2.0])})
+    opt.step({"a": np.array([1.0, 1.0]), "b": np.array([2.0])})
+    # a: v1 = 1, p = 1 - .5 = .5; v2 = .9 + 1 = 1.9, p = .5 - .95 = -.45
+    np.testing.assert_allclose(p["a"], [-0.45, 0.55], rtol=1e-15)
+    # b: v1 = 2, p = 3 - 1 = 2; v2 = 1.8 + 2 = 3.8, p = 2 - 1.9 = 0.1
+    np.testing.assert_allclose(p["b"], [0.1], rtol=1e-14)
+
+
+def test_updates_are_in_place_on_the_models_arrays():
+    model = hg.mlp([3, 2], rng=0)
+    weight = model.params()["0.weight"]
+    before = weight.copy()
+    opt = SGD(model.params(), lr=0.1)
+    model.forward(np.ones((2, 3)))
+    model.backward(np.ones((2, 2)))
+    opt.step(model.grads())
+    assert model.params()["0.weight"] is weight
+    np.testing.assert_allclose(weight, before - 0.1 * model.grads()["0.weight"], rtol=1e-15)
+
+
+@pytest.mark.parametrize("backend", ["torch", "array_api_strict"])
+@pytest.mark.parametrize("make", [lambda p: SGD(p, 0.1, momentum=0.9), lambda p: Adam(p, 0.01)])
+def test_optimizers_run_on_other_backends(backend, make):
+    xp = namespace_or_skip(backend)
+    rng = np.random.default_rng(1)
+    start, grad = rng.standard_normal(4), rng.standard_normal(4)
+    ref = {"w": start.copy()}
+    ours = {"w": convert(start, xp)}
+    make(ref).step({"w": grad})
+    opt = make(ours)
+    opt.step({"w": convert(grad, xp)})
+    assert rel_err(ours["w"], ref["w"]) < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda p: SGD(p, lr=0), ValueError, "lr must be a finite number greater than 0, got 0"),
+        (lambda p: SGD(p, lr=-1), ValueError, "lr must be"),
+        (lambda p: SGD(p, momentum=1.0), ValueError, r"momentum must be a number in \[0, 1\)"),
+        (lambda p: SGD(p, nesterov=True), ValueError, "nesterov=True needs a momentum"),
+        (
+            lambda p: SGD(p, weight_decay=-0.1),
+            ValueError,
+            "weight_decay must be a finite number >= 0",
+        ),
+        (lambda p: Adam(p, betas=(0.9,)), ValueError, "betas must be a pair"),
+        (lambda p: Adam(p, betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be"),
+        (lambda p: Adam(p, eps=0), ValueError, "eps must be"),
+        (lambda p: SGD({}), ValueError, "params must be a non-empty dict"),
+        (lambda p: SGD([1, 2]), ValueError, "got list"),
+    ],
+)
+def test_bad_hyperparameters_are_refused(call, error, match):
+    with pytest.raises(error, match=match):
+        call({"w": np.ones(2)})
+
+
+def test_a_missing_gradient_is_named():
+    opt = SGD({"w": np.ones(2), "b": np.ones(1)}, lr=0.1)
+    with pytest.raises(KeyError, match="grads has no entry 'b'"):
+        opt.step({"w": np.ones(2)})
+
+
+def test_schedules_match_torch():
+    def torch_lrs(make_scheduler, epochs):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
+        scheduler = make_scheduler(opt)
+        lrs = []
+        for _ in range(epochs):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            scheduler.step()
+        return lrs
+
+    step = make_schedule("step", step_size=3, gamma=0.5)
+    expected = torch_lrs(lambda o: torch.optim.lr_scheduler.StepLR(o, 3, 0.5), 10)
+    np.testing.assert_allclose([0.5 * step(e) for e in range(10)], expected, rtol=1e-12)
+    cosine = make_schedule("cosine", total_epochs=8, min_factor=0.1)
+    expected = torch_lrs(
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 8, eta_min=0.05), 9
+    )
+    np.testing.assert_allclose([0.5 * cosine(e) for e in range(9)], expected, rtol=1e-12)
+    assert make_schedule("constant")(100) == 1.0
+    assert cosine(8) == pytest.approx(0.1) and cosine(20) == pytest.approx(0.1)
+    assert math.isclose(cosine(4), 0.55)
+
+
+def test_bad_schedules_are_refused():
+    with pytest.raises(ValueError, match="schedule must be one of 'constant', 'step', 'cosine'"):
+        make_schedule("linear")
+    with pytest.raises(TypeError, match="schedule 'step' got options it does not take"):
+        make_schedule("step", total_epochs=3)
+    with pytest.raises(ValueError, match="step_size must be a positive integer"):
+        make_schedule("step", step_size=0)
