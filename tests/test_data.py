@@ -294,10 +294,19 @@ def test_broken_quoting(tmp_path):
 
 
 _CSV_TEXT = st.text(alphabet='01.-,"\n\r ab\x00\ufeffNA', max_size=120).map(str.encode)
+_CELLS = st.sampled_from(["1", "0", "2.5", "-3e2", "x"])
+_GRIDS = (  # rectangular grids of mostly good cells, so that some files load
+    st.integers(1, 4)
+    .flatmap(lambda w: st.lists(st.lists(_CELLS, min_size=w, max_size=w), min_size=1, max_size=8))
+    .map(lambda rows: "\n".join(",".join(row) for row in rows).encode())
+)
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(raw=st.one_of(st.binary(max_size=120), _CSV_TEXT), target=st.sampled_from([0, 1, "1", "a"]))
+@given(
+    raw=st.one_of(_GRIDS, _CSV_TEXT, st.binary(max_size=120)),
+    target=st.sampled_from([0, 1, "1", "a"]),
+)
 def test_any_bytes_give_a_dataset_or_a_data_error(tmp_path, raw, target):
     path = write(tmp_path, raw, name="fuzz.csv")
     try:

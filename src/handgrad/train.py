@@ -167,18 +167,11 @@ def fit(
             for index in batches(n, batch_size, generator):
                 idx = index if xp is namespace(index) else convert(index, xp, device=X.device)
                 xb, yb = xp.take(X, idx, axis=0), xp.take(y, idx, axis=0)
-                if check and step == 0:
+                step += 1
+                if check and step == 1:
                     history.gradient_check = check_gradients(model, loss, xb, yb)
                 logits = model.forward(xb)
-                value = float(loss.forward(logits, yb))
-                model.backward(loss.backward())
-                grads = model.grads()
-                if alpha:
-                    # L2 penalty: L += alpha / (2 b) |W|^2,  dL/dW += alpha W / b
-                    for name, w in weights:
-                        value += alpha / (2 * len(index)) * float(xp.sum(w * w))
-                        grads[name] = grads[name] + (alpha / len(index)) * w
-                step += 1
+                value = _loss_value(loss, logits, yb, xp)
                 if not math.isfinite(value):
                     raise TrainingDivergedError(
                         f"the training loss became {value} at epoch {epoch}, step {step}; "
@@ -186,6 +179,13 @@ def fit(
                         epoch=epoch,
                         step=step,
                     )
+                model.backward(loss.backward())
+                grads = model.grads()
+                if alpha:
+                    # L2 penalty: L += alpha / (2 b) |W|^2,  dL/dW += alpha W / b
+                    for name, w in weights:
+                        value += alpha / (2 * len(index)) * float(xp.sum(w * w))
+                        grads[name] = grads[name] + (alpha / len(index)) * w
                 optimizer.step(grads)
                 total_loss += value * len(index)
                 correct += int(xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64)))
@@ -214,6 +214,16 @@ def fit(
     if best_state is not None and patience is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def _loss_value(loss: Any, logits: Any, y: Any, xp: Any) -> float:
+    """The batch loss as a float; NaN when the model's output is no longer finite."""
+    try:
+        return float(loss.forward(logits, y))
+    except ValueError:
+        if bool(xp.all(xp.isfinite(logits))):
+            raise
+        return math.nan
 
 
 def _progress_bar(epochs: int) -> Any:

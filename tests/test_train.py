@@ -1,0 +1,212 @@
+import math
+
+import numpy as np
+import pytest
+
+import handgrad as hg
+from handgrad.errors import TrainingDivergedError
+from handgrad.optim import SGD, Adam, make_schedule
+from handgrad.train import History, evaluate, fit
+
+
+def _blobs(rng, n=120, classes=3, features=4):
+    centers = rng.standard_normal((classes, features)) * 3
+    y = rng.integers(0, classes, n)
+    return centers[y] + rng.standard_normal((n, features)), y
+
+
+def test_fit_learns_separable_blobs_and_records_history():
+    rng = np.random.default_rng(0)
+    X, y = _blobs(rng)
+    model = hg.mlp([4, 8, 3], "tanh", rng=1)
+    history = fit(
+        model,
+        hg.CrossEntropyLoss(),
+        Adam(model.params(), 0.05),
+        X,
+        y,
+        epochs=30,
+        batch_size=16,
+        validation=(X[:30], y[:30]),
+        rng=2,
+    )
+    assert history.epoch == list(range(1, 31))
+    assert len(history.train_loss) == len(history.val_accuracy) == 30
+    assert history.train_loss[-1] < history.train_loss[0] / 3
+    assert history.train_accuracy[-1] > 0.95 and history.val_accuracy[-1] > 0.95
+    loss, accuracy = evaluate(model, hg.CrossEntropyLoss(), X[:30], y[:30])
+    assert loss == pytest.approx(history.val_loss[-1]) and accuracy == history.val_accuracy[-1]
+
+
+def test_an_epoch_is_the_mean_of_its_batches_and_visits_every_example_once():
+    rng = np.random.default_rng(1)
+    X, y = _blobs(rng, n=10)
+    model = hg.mlp([4, 3], rng=0)
+    seen = []
+    original = model.forward
+
+    def spy(x):
+        seen.append(x.shape[0])
+        return original(x)
+
+    model.forward = spy
+    fit(model, hg.CrossEntropyLoss(), SGD(model.params(), 1e-9), X, y, epochs=1, batch_size=4)
+    assert seen == [4, 4, 2]
+
+
+def test_same_seed_same_weights_and_history_bit_for_bit():
+    rng = np.random.default_rng(2)
+    X, y = _blobs(rng)
+    runs = []
+    for _ in range(2):
+        model = hg.mlp([4, 6, 3], rng=5)
+        h = fit(
+            model,
+            hg.CrossEntropyLoss(),
+            Adam(model.params(), 0.01),
+            X,
+            y,
+            epochs=5,
+            rng=7,
+            validation=(X, y),
+            alpha=1e-3,
+        )
+        runs.append((model.state_dict(), h.as_dict()))
+    assert runs[0][1] == runs[1][1]
+    for k in runs[0][0]:
+        np.testing.assert_array_equal(runs[0][0][k], runs[1][0][k])
+
+
+def test_early_stopping_restores_the_best_weights():
+    rng = np.random.default_rng(3)
+    X, y = _blobs(rng, n=60)
+    X_val, y_val = _blobs(np.random.default_rng(99), n=40)  # other centres: gets worse
+    model = hg.mlp([4, 16, 3], rng=0)
+    history = fit(
+        model,
+        hg.CrossEntropyLoss(),
+        Adam(model.params(), 0.05),
+        X,
+        y,
+        epochs=200,
+        validation=(X_val, y_val),
+        patience=5,
+        rng=0,
+    )
+    assert history.stopped_early and len(history.epoch) < 200
+    assert history.best_epoch == len(history.epoch) - 5
+    best = history.val_loss[history.best_epoch - 1]
+    assert min(history.val_loss) == best
+    assert evaluate(model, hg.CrossEntropyLoss(), X_val, y_val)[0] == pytest.approx(best, rel=1e-12)
+
+
+def test_a_diverging_loss_stops_with_the_epoch_and_step():
+    rng = np.random.default_rng(4)
+    X, y = _blobs(rng)
+    model = hg.mlp([4, 8, 3], "relu", rng=0)
+    with pytest.raises(TrainingDivergedError, match=r"at epoch \d+, step \d+; try a smaller") as e:
+        fit(model, hg.CrossEntropyLoss(), SGD(model.params(), 1e6), X * 1e3, y, epochs=50)
+    assert e.value.epoch >= 1 and e.value.step >= 1
+    assert isinstance(e.value, RuntimeError)
+
+
+def test_check_runs_a_gradient_check_before_the_first_step():
+    rng = np.random.default_rng(5)
+    X, y = _blobs(rng, n=20)
+    model = hg.mlp([4, 5, 3], rng=0)
+    history = fit(
+        model,
+        hg.CrossEntropyLoss(),
+        SGD(model.params(), 0.1),
+        X,
+        y,
+        epochs=1,
+        batch_size=8,
+        check=True,
+    )
+    assert history.gradient_check.passed
+    assert [c.name for c in history.gradient_check.checks] == list(model.params())
+
+
+def test_schedule_sets_the_learning_rate_per_epoch():
+    rng = np.random.default_rng(6)
+    X, y = _blobs(rng, n=16)
+    model = hg.mlp([4, 3], rng=0)
+    history = fit(
+        model,
+        hg.CrossEntropyLoss(),
+        SGD(model.params(), 0.8),
+        X,
+        y,
+        epochs=5,
+        schedule=make_schedule("step", step_size=2, gamma=0.5),
+    )
+    assert history.lr == [0.8, 0.8, 0.4, 0.4, 0.2]
+
+
+def test_l2_penalty_is_added_to_loss_and_weight_gradients_only():
+    X, y = np.ones((2, 3)), np.array([0, 1])
+    plain, penalised = hg.mlp([3, 2], rng=0), hg.mlp([3, 2], rng=0)
+    h0 = fit(plain, hg.CrossEntropyLoss(), SGD(plain.params(), 0.1), X, y, epochs=1, batch_size=2)
+    h1 = fit(
+        penalised,
+        hg.CrossEntropyLoss(),
+        SGD(penalised.params(), 0.1),
+        X,
+        y,
+        epochs=1,
+        batch_size=2,
+        alpha=0.5,
+    )
+    w0 = hg.mlp([3, 2], rng=0).params()["0.weight"]
+    assert h1.train_loss[0] - h0.train_loss[0] == pytest.approx(0.5 / 4 * np.sum(w0**2))
+    np.testing.assert_allclose(
+        penalised.params()["0.weight"], plain.params()["0.weight"] - 0.1 * 0.5 / 2 * w0, rtol=1e-12
+    )
+    np.testing.assert_array_equal(penalised.params()["0.bias"], plain.params()["0.bias"])
+
+
+@pytest.mark.parametrize("backend", ["torch"])
+def test_fit_on_the_torch_backend_matches_numpy(backend):
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    X, y = _blobs(rng, n=40)
+    results = []
+    for b in ("numpy", backend):
+        model = hg.mlp([4, 6, 3], rng=0, backend=b)
+        h = fit(model, hg.CrossEntropyLoss(), Adam(model.params(), 0.01), X, y, epochs=3, rng=1)
+        results.append(h.train_loss)
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-10)
+
+
+def test_history_csv_round_trips(tmp_path):
+    history = History(
+        epoch=[1, 2], lr=[0.1, 0.1], train_loss=[0.5, 0.25], train_accuracy=[0.5, 0.75]
+    )
+    path = history.to_csv(tmp_path / "history.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "epoch,lr,train_loss,train_accuracy"
+    assert lines[2] == "2,0.1,0.25,0.75"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"epochs": 0}, ValueError, "epochs must be a positive integer, got 0"),
+        ({"batch_size": -2}, ValueError, "batch_size must be a positive integer"),
+        ({"patience": 3}, ValueError, "patience .* needs validation data"),
+        ({"alpha": -1.0}, ValueError, "alpha must be a finite number >= 0"),
+        ({"X": np.ones((3, 4)), "y": np.array([0, 1])}, ValueError, "X has 3 rows but y has 2"),
+        ({"y": np.zeros(5)}, TypeError, "y must hold integer class indices"),
+        ({"X": np.full((5, 4), math.nan)}, ValueError, "X contains NaN"),
+    ],
+)
+def test_fit_refuses_bad_arguments_before_training(kwargs, error, match):
+    model = hg.mlp([4, 3], rng=0)
+    before = model.state_dict()
+    data = {"X": np.ones((5, 4)), "y": np.zeros(5, dtype=np.int64)}
+    data.update({k: kwargs.pop(k) for k in ("X", "y") if k in kwargs})
+    with pytest.raises(error, match=match):
+        fit(model, hg.CrossEntropyLoss(), SGD(model.params(), 0.1), data["X"], data["y"], **kwargs)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
