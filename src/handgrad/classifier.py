@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +59,10 @@ class Classifier:
 class TrainConfig:
     """How to train a classifier; the defaults are ``handgrad train``'s: the seed's network
     (one hidden layer of 20 sigmoid units), Adam, 100 epochs, L2 penalty 1e-2. Early
-    stopping is off unless ``patience`` is set (and validation data given)."""
+    stopping is off unless ``patience`` is set (and validation data given); an epoch counts
+    as better when the validation loss falls by more than ``min_delta``.
+    ``optimizer_options`` go to :func:`~handgrad.optim.make_optimizer` (``momentum``,
+    ``nesterov``, ``betas``, ``eps``, ``weight_decay``)."""
 
     hidden: tuple[int, ...] = (20,)
     activation: str = "sigmoid"
@@ -76,6 +79,8 @@ class TrainConfig:
     seed: int | None = 0
     check: bool = False
     progress: bool = False
+    min_delta: float = 0.0
+    optimizer_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 def _schedule(config: TrainConfig) -> Any:
@@ -112,7 +117,9 @@ def train_classifier(
         dtype=config.dtype,
         device=config.device,
     )
-    optimizer = make_optimizer(config.optimizer, model.params(), config.lr)
+    optimizer = make_optimizer(
+        config.optimizer, model.params(), config.lr, **config.optimizer_options
+    )
     if validation is not None and len(validation[1]) == 0:
         validation = None
     history = fit(
@@ -130,6 +137,7 @@ def train_classifier(
             np.asarray(validation[1]),
         ),
         patience=config.patience if validation is not None else None,
+        min_delta=config.min_delta,
         schedule=_schedule(config),
         alpha=config.alpha,
         rng=config.seed,
@@ -145,6 +153,8 @@ def train_classifier(
         "epochs_run": len(history.epoch),
         "best_epoch": history.best_epoch,
     }
+    if config.optimizer_options:
+        info["optimizer_options"] = dict(config.optimizer_options)
     classifier = Classifier(
         model, scaler, tuple(class_names), tuple(feature_names), target_name, info
     )

@@ -187,13 +187,32 @@ def make_schedule(name: str, **options: Any) -> Schedule:
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.1, "adam": 0.01}
+_OPTIONS = {
+    "sgd": ("momentum", "nesterov", "weight_decay"),
+    "adam": ("betas", "eps", "weight_decay"),
+}
 
 
-def make_optimizer(name: str, params: Mapping[str, Any], lr: float | None = None) -> Optimizer:
+def make_optimizer(
+    name: str, params: Mapping[str, Any], lr: float | None = None, **options: Any
+) -> Optimizer:
     """``"sgd"`` (plain), ``"momentum"`` (SGD with Nesterov momentum 0.9) or ``"adam"``,
-    with the learning rate ``lr`` or the name's default (:data:`DEFAULT_LR`)."""
+    with the learning rate ``lr`` or the name's default (:data:`DEFAULT_LR`).
+
+    ``options`` go to the optimizer and override the name's presets: ``momentum``,
+    ``nesterov`` and ``weight_decay`` for the SGD names (:class:`SGD`); ``betas``, ``eps``
+    and ``weight_decay`` for ``"adam"`` (:class:`Adam`).
+    """
     check_choice(name, "optimizer", OPTIMIZERS)
     lr = DEFAULT_LR[name] if lr is None else lr
+    kind = "adam" if name == "adam" else "sgd"
+    unknown = sorted(set(options) - set(_OPTIONS[kind]))
+    if unknown:
+        raise TypeError(
+            f"optimizer {name!r} takes the options {', '.join(_OPTIONS[kind])}, "
+            f"got {', '.join(unknown)}"
+        )
     if name == "adam":
-        return Adam(params, lr)
-    return SGD(params, lr, momentum=0.9, nesterov=True) if name == "momentum" else SGD(params, lr)
+        return Adam(params, lr, **options)
+    preset = {"momentum": 0.9, "nesterov": True} if name == "momentum" else {}
+    return SGD(params, lr, **{**preset, **options})
