@@ -162,7 +162,11 @@ def test_linear_refuses_bad_arguments(kwargs, error, match):
     ("x", "error", "match"),
     [
         (np.ones((2, 4)), ValueError, r"x must have 3 features .* got shape \(2, 4\)"),
-        (np.ones(3), ValueError, r"x must be a 2-D array \(batch, in_features\), got shape \(3,\)"),
+        (
+            np.ones(3),
+            ValueError,
+            r"x must be an array of at least 2 dimensions \(batch, in_features\), got shape \(3,\)",
+        ),
         (np.ones((2, 3), dtype=np.int64), TypeError, "floating-point dtype .* got int64"),
         (np.array([[1.0, np.nan, 0.0]]), ValueError, r"x contains NaN or infinity \(1 of 3"),
         (
@@ -217,3 +221,22 @@ def test_layers_follow_the_protocol():
     ):
         assert isinstance(layer, hg.Layer)
     assert repr(hg.Linear(2, 3, bias=False)) == "Linear(in_features=2, out_features=3, bias=False)"
+
+
+@pytest.mark.parametrize("name", ["linear", *sorted(ACTIVATIONS)])
+def test_stacked_copies_compute_what_each_copy_computes(name):
+    rng = np.random.default_rng(8)
+    layer = hg.Linear(4, 3, rng=rng) if name == "linear" else ACTIVATIONS[name][0]()
+    stack = rng.standard_normal((5, 2, 4))
+    r = rng.standard_normal(layer.forward(stack).shape)
+    dx = layer.backward(r)
+    grads = {k: v.copy() for k, v in layer.grads.items()}
+    summed = {k: 0.0 for k in grads}
+    for i in range(5):
+        y = layer.forward(stack[i])
+        np.testing.assert_allclose(layer.forward(stack)[i], y, rtol=1e-14, atol=1e-300)
+        layer.forward(stack[i])
+        np.testing.assert_allclose(dx[i], layer.backward(r[i]), rtol=1e-12, atol=1e-15)
+        summed = {k: summed[k] + layer.grads[k] for k in grads}
+    for k in grads:  # a parameter's gradient is summed over the copies
+        np.testing.assert_allclose(grads[k], summed[k], rtol=1e-12)

@@ -115,7 +115,25 @@ def test_losses_refuse_bad_arguments():
         ValueError, match=r"target must have the shape of pred \(4, 1\), got \(4,\)"
     ):
         hg.MSELoss().forward(np.zeros((4, 1)), np.zeros(4))
-    with pytest.raises(ValueError, match=r"logits must be a 2-D array \(batch, classes\)"):
+    with pytest.raises(
+        ValueError, match=r"logits must be an array of at least 2 dimensions \(batch, classes\)"
+    ):
         hg.CrossEntropyLoss().forward(np.zeros(3), np.array([0, 1, 2]))
     with pytest.raises(ValueError, match="logits contains NaN"):
         hg.CrossEntropyLoss().forward(np.array([[np.inf, 0.0]]), np.array([0]))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("kind", ["cross-entropy", "nll", "mse"])
+def test_stacked_copies_give_one_loss_per_copy(kind, reduction):
+    rng = np.random.default_rng(5)
+    stack = rng.standard_normal((3, 4, 5))
+    if kind == "mse":
+        loss, target = hg.MSELoss(reduction), rng.standard_normal((4, 5))
+    else:
+        loss = hg.CrossEntropyLoss(reduction) if kind == "cross-entropy" else hg.NLLLoss(reduction)
+        target = rng.integers(0, 5, 4)
+    values = loss.forward(stack, target)
+    assert values.shape == (3,)
+    for copy, value in zip(stack, values, strict=True):
+        assert float(loss.forward(copy, target)) == pytest.approx(float(value), rel=1e-14)

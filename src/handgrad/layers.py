@@ -9,6 +9,10 @@ The layer protocol: any object with these four members is a layer, a user's own 
 
 ``backward`` overwrites ``grads``; it never accumulates, so calling it twice on the same
 upstream gradient gives the same result twice.
+
+handgrad's layers also accept leading axes, ``x`` of shape (..., batch, features): stacked
+copies of a batch, computed in one call. The batched gradient check uses them; a layer of
+one's own that does not broadcast is checked element by element instead.
 """
 
 from __future__ import annotations
@@ -97,11 +101,11 @@ class Linear:
         )
 
     def forward(self, x: Any) -> Any:
-        """Return ``x @ W.T + b`` for ``x`` of shape (batch, in_features)."""
+        """Return ``x @ W.T + b`` for ``x`` of shape (..., batch, in_features)."""
         weight = self.params["weight"]
-        check_array(x, "x", ndim=2, layout="(batch, in_features)")
+        check_array(x, "x", min_ndim=2, layout="(batch, in_features)")
         xp = namespace(x, weight)
-        if x.shape[1] != self.in_features:
+        if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"x must have {self.in_features} features (columns) for {self!r}, "
                 f"got shape {tuple(x.shape)}"
@@ -111,7 +115,7 @@ class Linear:
                 f"x has dtype {x.dtype} but the layer's weight is {weight.dtype}; convert x "
                 "or move the model with model.to(dtype=...)"
             )
-        y = xp.matmul(x, weight.mT)  # B,out
+        y = xp.matmul(x, weight.mT)  # ...,B,out
         if "bias" in self.params:
             y = y + self.params["bias"]
         self._x, self._y = x, y
@@ -120,11 +124,12 @@ class Linear:
     def backward(self, dy: Any) -> Any:
         """Return dL/dx and overwrite ``grads['weight']`` (and ``grads['bias']``)."""
         xp = _check_upstream(dy, self._y, self)
+        rows = xp.reshape(dy, (-1, self.out_features))  # leading axes and batch as one: N,out
         # dL/dW = dy^T x,  dL/db = sum over the batch of dy,  dL/dx = dy W
-        self.grads["weight"] = xp.matmul(dy.mT, self._x)  # out,in
+        self.grads["weight"] = xp.matmul(rows.mT, xp.reshape(self._x, (-1, self.in_features)))
         if "bias" in self.params:
-            self.grads["bias"] = xp.sum(dy, axis=0)  # out
-        return xp.matmul(dy, self.params["weight"])  # B,in
+            self.grads["bias"] = xp.sum(rows, axis=0)  # out
+        return xp.matmul(dy, self.params["weight"])  # ...,B,in
 
 
 class _Activation:
@@ -139,8 +144,8 @@ class _Activation:
         return f"{type(self).__name__}()"
 
     def forward(self, x: Any) -> Any:
-        """Return the activation of ``x``, an array of shape (batch, features)."""
-        xp = check_array(x, "x", ndim=2, layout="(batch, features)")
+        """Return the activation of ``x``, an array of shape (..., batch, features)."""
+        xp = check_array(x, "x", min_ndim=2, layout="(batch, features)")
         self._y = self._forward(xp, x)
         return self._y
 

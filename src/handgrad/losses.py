@@ -1,8 +1,13 @@
 """Losses with hand-derived gradients: ``loss.forward(pred, target)`` returns a scalar
-(a 0-d array of the input's library) and ``loss.backward()`` returns dL/dpred."""
+(a 0-d array of the input's library) and ``loss.backward()`` returns dL/dpred.
+
+``pred`` may also carry leading axes, stacked copies of a batch against the same target;
+the loss is then one value per copy (the batched gradient check evaluates many perturbed
+copies of a model this way)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from handgrad.backend import namespace
@@ -31,7 +36,7 @@ class _Loss:
 
 def _target_distribution(xp: Any, target: Any, pred: Any, pred_name: str) -> Any:
     """Targets as a (batch, classes) array of pred's dtype: class indices become one-hot rows."""
-    batch, classes = pred.shape
+    batch, classes = pred.shape[-2:]
     check_array(target, "target", floating=False, finite=False)
     if namespace(target) is not xp:
         namespace(target, pred)  # raises the error that names both libraries
@@ -56,10 +61,10 @@ def _target_distribution(xp: Any, target: Any, pred: Any, pred_name: str) -> Any
             f"got dtype {target.dtype}"
         )
     check_array(target, "target", ndim=2, layout="(batch, classes)")
-    if tuple(target.shape) != tuple(pred.shape):
+    if tuple(target.shape) != tuple(pred.shape[-2:]):
         raise ValueError(
             f"target of class probabilities must have the shape of {pred_name} "
-            f"{tuple(pred.shape)}, got {tuple(target.shape)}"
+            f"{tuple(pred.shape[-2:])}, got {tuple(target.shape)}"
         )
     return xp.astype(target, pred.dtype)
 
@@ -73,13 +78,13 @@ class CrossEntropyLoss(_Loss):
 
     def forward(self, logits: Any, target: Any) -> Any:
         """Return the loss of ``logits`` (batch, classes) against ``target``."""
-        xp = check_array(logits, "logits", ndim=2, layout="(batch, classes)")
+        xp = check_array(logits, "logits", min_ndim=2, layout="(batch, classes)")
         t = _target_distribution(xp, target, logits, "logits")
-        scale = 1.0 / logits.shape[0] if self.reduction == "mean" else 1.0
+        scale = 1.0 / logits.shape[-2] if self.reduction == "mean" else 1.0
         shifted = logits - xp.max(logits, axis=-1, keepdims=True)
         log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
         self._cache = (xp, log_p, t, scale)
-        return -xp.sum(t * log_p) * scale
+        return -xp.sum(t * log_p, axis=(-2, -1)) * scale
 
     def _backward(self, xp: Any, log_p: Any, t: Any, scale: float) -> Any:
         # dL/dz = p * sum_j t_j - t  (= p - t for one-hot or normalised targets)
@@ -95,11 +100,11 @@ class NLLLoss(_Loss):
 
     def forward(self, log_probs: Any, target: Any) -> Any:
         """Return the loss of ``log_probs`` (batch, classes) against ``target``."""
-        xp = check_array(log_probs, "log_probs", ndim=2, layout="(batch, classes)")
+        xp = check_array(log_probs, "log_probs", min_ndim=2, layout="(batch, classes)")
         t = _target_distribution(xp, target, log_probs, "log_probs")
-        scale = 1.0 / log_probs.shape[0] if self.reduction == "mean" else 1.0
+        scale = 1.0 / log_probs.shape[-2] if self.reduction == "mean" else 1.0
         self._cache = (t, scale)
-        return -xp.sum(t * log_probs) * scale
+        return -xp.sum(t * log_probs, axis=(-2, -1)) * scale
 
     def _backward(self, t: Any, scale: float) -> Any:
         # dL/dlog_p = -t
@@ -114,17 +119,15 @@ class MSELoss(_Loss):
         xp = check_array(pred, "pred")
         check_array(target, "target")
         namespace(pred, target)
-        if tuple(target.shape) != tuple(pred.shape):
+        copies = pred.ndim - target.ndim  # leading axes of stacked copies
+        if copies < 0 or tuple(pred.shape[copies:]) != tuple(target.shape):
             raise ValueError(
                 f"target must have the shape of pred {tuple(pred.shape)}, got {tuple(target.shape)}"
             )
-        size = 1
-        for n in pred.shape:
-            size *= int(n)
-        scale = 1.0 / size if self.reduction == "mean" else 1.0
+        scale = 1.0 / math.prod(target.shape) if self.reduction == "mean" else 1.0
         diff = pred - xp.astype(target, pred.dtype)
         self._cache = (diff, scale)
-        return xp.sum(diff * diff) * scale
+        return xp.sum(diff * diff, axis=tuple(range(copies, pred.ndim))) * scale
 
     def _backward(self, diff: Any, scale: float) -> Any:
         # dL/dpred = 2 (pred - target)

@@ -24,6 +24,7 @@ def check_array(
     name: str,
     *,
     ndim: int | None = None,
+    min_ndim: int | None = None,
     layout: str = "",
     floating: bool = True,
     finite: bool = True,
@@ -38,6 +39,8 @@ def check_array(
         The argument's name, used in the message.
     ndim : int, optional
         The number of dimensions ``x`` must have.
+    min_ndim : int, optional
+        The least number of dimensions ``x`` may have (leading axes are stacked copies).
     layout : str, optional
         How the dimensions are read, e.g. ``"(batch, features)"``, quoted in the message.
     floating : bool
@@ -54,6 +57,12 @@ def check_array(
     if ndim is not None and x.ndim != ndim:
         where = f" {layout}" if layout else ""
         raise ValueError(f"{name} must be a {ndim}-D array{where}, got shape {tuple(x.shape)}")
+    if min_ndim is not None and x.ndim < min_ndim:
+        where = f" {layout}" if layout else ""
+        raise ValueError(
+            f"{name} must be an array of at least {min_ndim} dimensions{where}, "
+            f"got shape {tuple(x.shape)}"
+        )
     if floating and not xp.isdtype(x.dtype, "real floating"):
         raise TypeError(
             f"{name} must have a floating-point dtype (float64 or float32), got {x.dtype}; "
