@@ -210,3 +210,25 @@ def test_fit_refuses_bad_arguments_before_training(kwargs, error, match):
         fit(model, hg.CrossEntropyLoss(), SGD(model.params(), 0.1), data["X"], data["y"], **kwargs)
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
+
+
+def test_without_shuffling_the_batch_seed_changes_nothing():
+    rng = np.random.default_rng(8)
+    X, y = _blobs(rng, n=30)
+    histories = []
+    for seed in (1, 2):
+        model = hg.mlp([4, 3], rng=0)
+        histories.append(
+            fit(
+                model,
+                hg.CrossEntropyLoss(),
+                SGD(model.params(), 0.1),
+                X,
+                y,
+                epochs=3,
+                batch_size=7,
+                rng=seed,
+                shuffle=False,
+            ).train_loss
+        )
+    assert histories[0] == histories[1]

@@ -81,6 +81,7 @@ class TrainConfig:
     progress: bool = False
     min_delta: float = 0.0
     optimizer_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    shuffle: bool = True
 
 
 def _schedule(config: TrainConfig) -> Any:
@@ -130,6 +131,7 @@ def train_classifier(
         np.asarray(y),
         epochs=config.epochs,
         batch_size=config.batch_size,
+        shuffle=config.shuffle,
         validation=None
         if validation is None
         else (

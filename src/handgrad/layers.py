@@ -131,6 +131,30 @@ class Linear:
             self.grads["bias"] = xp.sum(rows, axis=0)  # out
         return xp.matmul(dy, self.params["weight"])  # ...,B,in
 
+    def perturbed_forward(self, x: Any, name: str, index: Any, moves: Any) -> Any:
+        """Outputs for ``x`` (batch, in), once per perturbation: copy i has element
+        ``index[i]`` (flat) of ``params[name]`` moved by ``moves[i]``. Shape (P, batch, out).
+
+        The gradient check's shortcut: no weight matrix is copied.
+        """
+        xp = namespace(x, self.params["weight"])
+        y = xp.matmul(x, self.params["weight"].mT)
+        if "bias" in self.params:
+            y = y + self.params["bias"]
+        columns = xp.arange(self.out_features, device=index.device)
+        if name == "weight":
+            rows, cols = index // self.in_features, index % self.in_features
+            # (W + s e_i e_j^T) x = W x + s x_j e_i: row i of each copy gains s * x[:, j]
+            delta = xp.take(x, cols, axis=1).mT * moves[:, None]  # P,B
+        elif name == "bias":
+            rows = index
+            delta = xp.ones((index.shape[0], x.shape[0]), dtype=x.dtype, device=index.device)
+            delta = delta * moves[:, None]  # P,B
+        else:
+            raise KeyError(f"Linear has no parameter {name!r}")
+        onehot = xp.astype(rows[:, None] == columns[None, :], x.dtype)  # P,out
+        return y[None, ...] + delta[:, :, None] * onehot[:, None, :]  # P,B,out
+
 
 class _Activation:
     """An elementwise or row-wise map with no parameters; subclasses define the math."""

@@ -16,7 +16,14 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
+
+try:
+    from sklearn.utils.validation import validate_data
+except ImportError:  # scikit-learn < 1.6
+    raise ImportError(
+        "handgrad.sklearn needs scikit-learn 1.6 or later; pip install -U 'scikit-learn>=1.6'"
+    ) from None
 
 from handgrad.backend import BACKENDS
 from handgrad.classifier import TrainConfig, train_classifier
@@ -49,9 +56,12 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "learning_rate_init": (lambda v: _real(v) and 0 < v < math.inf, "a finite number > 0"),
     "max_iter": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "shuffle": (
-        lambda v: isinstance(v, bool | np.bool_) and bool(v),
-        "True (handgrad draws the batches in a fresh order each epoch; False is not supported)",
+    "shuffle": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
+    "random_state": (
+        lambda v: (
+            v is None or isinstance(v, np.random.RandomState) or (_integer(v) and 0 <= v < 2**32)
+        ),
+        "None, an int in [0, 2**32 - 1] or a numpy.random.RandomState",
     ),
     "tol": (lambda v: _real(v) and 0 <= v < math.inf, "a finite number >= 0"),
     "early_stopping": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
@@ -84,14 +94,14 @@ class HandgradClassifier(ClassifierMixin, BaseEstimator):
       validation *loss* (not accuracy): training stops after ``n_iter_no_change`` epochs
       in which it did not fall by more than ``tol``, and the weights of the epoch with the
       lowest validation loss are restored.
-    - ``activation="identity"``, ``solver="lbfgs"``, ``shuffle=False`` and the parameters
+    - ``activation="identity"``, ``solver="lbfgs"`` and the parameters
       ``learning_rate``, ``power_t``, ``warm_start``, ``verbose`` and ``max_fun`` are not
       supported; ``momentum`` must be below 1.
     - The output layer is a softmax over all classes (two units for two classes, where
       MLPClassifier uses one logistic unit). Weights start as :func:`handgrad.mlp` draws
-      them (He normal before ReLU, Glorot uniform otherwise; zero biases), and Adam follows
-      ``torch.optim.Adam``, whose epsilon sits slightly differently from scikit-learn's, so
-      results are close to MLPClassifier's but not identical.
+      them (He normal in a ReLU network, Glorot uniform otherwise; zero biases), and Adam
+      follows ``torch.optim.Adam``, whose epsilon sits slightly differently from
+      scikit-learn's, so results are close to MLPClassifier's but not identical.
 
     Parameters
     ----------
@@ -111,7 +121,7 @@ class HandgradClassifier(ClassifierMixin, BaseEstimator):
     max_iter : int, default=200
         Epochs (passes over the training data).
     shuffle : bool, default=True
-        Must be True: the batches are drawn in a fresh order each epoch.
+        Draw the batches in a fresh order each epoch; False keeps the order of ``X``.
     random_state : int, RandomState instance or None, default=None
         Seeds the initial weights, the batch order and the validation split. An int seeds
         handgrad directly, as ``handgrad train --seed``.
@@ -213,19 +223,19 @@ class HandgradClassifier(ClassifierMixin, BaseEstimator):
     def _bad(self, name: str, allowed: str, value: Any) -> ValueError:
         return ValueError(f"{type(self).__name__}'s {name} must be {allowed}, got {value!r}")
 
-    def _hidden_sizes(self) -> tuple[int, ...]:
-        """The validated hidden widths; also checks every other parameter."""
+    def _check_params(self) -> tuple[int, ...]:
+        """Check every parameter, before anything is fitted; return the hidden widths."""
         for name, (test, allowed) in _RULES.items():
             if not test(getattr(self, name)):
                 raise self._bad(name, allowed, getattr(self, name))
-        if self.activation not in _ACTIVATIONS:
+        if not isinstance(self.activation, str) or self.activation not in _ACTIVATIONS:
             raise self._bad(
                 "activation",
                 f"one of {_choices(tuple(_ACTIVATIONS))} (handgrad has no 'identity'; "
                 "for a linear model use hidden_layer_sizes=())",
                 self.activation,
             )
-        if self.solver not in _SOLVERS:
+        if not isinstance(self.solver, str) or self.solver not in _SOLVERS:
             raise self._bad(
                 "solver", f"one of {_choices(_SOLVERS)} (handgrad has no 'lbfgs')", self.solver
             )
@@ -243,13 +253,15 @@ class HandgradClassifier(ClassifierMixin, BaseEstimator):
     def _optimizer(self) -> tuple[str, dict[str, Any]]:
         """handgrad's optimizer name and options for ``solver``."""
         if self.solver == "adam":
-            return "adam", {"betas": (self.beta_1, self.beta_2), "eps": self.epsilon}
+            betas = (float(self.beta_1), float(self.beta_2))
+            return "adam", {"betas": betas, "eps": float(self.epsilon)}
+        # scikit-learn ignores nesterovs_momentum without momentum; handgrad's SGD refuses it
         nesterov = bool(self.nesterovs_momentum) and self.momentum > 0
-        return "sgd", {"momentum": self.momentum, "nesterov": nesterov}
+        return "sgd", {"momentum": float(self.momentum), "nesterov": nesterov}
 
     def fit(self, X: Any, y: Any) -> HandgradClassifier:
         """Train on ``X`` (n_samples, n_features) and class labels ``y`` (n_samples,)."""
-        hidden = self._hidden_sizes()
+        hidden = self._check_params()
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
@@ -274,7 +286,8 @@ class HandgradClassifier(ClassifierMixin, BaseEstimator):
             lr=float(self.learning_rate_init),
             epochs=int(self.max_iter),
             batch_size=self._batch_size(X.shape[0]),
-            # fit needs an int patience; max_iter epochs without improvement cannot happen
+            # n_iter_no_change=inf: a patience of max_iter never runs out, and the best
+            # epoch's weights are still restored
             patience=(
                 int(min(self.n_iter_no_change, self.max_iter)) if self.early_stopping else None
             ),
@@ -283,6 +296,7 @@ class HandgradClassifier(ClassifierMixin, BaseEstimator):
             backend=self.backend,
             dtype=self.dtype,
             seed=seed,
+            shuffle=bool(self.shuffle),
         )
         self.classifier_, self.history_ = train_classifier(
             X,
@@ -310,6 +324,7 @@ class HandgradClassifier(ClassifierMixin, BaseEstimator):
         self, X: np.ndarray, y: np.ndarray, rng: np.random.RandomState
     ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Split off the stratified validation part for early stopping."""
+        n_samples = len(y)
         try:
             X, X_val, y, y_val = train_test_split(
                 X, y, test_size=self.validation_fraction, stratify=y, random_state=rng
@@ -317,12 +332,12 @@ class HandgradClassifier(ClassifierMixin, BaseEstimator):
         except ValueError as err:
             raise ValueError(
                 f"early_stopping cannot hold out validation_fraction={self.validation_fraction} "
-                f"of {len(y)} samples stratified by class ({err}); raise validation_fraction, "
+                f"of {n_samples} samples stratified by class ({err}); raise validation_fraction, "
                 "give more samples or set early_stopping=False"
             ) from None
         if len(y_val) < 2:
             raise ValueError(
-                f"validation_fraction={self.validation_fraction} of {len(y)} samples leaves "
+                f"validation_fraction={self.validation_fraction} of {n_samples} samples leaves "
                 f"{len(y_val)} for validation; raise it or give more samples (2 at least)"
             )
         return X, y, (X_val, y_val)

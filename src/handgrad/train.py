@@ -101,6 +101,7 @@ def fit(
     schedule: Any = None,
     alpha: float = 0.0,
     rng: Any = None,
+    shuffle: bool = True,
     check: bool = False,
     progress: bool = False,
 ) -> History:
@@ -128,6 +129,9 @@ def fit(
         per batch, divided by the batch size.
     rng : int or numpy.random.Generator, optional
         Seeds the order of the batches.
+    shuffle : bool
+        Draw the batches in a fresh random order each epoch (default); False keeps the
+        order of ``X``.
     check : bool
         Gradient-check the model on the first batch before the first step (raises
         :class:`~handgrad.GradientCheckError` if it fails); the report is kept in the history.
@@ -164,7 +168,7 @@ def fit(
         for epoch in range(1, epochs + 1):
             optimizer.lr = base_lr * (schedule(epoch - 1) if schedule else 1.0)
             total_loss, correct = 0.0, 0
-            for index in batches(n, batch_size, generator):
+            for index in batches(n, batch_size, generator, shuffle=shuffle):
                 idx = index if xp is namespace(index) else convert(index, xp, device=X.device)
                 xb, yb = xp.take(X, idx, axis=0), xp.take(y, idx, axis=0)
                 step += 1
