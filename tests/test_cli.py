@@ -11,7 +11,7 @@ def test_check_runs_the_seed_network_and_a_model(capsys):
     out = capsys.readouterr().out
     assert "Gradient check for parameter w_1 is passed." in out
     assert "Gradient check for parameter w_2 is passed." in out
-    assert "MLP 30-20-2 (sigmoid)" in out and "4 of 4 arrays passed" in out
+    assert "MLP 30-20-2 (sigmoid)" in out and "4 of 4 checks passed" in out
     assert "handgrad vs PyTorch autograd: agree" in out
     assert out.rstrip().endswith("all checks passed")
 
@@ -37,7 +37,7 @@ def test_check_with_options_and_the_torch_backend(capsys):
     ]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "MLP 7-6-5-4 (relu)" in out and "6 of 6 arrays passed" in out
+    assert "MLP 7-6-5-4 (relu)" in out and "6 of 6 checks passed" in out
 
 
 @pytest.mark.parametrize(

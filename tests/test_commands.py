@@ -137,7 +137,7 @@ def test_train_with_check_prints_the_gradient_report(tmp_path, capsys):
         )
         == 0
     )
-    assert "4 of 4 arrays passed" in capsys.readouterr().out
+    assert "4 of 4 checks passed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

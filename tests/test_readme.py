@@ -24,4 +24,4 @@ def test_readme_example_runs(index, capsys):
     elif "cross_val_score" in BLOCKS[index]:
         assert float(out) > 0.9
     else:
-        assert "(20, 30)" in out and "4 of 4 arrays passed" in out and "agree" in out
+        assert "(20, 30)" in out and "4 of 4 checks passed" in out and "agree" in out

@@ -3,7 +3,13 @@ so that code which catches those keeps working."""
 
 from __future__ import annotations
 
-__all__ = ["DataError", "HandgradError", "ModelFileError", "TrainingDivergedError"]
+__all__ = [
+    "DataError",
+    "HandgradError",
+    "ModelFileError",
+    "NonFiniteLossError",
+    "TrainingDivergedError",
+]
 
 
 class HandgradError(Exception):
@@ -25,3 +31,7 @@ class TrainingDivergedError(HandgradError, RuntimeError):
         super().__init__(message)
         self.epoch = epoch
         self.step = step
+
+
+class NonFiniteLossError(HandgradError, ValueError):
+    """The loss is NaN or infinite at a point a gradient check perturbed to."""

@@ -24,7 +24,15 @@ import numpy as np
 
 from handgrad.backend import convert, namespace, to_numpy
 
-__all__ = ["BatchedEvaluator", "LoopEvaluator", "Stencil", "estimate", "make_stencil", "steps"]
+__all__ = [
+    "BatchedEvaluator",
+    "Columns",
+    "LoopEvaluator",
+    "Stencil",
+    "estimate",
+    "make_stencil",
+    "steps",
+]
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,8 @@ def estimate(
         total += weight * losses_at(offset, displacement)
     if stencil.name == "central":
         up, down = stored
-        return total * 2 / (up - down)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a step lost in rounding: NaN
+            return total * 2 / (up - down)
     return total / h
 
 
@@ -111,20 +120,44 @@ class LoopEvaluator:
                 losses[i] = self.loss_at()
             finally:
                 p[where] = value
-            if not math.isfinite(losses[i]):
-                raise ValueError(
-                    f"the loss is {losses[i]} when {self.name}{list(map(int, where))} moves by "
-                    f"{float(d):+g}; check the model there or use a smaller eps"
-                )
         return losses
+
+
+@dataclass
+class Columns:
+    """Copies of a (batch, width) array ``base`` that differ from it in one column each:
+    copy i has column ``columns[i]`` replaced by ``values[i]`` (batch,)."""
+
+    base: Any
+    columns: Any
+    values: Any
+
+    def dense(self) -> Any:
+        """The copies as one (copies, batch, width) array."""
+        xp = namespace(self.base)
+        delta = self.values - xp.take(self.base, self.columns, axis=1).mT  # P,B
+        width = xp.arange(self.base.shape[1], device=array_api_compat.device(self.base))
+        onehot = xp.astype(self.columns[:, None] == width[None, :], self.base.dtype)  # P,W
+        return self.base[None, ...] + delta[:, :, None] * onehot[:, None, :]
 
 
 class BatchedEvaluator:
     """Losses of many perturbed copies at once, for a chain of layers and a loss ``head``.
 
     ``head(stack)`` maps the last layer's outputs, with a leading axis of copies, to one
-    loss per copy. The layer inputs of the unperturbed forward pass are kept, so a
-    perturbation in layer k re-runs only layers k, k+1, ...
+    loss per copy. The inputs of each layer in the unperturbed pass are kept, so a
+    perturbation in layer k re-runs only layers k, k+1, ... A perturbation of one element
+    stays sparse as long as the layers allow: copies that differ in one column
+    (:class:`Columns`) pass through ``elementwise`` layers column by column, and a layer's
+    optional methods turn them into full outputs without copying any weight:
+
+    - ``layer.perturbed_columns(x, name, index, moves) -> (columns, values)``: the outputs
+      when element ``index[i]`` of ``params[name]`` moves by ``moves[i]``, as columns;
+    - ``layer.forward_columns(x, columns, values) -> (copies, batch, out)``: the outputs for
+      copies of ``x`` whose column ``columns[i]`` is replaced by ``values[i]``.
+
+    Layers without them get dense stacks (any layer that broadcasts over a leading axis),
+    and a perturbed layer without ``perturbed_columns`` runs once per copy.
     """
 
     def __init__(
@@ -140,47 +173,66 @@ class BatchedEvaluator:
         for layer in self.layers:
             self.inputs.append(layer.forward(self.inputs[-1]))
         self.xp = namespace(x)
+        self.device = array_api_compat.device(x)
         self.max_memory = max_memory
 
-    def chunk_size(self, k: int) -> int:
-        """Copies per pass so that the stacked activations of layers k.. fit the budget."""
-        itemsize = 8
-        per_copy = sum(math.prod(a.shape) for a in self.inputs[k:]) * itemsize * 4
-        return max(1, int(self.max_memory // max(per_copy, 1)))
+    def chunk_size(self, k: int | None) -> int:
+        """Copies per pass so that what they hold after layer k fits the memory budget."""
+        first = 0 if k is None else k + 1
+        batch = self.inputs[0].shape[0] if self.inputs[0].ndim == 2 else 1
+        per_copy, sparse = math.prod(self.inputs[first].shape), True
+        for layer, out in zip(self.layers[first:], self.inputs[first + 1 :], strict=True):
+            sparse = sparse and getattr(layer, "elementwise", False)
+            per_copy += batch if sparse else math.prod(out.shape)
+        return max(1, int(self.max_memory // (8 * 4 * per_copy)))
 
     def losses(self, k: int | None, name: str, p: Any, flat: np.ndarray, d: np.ndarray) -> Any:
         """Losses with element ``flat[i]`` of ``p`` moved by ``d[i]``, for each i.
 
         ``k`` is the index of the layer that owns ``p``, or None when ``p`` is the input.
         """
-        xp = self.xp
-        device = array_api_compat.device(self.inputs[0])
         out = np.empty(flat.shape, dtype=np.float64)
-        size = self.chunk_size(0 if k is None else k)
+        size = self.chunk_size(k)
         for start in range(0, flat.shape[0], size):
             part, moves = flat[start : start + size], d[start : start + size]
-            if k is None:
-                stack = _perturbed_stack(xp, self.inputs[0], part, moves, device)
-                first = 0
-            else:
-                stack = self._perturbed_outputs(k, name, p, part, moves, device)
-                first = k + 1
-            for layer in self.layers[first:]:
-                stack = layer.forward(stack)
-            values = self.head(stack)
+            state = self._perturbed(k, name, p, part, moves)
+            for i in range(0 if k is None else k + 1, len(self.layers)):
+                state = self._through(i, state)
+            values = self.head(state.dense() if isinstance(state, Columns) else state)
             if tuple(values.shape) != (part.shape[0],):
                 raise ValueError(f"the loss of stacked copies has shape {tuple(values.shape)}")
             out[start : start + size] = np.asarray(to_numpy(values), dtype=np.float64)
         return out
 
-    def _perturbed_outputs(
-        self, k: int, name: str, p: Any, flat: np.ndarray, d: np.ndarray, device: Any
-    ) -> Any:
+    def _through(self, i: int, state: Any) -> Any:
+        """Run layer i on the copies, keeping them sparse where the layer allows."""
+        layer = self.layers[i]
+        if isinstance(state, Columns):
+            if getattr(layer, "elementwise", False):
+                return Columns(self.inputs[i + 1], state.columns, layer.forward(state.values))
+            if hasattr(layer, "forward_columns"):
+                return layer.forward_columns(self.inputs[i], state.columns, state.values)
+            state = state.dense()
+        return layer.forward(state)
+
+    def _perturbed(self, k: int | None, name: str, p: Any, flat: np.ndarray, d: np.ndarray) -> Any:
+        """The perturbed copies right after the perturbation: Columns or a dense stack."""
+        xp, device = self.xp, self.device
+        moves = convert(d, xp, dtype=p.dtype, device=device)
+        if k is None:
+            x = self.inputs[0]
+            if x.ndim != 2:
+                return _perturbed_stack(xp, x, flat, d, device)
+            rows, cols = (convert(i, xp, device=device) for i in np.divmod(flat, x.shape[1]))
+            batch = xp.arange(x.shape[0], device=device)
+            onehot = xp.astype(rows[:, None] == batch[None, :], x.dtype)  # P,B
+            return Columns(x, cols, xp.take(x, cols, axis=1).mT + moves[:, None] * onehot)
         layer, x = self.layers[k], self.inputs[k]
-        if hasattr(layer, "perturbed_forward"):
-            index = convert(flat, self.xp, device=device)
-            moves = convert(d, self.xp, dtype=p.dtype, device=device)
-            return layer.perturbed_forward(x, name, index, moves)
+        if hasattr(layer, "perturbed_columns"):
+            columns, values = layer.perturbed_columns(
+                x, name, convert(flat, xp, device=device), moves
+            )
+            return Columns(self.inputs[k + 1], columns, values)
         copies = []  # no shortcut: one forward of this layer per copy, in place and restored
         shape = tuple(p.shape)
         for index, move in zip(flat, d, strict=True):
@@ -191,7 +243,7 @@ class BatchedEvaluator:
                 copies.append(layer.forward(x))
             finally:
                 p[where] = value
-        return self.xp.stack(copies)
+        return xp.stack(copies)
 
 
 def _perturbed_stack(xp: Any, x: Any, flat: Any, d: np.ndarray, device: Any) -> Any:

@@ -1,10 +1,11 @@
-"""Gradient checking: hand-written gradients against central finite differences.
+"""Gradient checking: hand-written gradients against finite differences.
 
-Each element's numeric derivative is ``(L(p + eps) - L(p - eps)) / (2 eps)``, as in the seed
-notebook. It carries two errors: truncation, about ``eps^2 / 6 * L'''``, and rounding, about
-``machine_eps * |L| / eps``. The rounding part is why a purely relative test fails correct
-networks: a true gradient of 2e-7 next to a loss of 2.3 is resolved to only ~1e-3 relative
-at eps = 1e-6. So an element fails only when its difference exceeds *both*
+Each element's numeric derivative is, by default, the central difference
+``(L(p + eps) - L(p - eps)) / (2 eps)``, as in the seed notebook. It carries two errors:
+truncation, about ``eps^2 / 6 * L'''``, and rounding, about ``machine_eps * |L| / eps``.
+The rounding part is why a purely relative test fails correct networks: a true gradient of
+2e-7 next to a loss of 2.3 is resolved to only ~1e-3 relative at eps = 1e-6. So an element
+fails only when its difference exceeds *both*
 
 * the relative tolerance: ``threshold * (|analytic| + |numeric|)``, and
 * the noise floor: ``atol = NOISE_FACTOR * machine_eps * loss_scale / eps``,
@@ -14,6 +15,13 @@ model's loss (a loss of ~0 is still computed from terms of order one), and
 ``sum(|y * r|)`` for a layer driven by a random upstream gradient ``r``. Equivalently, the
 relative difference is measured against ``max(|a| + |n|, atol / threshold)``; that is the
 number reported. Checks always run in float64; other dtypes draw a warning.
+
+Modes: ``"full"`` checks every element; ``"sample"`` a random ``samples`` elements of each
+array; ``"fast"`` compares the directional derivative along ``directions`` random unit
+vectors over all parameters at once and, if one disagrees, finds the guilty array and
+element. Methods: ``"batched"`` evaluates many perturbed copies per pass (see
+:mod:`handgrad.finite_differences`), ``"loop"`` one element at a time, ``"auto"`` the
+batched one where the model allows it.
 """
 
 from __future__ import annotations
@@ -28,14 +36,24 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from handgrad import finite_differences as fd
 from handgrad.backend import convert, namespace, to_numpy
+from handgrad.errors import NonFiniteLossError
+from handgrad.gradcheck_report import (
+    GradientCheckError,
+    GradientCheckReport,
+    ParameterCheck,
+    compare,
+)
 from handgrad.init import make_rng
 from handgrad.model import named_layers
-from handgrad.tables import format_table
-from handgrad.validation import check_array, check_positive_float
+from handgrad.validation import check_array, check_choice, check_positive_float, check_positive_int
 
 __all__ = [
+    "DEFAULT_DIRECTIONS",
     "DEFAULT_EPS",
+    "DEFAULT_MAX_MEMORY",
+    "DEFAULT_SAMPLES",
     "DEFAULT_THRESHOLD",
     "NOISE_FACTOR",
     "RELATIVE_FLOOR",
@@ -51,8 +69,13 @@ __all__ = [
 
 DEFAULT_EPS = 1e-6
 DEFAULT_THRESHOLD = 1e-6
+DEFAULT_MAX_MEMORY = 256 * 2**20
+DEFAULT_SAMPLES = 16
+DEFAULT_DIRECTIONS = 4
 NOISE_FACTOR = 16.0
 RELATIVE_FLOOR = 1e-8
+MODES = ("full", "sample", "fast")
+METHODS = ("auto", "batched", "loop")
 _FLOAT64_EPS = float(np.finfo(np.float64).eps)
 
 
@@ -75,39 +98,72 @@ def relative_difference(a: Any, b: Any, floor: float = RELATIVE_FLOOR) -> Any:
     return diff / xp.where(scale > 0, scale, xp.ones_like(scale))  # diff is 0 where scale is 0
 
 
-def numerical_gradient(f: Callable[[Any], Any], x: Any, eps: float = DEFAULT_EPS) -> Any:
-    """Central-difference gradient of a scalar function ``f`` at ``x``, element by element.
+@dataclass(frozen=True)
+class _Options:
+    eps: float
+    threshold: float
+    mode: str
+    samples: int
+    directions: int
+    stencil: fd.Stencil
+    scaled_steps: bool
+    method: str
+    max_memory: int
+
+
+def _options(
+    eps: Any,
+    threshold: Any,
+    mode: Any,
+    samples: Any,
+    directions: Any,
+    stencil: Any,
+    richardson: Any,
+    scaled_steps: Any,
+    method: Any,
+    max_memory: Any,
+) -> _Options:
+    return _Options(
+        eps=check_positive_float(eps, "eps"),
+        threshold=check_positive_float(threshold, "threshold"),
+        mode=check_choice(mode, "mode", MODES),
+        samples=check_positive_int(samples, "samples"),
+        directions=check_positive_int(directions, "directions"),
+        stencil=fd.make_stencil(stencil, richardson),
+        scaled_steps=bool(scaled_steps),
+        method=check_choice(method, "method", METHODS),
+        max_memory=check_positive_int(max_memory, "max_memory"),
+    )
+
+
+def numerical_gradient(
+    f: Callable[[Any], Any],
+    x: Any,
+    eps: float = DEFAULT_EPS,
+    *,
+    stencil: str = "central",
+    richardson: int = 0,
+) -> Any:
+    """Finite-difference gradient of a scalar function ``f`` at ``x``, element by element.
 
     ``x`` is perturbed in place, one element at a time, and always restored, also when ``f``
     raises. The result has the shape, library and dtype of ``x``.
     """
     check_array(x, "x")
     eps = check_positive_float(eps, "eps")
-    grad = _central_differences(lambda: _scalar(f(x), "f(x)"), x, eps, "x")
-    return convert(grad, namespace(x), dtype=x.dtype, device=array_api_compat.device(x))
-
-
-def _central_differences(loss_at: Callable[[], float], p: Any, eps: float, name: str) -> np.ndarray:
-    """Perturb each element of ``p`` in place by +-eps; return dL/dp as float64 NumPy."""
-    grad = np.empty(tuple(p.shape), dtype=np.float64)
-    for index in np.ndindex(*grad.shape):
-        value = float(p[index])
-        try:
-            p[index] = value + eps
-            up, loss_up = float(p[index]), loss_at()
-            p[index] = value - eps
-            down, loss_down = float(p[index]), loss_at()
-        finally:
-            p[index] = value
-        for step, loss in ((eps, loss_up), (-eps, loss_down)):
-            if not math.isfinite(loss):
-                raise ValueError(
-                    f"the loss is {loss} when {name}{list(index)} moves by {step:+g}; "
-                    "check the model there or use a smaller eps"
-                )
-        # (L(p + eps) - L(p - eps)) / (2 eps), with the step actually stored in p
-        grad[index] = (loss_up - loss_down) / (up - down)
-    return grad
+    target = _Target("x", x, None, "")
+    flat = np.arange(math.prod(x.shape))
+    loop = fd.LoopEvaluator(lambda: _scalar(f(x), "f(x)"), "x")
+    values = np.asarray(to_numpy(x), dtype=np.float64).reshape(-1)
+    grad = fd.estimate(
+        lambda offset, d: _finite(loop(x, flat, d), target, flat, d),
+        values,
+        fd.steps(values, eps, False),
+        fd.make_stencil(stencil, richardson),
+    )
+    return convert(
+        grad.reshape(tuple(x.shape)), namespace(x), dtype=x.dtype, device=array_api_compat.device(x)
+    )
 
 
 def _scalar(value: Any, what: str) -> float:
@@ -119,156 +175,230 @@ def _scalar(value: Any, what: str) -> float:
     return float(value)
 
 
-@dataclass(frozen=True)
-class ParameterCheck:
-    """How one array's analytic gradient compares with its numeric estimate."""
+@dataclass
+class _Target:
+    """One array to check: its report name, the live array, and where it sits."""
 
     name: str
-    shape: tuple[int, ...]
-    max_abs_diff: float
-    max_rel_diff: float
-    worst_index: tuple[int, ...]
-    analytic: float
-    numeric: float
-    n_failed: int
-    analytic_shape: tuple[int, ...] | None = None
-
-    @property
-    def size(self) -> int:
-        """Number of elements checked."""
-        return math.prod(self.shape)
-
-    @property
-    def passed(self) -> bool:
-        """True when no element is off."""
-        return self.n_failed == 0
-
-    def describe(self) -> str:
-        """One sentence on this check: where it is worst, or why it failed."""
-        if self.analytic_shape is not None:
-            return (
-                f"gradient check failed for {self.name!r}: the analytic gradient has shape "
-                f"{self.analytic_shape} but the parameter has shape {self.shape}"
-            )
-        verdict = "passed" if self.passed else "failed"
-        return (
-            f"gradient check {verdict} for {self.name!r} (shape {self.shape}): "
-            f"{self.n_failed} of {self.size} elements off; worst at index {self.worst_index}: "
-            f"analytic {self.analytic:.6e}, numeric {self.numeric:.6e}, "
-            f"relative difference {self.max_rel_diff:.2e}"
-        )
+    array: Any
+    owner: int | None  # index of the layer that holds it; None for the input
+    key: str
 
 
-@dataclass(frozen=True)
-class GradientCheckReport:
-    """The outcome of a gradient check, one :class:`ParameterCheck` per array checked."""
-
-    checks: tuple[ParameterCheck, ...]
-    eps: float
-    threshold: float
-    atol: float
+@dataclass
+class _Problem:
+    targets: list[_Target]
+    analytic: dict[str, np.ndarray]
+    loss_at: Callable[[], float]
     loss: float
+    loss_scale: float
+    layers: list[Any]
+    x: Any
+    head: Callable[[Any], Any]
+    _batched: fd.BatchedEvaluator | None = None
 
-    @property
-    def passed(self) -> bool:
-        """True when every array passed."""
-        return all(c.passed for c in self.checks)
+    def batched(self, max_memory: int) -> fd.BatchedEvaluator:
+        if self._batched is None:
+            self._batched = fd.BatchedEvaluator(self.layers, self.x, self.head, max_memory)
+        return self._batched
 
-    @property
-    def failures(self) -> tuple[ParameterCheck, ...]:
-        """The checks that failed, in model order."""
-        return tuple(c for c in self.checks if not c.passed)
 
-    def __getitem__(self, name: str) -> ParameterCheck:
-        for check in self.checks:
-            if check.name == name:
-                return check
-        raise KeyError(f"no check named {name!r}; have {[c.name for c in self.checks]}")
-
-    def __str__(self) -> str:
-        header = (
-            f"gradient check (float64, central differences): eps={self.eps:g}, "
-            f"threshold={self.threshold:g}, noise floor={self.atol:.1e}, loss={self.loss:.6g}"
+def _finite(losses: np.ndarray, target: _Target, flat: np.ndarray, d: np.ndarray) -> np.ndarray:
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        i = int(bad[0])
+        where = list(map(int, np.unravel_index(int(flat[i]), tuple(target.array.shape))))
+        raise NonFiniteLossError(
+            f"the loss is {losses[i]} when {target.name}{where} moves by {float(d[i]):+g}; "
+            "check the model there or use a smaller eps"
         )
-        rows = [
-            [
-                c.name,
-                "x".join(map(str, c.shape)) or "scalar",
-                str(c.size),
-                f"{c.max_abs_diff:.2e}",
-                f"{c.max_rel_diff:.2e}",
-                str(c.worst_index),
-                f"{c.analytic:.6e}",
-                f"{c.numeric:.6e}",
-                str(c.n_failed),
-                "ok" if c.passed else "FAIL",
-            ]
-            for c in self.checks
-        ]
-        table = format_table(
-            [
-                "array",
-                "shape",
-                "size",
-                "max abs diff",
-                "max rel diff",
-                "worst index",
-                "analytic",
-                "numeric",
-                "off",
-                "",
-            ],
-            rows,
-        )
-        passed = sum(c.passed for c in self.checks)
-        return f"{header}\n{table}\n{passed} of {len(self.checks)} arrays passed"
-
-
-class GradientCheckError(ValueError):
-    """A gradient check failed; ``report`` holds every array's result.
-
-    A ``ValueError``, so the seed notebook's ``except ValueError`` still catches it.
-    """
-
-    def __init__(self, report: GradientCheckReport) -> None:
-        self.report = report
-        self.failure = report.failures[0]
-        others = len(report.failures) - 1
-        more = f" ({others} more array{'s' if others > 1 else ''} failed too)" if others else ""
-        super().__init__(
-            f"{self.failure.describe()}; threshold {report.threshold:g}, eps {report.eps:g}{more}"
-        )
-
-
-def _compare(
-    name: str, analytic: Any, numeric: np.ndarray, threshold: float, atol: float
-) -> ParameterCheck:
-    a = np.asarray(to_numpy(analytic), dtype=np.float64)
-    shape = tuple(numeric.shape)
-    if a.shape != shape:
-        nan = float("nan")
-        return ParameterCheck(name, shape, nan, nan, (), nan, nan, math.prod(shape), a.shape)
-    if a.size == 0:
-        return ParameterCheck(name, shape, 0.0, 0.0, (), 0.0, 0.0, 0)
-    diff = np.abs(a - numeric)
-    rel = to_numpy(relative_difference(a, numeric, floor=atol / threshold))
-    rel = np.where(np.isnan(rel), np.inf, rel)  # a NaN analytic gradient is never close
-    worst = np.unravel_index(int(np.argmax(rel)), shape)
-    return ParameterCheck(
-        name=name,
-        shape=shape,
-        max_abs_diff=float(np.max(diff)),
-        max_rel_diff=float(rel[worst]),
-        worst_index=tuple(int(i) for i in worst),
-        analytic=float(a[worst]),
-        numeric=float(numeric[worst]),
-        n_failed=int(np.count_nonzero(rel > threshold)),
-    )
+    return losses
 
 
 def _noise_floor(loss_scale: float, eps: float) -> float:
     """Absolute rounding noise of a central difference: NOISE_FACTOR * u * scale / eps."""
     return NOISE_FACTOR * _FLOAT64_EPS * max(loss_scale, _FLOAT64_EPS) / eps
+
+
+def _warn_if_unresolved(values: np.ndarray, h: np.ndarray, name: str) -> None:
+    resolution = np.spacing(np.abs(values))
+    if np.any(h < 1024 * resolution):
+        worst = int(np.argmax(resolution / h))
+        warnings.warn(
+            f"the step {h[worst]:g} for {name} is below what float64 resolves at "
+            f"|p| = {abs(values[worst]):g} (spacing {resolution[worst]:.1e}): the step is lost in "
+            "rounding; use a larger eps or scaled_steps=True",
+            GradientCheckWarning,
+            stacklevel=4,
+        )
+
+
+def _elementwise(
+    problem: _Problem, target: _Target, opts: _Options, flat: np.ndarray, atol: float
+) -> tuple[ParameterCheck, str]:
+    """Check the elements ``flat`` of one array; return the row and the method used."""
+    shape = tuple(target.array.shape)
+    values = np.asarray(to_numpy(target.array), dtype=np.float64).reshape(-1)[flat]
+    h = fd.steps(values, opts.eps, opts.scaled_steps)
+    _warn_if_unresolved(values, h, target.name)
+    method = opts.method
+    numeric = None
+    if method in ("auto", "batched"):
+        batched = problem.batched(opts.max_memory)
+        try:
+            numeric = fd.estimate(
+                lambda offset, d: _finite(
+                    batched.losses(target.owner, target.key, target.array, flat, d), target, flat, d
+                ),
+                values,
+                h,
+                opts.stencil,
+            )
+            method = "batched"
+        except NonFiniteLossError:
+            raise
+        except (TypeError, ValueError, RuntimeError, KeyError, AttributeError, IndexError):
+            if method == "batched":
+                raise
+            method = "loop"
+    if numeric is None:
+        loop = fd.LoopEvaluator(problem.loss_at, target.name)
+        numeric = fd.estimate(
+            lambda offset, d: _finite(loop(target.array, flat, d), target, flat, d),
+            values,
+            h,
+            opts.stencil,
+        )
+        method = "loop"
+    analytic = problem.analytic[target.name].reshape(-1)[flat]
+    return compare(target.name, shape, flat, analytic, numeric, opts.threshold, atol), method
+
+
+def _direction(
+    problem: _Problem,
+    targets: list[_Target],
+    rng: np.random.Generator,
+    opts: _Options,
+    atol: float,
+    name: str,
+) -> ParameterCheck:
+    """Compare the change of the loss along a random unit direction over ``targets`` with
+    the analytic gradient's prediction of it."""
+    originals = [np.array(to_numpy(t.array), dtype=np.float64) for t in targets]
+    vectors = [rng.standard_normal(o.shape) for o in originals]
+    norm = math.sqrt(sum(float(np.sum(v * v)) for v in vectors))
+    moves = []
+    for sign in (1.0, -1.0):  # displacements as stored: fl(p + eps v) - p
+        moves.append(
+            [(o + sign * opts.eps * v / norm) - o for o, v in zip(originals, vectors, strict=True)]
+        )
+    losses = []
+    try:
+        for displacement in moves:
+            for t, o, d in zip(targets, originals, displacement, strict=True):
+                t.array[...] = _like(o + d, t.array)
+            losses.append(problem.loss_at())
+    finally:
+        for t, o in zip(targets, originals, strict=True):
+            t.array[...] = _like(o, t.array)
+    if not all(math.isfinite(v) for v in losses):
+        raise NonFiniteLossError(f"the loss is {losses} along {name}; use a smaller eps")
+    step = [u - d for u, d in zip(*moves, strict=True)]
+    predicted = sum(
+        float(np.sum(problem.analytic[t.name] * s)) for t, s in zip(targets, step, strict=True)
+    )
+    # dL/dt along the direction: (L+ - L-) / (2 eps) against g . (d+ - d-) / (2 eps)
+    numeric = (losses[0] - losses[1]) / (2 * opts.eps)
+    analytic = predicted / (2 * opts.eps)
+    return compare(
+        name,
+        (),
+        np.zeros(1, dtype=np.int64),
+        np.array([analytic]),
+        np.array([numeric]),
+        opts.threshold,
+        atol,
+    )
+
+
+def _like(values: np.ndarray, array: Any) -> Any:
+    return convert(
+        values, namespace(array), dtype=array.dtype, device=array_api_compat.device(array)
+    )
+
+
+def _fast(
+    problem: _Problem, opts: _Options, rng: np.random.Generator, atol: float
+) -> tuple[list[ParameterCheck], str]:
+    """Random directions over everything; on a disagreement, find the array and element."""
+    rows = [
+        _direction(problem, problem.targets, rng, opts, atol, f"random direction {i + 1}")
+        for i in range(opts.directions)
+    ]
+    if all(r.passed for r in rows):
+        return rows, "directions"
+    suspects = [
+        t
+        for t in problem.targets
+        if not all(
+            _direction(problem, [t], rng, opts, atol, t.name).passed for _ in range(opts.directions)
+        )
+    ]
+    located = [_elementwise(problem, t, opts, _all(t), atol) for t in suspects]
+    methods = {m for _, m in located}
+    return [r for r, _ in located] + rows, "directions + " + "/".join(sorted(methods) or ["-"])
+
+
+def _all(target: _Target) -> np.ndarray:
+    return np.arange(math.prod(target.array.shape))
+
+
+def _run(
+    problem: _Problem, opts: _Options, rng: np.random.Generator, raise_on_failure: bool
+) -> GradientCheckReport:
+    atol = _noise_floor(problem.loss_scale, opts.eps)
+    mismatched = [
+        ParameterCheck(
+            t.name,
+            tuple(t.array.shape),
+            math.nan,
+            math.nan,
+            (),
+            math.nan,
+            math.nan,
+            math.prod(t.array.shape),
+            analytic_shape=problem.analytic[t.name].shape,
+        )
+        for t in problem.targets
+        if problem.analytic[t.name].shape != tuple(t.array.shape)
+    ]
+    bad = {c.name for c in mismatched}
+    problem.targets = [t for t in problem.targets if t.name not in bad]
+    if opts.mode == "fast" and not mismatched:
+        rows, method = _fast(problem, opts, rng, atol)
+    else:
+        results = []
+        for t in problem.targets:
+            flat = _all(t)
+            if opts.mode == "sample" and flat.size > opts.samples:
+                flat = np.sort(rng.choice(flat.size, size=opts.samples, replace=False))
+            results.append(_elementwise(problem, t, opts, flat, atol))
+        rows = [r for r, _ in results]
+        methods = {m for _, m in results}
+        method = methods.pop() if len(methods) == 1 else "mixed" if methods else opts.method
+    report = GradientCheckReport(
+        tuple(mismatched + rows),
+        eps=opts.eps,
+        threshold=opts.threshold,
+        atol=atol,
+        loss=problem.loss,
+        mode=opts.mode,
+        method=method,
+        stencil=opts.stencil.name,
+    )
+    if raise_on_failure and not report.passed:
+        raise GradientCheckError(report)
+    return report
 
 
 def _in_float64(model: Any, arrays: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -288,7 +418,7 @@ def _in_float64(model: Any, arrays: dict[str, Any]) -> tuple[Any, dict[str, Any]
         return model, arrays
     name, dtype = next(iter(low.items()))
     warnings.warn(
-        f"{name} is {dtype}, too coarse for central differences: the check runs on a "
+        f"{name} is {dtype}, too coarse for finite differences: the check runs on a "
         "float64 copy of the model and data",
         GradientCheckWarning,
         stacklevel=3,
@@ -306,7 +436,7 @@ def _as_float64(v: Any) -> Any:
     return xp.astype(v, xp.float64) if xp.isdtype(v.dtype, "real floating") else v
 
 
-def _analytic_grads(model: Any) -> dict[str, Any]:
+def _analytic_grads(model: Any) -> dict[str, np.ndarray]:
     grads = {}
     for prefix, layer in named_layers(model):
         for k in layer.params:
@@ -315,35 +445,41 @@ def _analytic_grads(model: Any) -> dict[str, Any]:
                     f"{type(layer).__name__} has parameter {k!r} but no grads[{k!r}] after "
                     "backward: backward must write a gradient for every parameter"
                 )
-            g = layer.grads[k]
-            grads[prefix + k] = namespace(g).asarray(g, copy=True)
+            grads[prefix + k] = np.array(to_numpy(layer.grads[k]), dtype=np.float64)
     return grads
 
 
-def _finish(
-    named_arrays: list[tuple[str, Any]],
-    analytic: dict[str, Any],
-    loss_at: Callable[[], float],
-    *,
-    loss: float,
-    loss_scale: float,
-    eps: float,
-    threshold: float,
-    raise_on_failure: bool,
-) -> GradientCheckReport:
-    atol = _noise_floor(loss_scale, eps)
-    checks = tuple(
-        _compare(name, analytic[name], _central_differences(loss_at, p, eps, name), threshold, atol)
-        for name, p in named_arrays
-    )
-    report = GradientCheckReport(checks, eps=eps, threshold=threshold, atol=atol, loss=loss)
-    if raise_on_failure and not report.passed:
-        raise GradientCheckError(report)
-    return report
+def _param_targets(model: Any) -> list[_Target]:
+    return [
+        _Target(prefix + k, v, i, k)
+        for i, (prefix, layer) in enumerate(named_layers(model))
+        for k, v in layer.params.items()
+    ]
 
 
-def _model_params(model: Any) -> list[tuple[str, Any]]:
-    return [(p + k, v) for p, layer in named_layers(model) for k, v in layer.params.items()]
+_CHECK_OPTIONS = """
+    eps : float
+        The finite-difference step (1e-6).
+    threshold : float
+        Relative tolerance (1e-6), above the rounding-noise floor (see the module docs).
+    mode : {"full", "sample", "fast"}
+        Every element; ``samples`` random elements per array; or ``directions`` random
+        directions over everything, then the guilty array and element if one disagrees.
+    stencil : {"central", "4-point"}, richardson : int
+        The difference formula: central (O(eps^2)), 4-point (O(eps^4)), or central with
+        ``richardson`` levels of Richardson extrapolation.
+    scaled_steps : bool
+        Step ``eps * max(1, |p|)`` per element instead of ``eps``.
+    method : {"auto", "batched", "loop"}
+        Many perturbed copies per pass, or one element at a time; "auto" batches where the
+        layers and loss broadcast over a leading axis, and falls back to the loop.
+    max_memory : int
+        Bytes the stacked copies may take per pass (256 MiB).
+    rng : int or numpy.random.Generator
+        Seeds the samples and directions.
+    raise_on_failure : bool
+        Raise :class:`GradientCheckError` on failure (default) or return the report.
+"""
 
 
 def check_gradients(
@@ -354,6 +490,15 @@ def check_gradients(
     *,
     eps: float = DEFAULT_EPS,
     threshold: float = DEFAULT_THRESHOLD,
+    mode: str = "full",
+    samples: int = DEFAULT_SAMPLES,
+    directions: int = DEFAULT_DIRECTIONS,
+    stencil: str = "central",
+    richardson: int = 0,
+    scaled_steps: bool = False,
+    method: str = "auto",
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    rng: Any = None,
     raise_on_failure: bool = True,
 ) -> GradientCheckReport:
     """Check every parameter gradient of ``model`` under ``loss`` on one batch ``(x, y)``.
@@ -361,18 +506,22 @@ def check_gradients(
     ``model`` is a :class:`~handgrad.model.Sequential` or any single layer that follows the
     protocol. Parameters are perturbed in place and restored exactly; afterwards ``grads``
     hold the analytic gradients of this batch.
-
-    Raises
-    ------
-    GradientCheckError
-        If an element is off by more than the tolerance (see the module docstring), unless
-        ``raise_on_failure`` is False.
     """
     named_layers(model)
     check_array(x, "x")
     check_array(y, "y", floating=False)
-    eps = check_positive_float(eps, "eps")
-    threshold = check_positive_float(threshold, "threshold")
+    opts = _options(
+        eps,
+        threshold,
+        mode,
+        samples,
+        directions,
+        stencil,
+        richardson,
+        scaled_steps,
+        method,
+        max_memory,
+    )
     model, data = _in_float64(model, {"x": x, "y": y})
     x, y = data["x"], data["y"]
 
@@ -381,18 +530,18 @@ def check_gradients(
 
     value = loss_at()
     model.backward(loss.backward())
-    analytic = _analytic_grads(model)
+    problem = _Problem(
+        targets=_param_targets(model),
+        analytic=_analytic_grads(model),
+        loss_at=loss_at,
+        loss=value,
+        loss_scale=max(abs(value), 1.0),
+        layers=[layer for _, layer in named_layers(model)],
+        x=x,
+        head=lambda stack: loss.forward(stack, y),
+    )
     try:
-        return _finish(
-            _model_params(model),
-            analytic,
-            loss_at,
-            loss=value,
-            loss_scale=max(abs(value), 1.0),
-            eps=eps,
-            threshold=threshold,
-            raise_on_failure=raise_on_failure,
-        )
+        return _run(problem, opts, make_rng(rng), raise_on_failure)
     finally:
         model.forward(x)  # leave the caches at the unperturbed point
 
@@ -403,6 +552,14 @@ def check_layer(
     *,
     eps: float = DEFAULT_EPS,
     threshold: float = DEFAULT_THRESHOLD,
+    mode: str = "full",
+    samples: int = DEFAULT_SAMPLES,
+    directions: int = DEFAULT_DIRECTIONS,
+    stencil: str = "central",
+    richardson: int = 0,
+    scaled_steps: bool = False,
+    method: str = "auto",
+    max_memory: int = DEFAULT_MAX_MEMORY,
     rng: Any = None,
     raise_on_failure: bool = True,
 ) -> GradientCheckReport:
@@ -415,14 +572,25 @@ def check_layer(
     """
     named_layers(layer)
     check_array(x, "x")
-    eps = check_positive_float(eps, "eps")
-    threshold = check_positive_float(threshold, "threshold")
+    opts = _options(
+        eps,
+        threshold,
+        mode,
+        samples,
+        directions,
+        stencil,
+        richardson,
+        scaled_steps,
+        method,
+        max_memory,
+    )
     layer, data = _in_float64(layer, {"x": x})
     xp = namespace(data["x"])
     x = xp.asarray(data["x"], copy=True)
+    generator = make_rng(rng)
     y = layer.forward(x)
     r = convert(
-        make_rng(rng).standard_normal(tuple(y.shape)),
+        generator.standard_normal(tuple(y.shape)),
         xp,
         dtype=y.dtype,
         device=array_api_compat.device(y),
@@ -433,17 +601,21 @@ def check_layer(
 
     terms = y * r
     dx = layer.backward(r)
-    analytic = {"x": namespace(dx).asarray(dx, copy=True), **_analytic_grads(layer)}
+    problem = _Problem(
+        targets=[_Target("x", x, None, ""), *_param_targets(layer)],
+        analytic={"x": np.array(to_numpy(dx), dtype=np.float64), **_analytic_grads(layer)},
+        loss_at=loss_at,
+        loss=float(xp.sum(terms)),
+        loss_scale=float(xp.sum(xp.abs(terms))),
+        layers=[layer for _, layer in named_layers(layer)],
+        x=x,
+        head=lambda stack: xp.sum(stack * r, axis=tuple(range(1, stack.ndim))),
+    )
     try:
-        return _finish(
-            [("x", x), *_model_params(layer)],
-            analytic,
-            loss_at,
-            loss=float(xp.sum(terms)),
-            loss_scale=float(xp.sum(xp.abs(terms))),
-            eps=eps,
-            threshold=threshold,
-            raise_on_failure=raise_on_failure,
-        )
+        return _run(problem, opts, generator, raise_on_failure)
     finally:
         layer.forward(x)  # leave the caches at the unperturbed point
+
+
+check_gradients.__doc__ += "\n    Parameters\n    ----------" + _CHECK_OPTIONS
+check_layer.__doc__ += "\n    Parameters\n    ----------" + _CHECK_OPTIONS

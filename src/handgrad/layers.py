@@ -12,7 +12,10 @@ upstream gradient gives the same result twice.
 
 handgrad's layers also accept leading axes, ``x`` of shape (..., batch, features): stacked
 copies of a batch, computed in one call. The batched gradient check uses them; a layer of
-one's own that does not broadcast is checked element by element instead.
+one's own that does not broadcast is checked element by element instead. Optional members
+make that check faster (see :class:`handgrad.finite_differences.BatchedEvaluator`):
+``elementwise = True`` for a layer that maps each element on its own, and Linear's
+``perturbed_columns`` and ``forward_columns``.
 """
 
 from __future__ import annotations
@@ -131,29 +134,36 @@ class Linear:
             self.grads["bias"] = xp.sum(rows, axis=0)  # out
         return xp.matmul(dy, self.params["weight"])  # ...,B,in
 
-    def perturbed_forward(self, x: Any, name: str, index: Any, moves: Any) -> Any:
-        """Outputs for ``x`` (batch, in), once per perturbation: copy i has element
-        ``index[i]`` (flat) of ``params[name]`` moved by ``moves[i]``. Shape (P, batch, out).
-
-        The gradient check's shortcut: no weight matrix is copied.
-        """
+    def perturbed_columns(self, x: Any, name: str, index: Any, moves: Any) -> tuple[Any, Any]:
+        """The gradient check's shortcut: outputs for ``x`` (batch, in) when element
+        ``index[i]`` (flat) of ``params[name]`` moves by ``moves[i]``, one copy per i. Each
+        copy differs from the unperturbed output in one column (output unit); returns those
+        columns and their values, (P,) and (P, batch). No weight matrix is copied."""
         xp = namespace(x, self.params["weight"])
         y = xp.matmul(x, self.params["weight"].mT)
         if "bias" in self.params:
             y = y + self.params["bias"]
-        columns = xp.arange(self.out_features, device=index.device)
         if name == "weight":
             rows, cols = index // self.in_features, index % self.in_features
-            # (W + s e_i e_j^T) x = W x + s x_j e_i: row i of each copy gains s * x[:, j]
-            delta = xp.take(x, cols, axis=1).mT * moves[:, None]  # P,B
+            # (W + s e_i e_j^T) x = W x + s x_j e_i: only unit i changes, by s x_j
+            change = moves[:, None] * xp.take(x, cols, axis=1).mT  # P,B
         elif name == "bias":
-            rows = index
-            delta = xp.ones((index.shape[0], x.shape[0]), dtype=x.dtype, device=index.device)
-            delta = delta * moves[:, None]  # P,B
+            rows, change = index, moves[:, None]
         else:
             raise KeyError(f"Linear has no parameter {name!r}")
-        onehot = xp.astype(rows[:, None] == columns[None, :], x.dtype)  # P,out
-        return y[None, ...] + delta[:, :, None] * onehot[:, None, :]  # P,B,out
+        return rows, xp.take(y, rows, axis=1).mT + change
+
+    def forward_columns(self, x: Any, columns: Any, values: Any) -> Any:
+        """Outputs, (P, batch, out), for copies of ``x`` (batch, in) whose column
+        ``columns[i]`` is replaced by ``values[i]`` (batch,)."""
+        xp = namespace(x, self.params["weight"])
+        y = xp.matmul(x, self.params["weight"].mT)
+        if "bias" in self.params:
+            y = y + self.params["bias"]
+        # a new column j adds (v - x_j) W[:, j]^T: a rank-one change per copy
+        delta = values - xp.take(x, columns, axis=1).mT  # P,B
+        weight_columns = xp.take(self.params["weight"], columns, axis=1).mT  # P,out
+        return y[None, ...] + delta[:, :, None] * weight_columns[:, None, :]
 
 
 class _Activation:
@@ -187,6 +197,8 @@ class _Activation:
 class Sigmoid(_Activation):
     """``y = 1 / (1 + exp(-x))``, computed without overflow for large |x|."""
 
+    elementwise = True
+
     def _forward(self, xp: Any, x: Any) -> Any:
         e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
         return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
@@ -199,6 +211,8 @@ class Sigmoid(_Activation):
 class Tanh(_Activation):
     """``y = tanh(x)``."""
 
+    elementwise = True
+
     def _forward(self, xp: Any, x: Any) -> Any:
         return xp.tanh(x)
 
@@ -209,6 +223,8 @@ class Tanh(_Activation):
 
 class ReLU(_Activation):
     """``y = max(x, 0)``; the derivative at 0 is taken as 0, as in PyTorch."""
+
+    elementwise = True
 
     def _forward(self, xp: Any, x: Any) -> Any:
         return xp.where(x > 0, x, xp.zeros_like(x))
