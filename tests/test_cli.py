@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -66,3 +67,81 @@ def test_the_installed_command_runs():
     )
     assert done.returncode == 0, done.stderr
     assert "all checks passed" in done.stdout
+
+
+LAYER_FILE = '''
+import numpy as np
+
+
+class Square:
+    """y = x^2 with a slip: the derivative misses its factor 2."""
+
+    def __init__(self):
+        self.params, self.grads = {}, {}
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, dy):
+        return self.x * dy
+
+
+class GoodSquare(Square):
+    def backward(self, dy):
+        return 2 * self.x * dy
+
+
+def make_good():
+    return GoodSquare()
+'''
+
+
+@pytest.fixture
+def user_package(tmp_path, monkeypatch):
+    (tmp_path / "userlayers.py").write_text(LAYER_FILE)
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    sys.modules.pop("userlayers", None)
+
+
+def test_check_a_users_layer_points_at_the_wrong_element(user_package, capsys):
+    assert main(["check", "userlayers:Square", "--input-shape", "4,3"]) == 1
+    out = capsys.readouterr().out
+    assert "== userlayers:Square (Square) on a random input of shape (4, 3) ==" in out
+    assert "FAILED: gradient check failed for 'x' (shape (4, 3)): 12 of 12 elements off" in out
+    assert main(["check", "userlayers:GoodSquare"]) == 0
+    assert main(["check", "userlayers:make_good", "--mode", "fast"]) == 0
+
+
+def test_check_json_and_plot(user_package, capsys):
+    plot = user_package / "errors.png"
+    assert main(["check", "userlayers:Square", "--json", "--plot", str(plot)]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["passed"] is False and data["input_shape"] == [8, 10]
+    assert data["report"]["checks"][0]["name"] == "x"
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert main(["check", "--json", "--hidden", "3"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["passed"] and data["seed_network"]["passed"] and data["autograd"]["passed"]
+    assert [c["name"] for c in data["model"]["checks"]] == [
+        "0.weight",
+        "0.bias",
+        "2.weight",
+        "2.bias",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["check", "userlayers:Nope"], "module 'userlayers' has no 'Nope'"),
+        (["check", "nosuchmodule:Layer"], "cannot import 'nosuchmodule': ModuleNotFoundError"),
+        (["check", "userlayers"], "TARGET must look like module:Class"),
+        (["check", "--input-shape", "4,3"], "--input-shape goes with a TARGET"),
+        (["check", "userlayers:np"], "does not follow the layer protocol"),
+    ],
+)
+def test_check_refuses_bad_targets_with_status_2(user_package, capsys, args, match):
+    assert main(args) == 2
+    assert match in capsys.readouterr().err

@@ -118,6 +118,22 @@ class AutogradComparison:
         """True when every relative difference is within ``rtol``."""
         return self.max_relative_difference <= self.rtol
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {
+            "passed": self.passed,
+            "rtol": self.rtol,
+            "loss": {
+                "handgrad": self.loss_handgrad,
+                "autograd": self.loss_autograd,
+                "rel_diff": self.loss_rel_diff,
+            },
+            "arrays": [
+                {"name": n, "max_abs_diff": a, "max_rel_diff": r}
+                for n, a, r in zip(self.names, self.max_abs_diff, self.max_rel_diff, strict=True)
+            ],
+        }
+
     def __str__(self) -> str:
         rows = [
             [

@@ -146,21 +146,59 @@ def _add_predict_and_evaluate(commands_: argparse._SubParsersAction) -> None:
     )
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be sizes like 8,10, got {text!r}") from None
+    if len(shape) < 2 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"must be at least two positive sizes, got {text!r}")
+    return shape
+
+
 def _add_check(commands_: argparse._SubParsersAction) -> None:
     p = commands_.add_parser(
         "check",
-        help="gradient-check the seed's network and an MLP (finite differences and autograd)",
-        description="Gradient-check the seed notebook's SimpleNN and an MLP on a random batch "
-        "against central finite differences and, when PyTorch is installed, autograd.",
+        help="gradient-check a layer of your own, or the seed's network and an MLP",
+        description="Gradient-check a layer of your own (TARGET, as module:Class), or the "
+        "seed notebook's SimpleNN and an MLP on a random batch, against finite differences "
+        "and, when PyTorch is installed, autograd.",
     )
-    p.add_argument("--inputs", type=_positive_int, default=30, help="input features (30)")
+    p.add_argument(
+        "target",
+        nargs="?",
+        metavar="TARGET",
+        help="your layer as module:Class (or module:factory), built with no "
+        "arguments; the current folder is importable",
+    )
+    p.add_argument(
+        "--input-shape",
+        type=_shape,
+        default=None,
+        metavar="B,F",
+        help="shape of the random input for TARGET (default 8,10)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["full", "sample", "fast"],
+        default="full",
+        help="every element, a sample per array, or random directions (full)",
+    )
+    p.add_argument("--samples", type=_positive_int, default=16, help="for --mode sample")
+    p.add_argument("--directions", type=_positive_int, default=4, help="for --mode fast")
+    p.add_argument("--stencil", choices=["central", "4-point"], default="central")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="write a histogram of relative differences per array"
+    )
+    p.add_argument("--inputs", type=_positive_int, default=30, help="MLP input features (30)")
     p.add_argument(
         "--hidden",
         type=_positive_int,
         action="append",
-        help="hidden layer width; repeat for more layers (20)",
+        help="MLP hidden layer width; repeat for more layers (20)",
     )
-    p.add_argument("--classes", type=_positive_int, default=2, help="output classes (2)")
+    p.add_argument("--classes", type=_positive_int, default=2, help="MLP output classes (2)")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="sigmoid")
     p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--backend", choices=["numpy", "torch"], default="numpy")

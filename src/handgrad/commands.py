@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import importlib
 import importlib.util
 import io
+import json
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +21,7 @@ from handgrad.backend import convert, get_namespace
 from handgrad.classifier import TrainConfig, train_classifier
 from handgrad.data import load_csv, load_dataset, load_features, split
 from handgrad.files import atomic_write
-from handgrad.gradcheck import GradientCheckError, check_gradients
+from handgrad.gradcheck import GradientCheckError, check_gradients, check_layer
 from handgrad.io import load_classifier, save_classifier
 from handgrad.losses import CrossEntropyLoss
 from handgrad.metrics import classification_metrics
@@ -147,6 +152,66 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_options(args: argparse.Namespace) -> dict:
+    return {
+        "eps": args.eps,
+        "threshold": args.threshold,
+        "mode": args.mode,
+        "samples": args.samples,
+        "directions": args.directions,
+        "stencil": args.stencil,
+        "rng": args.seed,
+        "raise_on_failure": False,
+    }
+
+
+def _import_target(target: str) -> Any:
+    """The layer named ``module:attribute``: a class or factory called with no arguments,
+    or a layer object."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"TARGET must look like module:Class, got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # any error while importing the user's code
+        raise ImportError(f"cannot import {module_name!r}: {type(err).__name__}: {err}") from None
+    if not hasattr(module, attribute):
+        raise ValueError(f"module {module_name!r} has no {attribute!r}")
+    made = getattr(module, attribute)
+    if isinstance(made, type) or (callable(made) and not hasattr(made, "forward")):
+        made = made()
+    return made
+
+
+def _check_target(args: argparse.Namespace) -> int:
+    layer = _import_target(args.target)
+    shape = args.input_shape or (8, 10)
+    x = np.random.default_rng(args.seed).standard_normal(shape)
+    report = check_layer(layer, x, **_check_options(args))
+    if args.plot:
+        report.plot(args.plot)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "passed": report.passed,
+                    "target": args.target,
+                    "input_shape": list(shape),
+                    "report": report.to_dict(),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(f"== {args.target} ({type(layer).__name__}) on a random input of shape {shape} ==")
+        print(report)
+        if not report.passed:
+            print(f"\nFAILED: {report.failures[0].describe()}")
+    return 0 if report.passed else 1
+
+
 def _check_seed_network(args: argparse.Namespace) -> bool:
     print("== The seed notebook's SimpleNN(10, 20, 3): x = arange(10), label = [0, 0, 1] ==")
     net = SimpleNN(10, 20, 3, backend=args.backend, rng=args.seed)
@@ -160,7 +225,7 @@ def _check_seed_network(args: argparse.Namespace) -> bool:
     return True
 
 
-def _check_mlp(args: argparse.Namespace) -> bool:
+def _check_mlp(args: argparse.Namespace) -> dict:
     sizes = [args.inputs, *(args.hidden or [20]), args.classes]
     print(
         f"\n== MLP {'-'.join(map(str, sizes))} ({args.activation}) + CrossEntropyLoss, "
@@ -172,26 +237,49 @@ def _check_mlp(args: argparse.Namespace) -> bool:
     x = convert(rng.standard_normal((args.batch_size, args.inputs)), xp)
     y = convert(rng.integers(0, args.classes, size=args.batch_size), xp)
     loss = CrossEntropyLoss()
-    report = check_gradients(
-        model, loss, x, y, eps=args.eps, threshold=args.threshold, raise_on_failure=False
-    )
+    report = check_gradients(model, loss, x, y, **_check_options(args))
     print(report)
+    if args.plot:
+        report.plot(args.plot)
+    result = {"passed": report.passed, "model": report.to_dict(), "autograd": None}
     if importlib.util.find_spec("torch") is None:
         print(
             "\nPyTorch is not installed, so the autograd comparison is skipped: "
             "pip install 'handgrad[torch]'"
         )
-        return report.passed
+        return result
     from handgrad.autograd import compare_with_autograd
 
     comparison = compare_with_autograd(model, loss, x, y)
     print(f"\n{comparison}")
-    return report.passed and comparison.passed
+    result["autograd"] = comparison.to_dict()
+    result["passed"] = report.passed and comparison.passed
+    return result
 
 
 def check(args: argparse.Namespace) -> int:
-    """Gradient-check the seed's network and an MLP; 0 if all pass, 1 if any fails."""
-    passed = _check_seed_network(args)
-    passed = _check_mlp(args) and passed
-    print("\nall checks passed" if passed else "\nSOME CHECKS FAILED")
+    """Gradient-check a user's layer, or the seed's network and an MLP; 0 if all pass, 1 if
+    any fails."""
+    if args.target is not None:
+        return _check_target(args)
+    if args.input_shape is not None:
+        raise ValueError("--input-shape goes with a TARGET layer (module:Class)")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed if args.json else sys.stdout):
+        seed_passed = _check_seed_network(args)
+        result = _check_mlp(args)
+    passed = seed_passed and result["passed"]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "passed": passed,
+                    "seed_network": {"passed": seed_passed},
+                    **{k: v for k, v in result.items() if k != "passed"},
+                },
+                indent=2,
+            )
+        )
+    else:
+        print("\nall checks passed" if passed else "\nSOME CHECKS FAILED")
     return 0 if passed else 1
