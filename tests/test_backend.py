@@ -46,3 +46,22 @@ def test_convert_copies_and_to_numpy_detaches():
         TypeError, match="expected a float64, float32 or float16 array, got dtype int64"
     ):
         backend.float_dtype_name(np.ones(2, dtype=np.int64))
+
+
+def test_numpys_fast_route_gives_numpys_results():
+    xp = backend.namespace(np.ones(1))
+    assert xp is backend.get_namespace("numpy")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 5))
+    for axis in (None, 0, -1, (0, 1)):
+        for keepdims in (False, True):
+            np.testing.assert_array_equal(
+                xp.sum(x, axis=axis, keepdims=keepdims), np.sum(x, axis=axis, keepdims=keepdims)
+            )
+            np.testing.assert_array_equal(
+                xp.max(x, axis=axis, keepdims=keepdims), np.max(x, axis=axis, keepdims=keepdims)
+            )
+    assert xp.sum(np.array([1, 2, 3]), dtype=np.float64) == 6.0
+    np.testing.assert_array_equal(xp.take(x, np.array([2, 0]), axis=0), x[[2, 0]])
+    assert xp.count_nonzero(x > 0) == np.count_nonzero(x > 0)
+    assert xp.exp is np.exp and "fast route" in repr(xp)

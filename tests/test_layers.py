@@ -256,3 +256,24 @@ def test_saturated_derivatives_agree_with_autograd_relative_to_the_upstream_grad
     xt = as_torch(x, requires_grad=True)
     torch_fn(xt).backward(as_torch(r))
     assert np.max(np.abs(dx - xt.grad.numpy())) < 4 * np.finfo(np.float64).eps
+
+
+@pytest.mark.parametrize("name", ["linear", *sorted(ACTIVATIONS)])
+def test_unchecked_paths_compute_what_the_checked_ones_do(name):
+    rng = np.random.default_rng(9)
+    make = (lambda: hg.Linear(4, 3, rng=1)) if name == "linear" else ACTIVATIONS[name][0]
+    checked, unchecked = make(), make()
+    x = rng.standard_normal((5, 4 if name == "linear" else 3))
+    y = checked.forward(x)
+    np.testing.assert_array_equal(unchecked.forward_unchecked(x), y)
+    r = rng.standard_normal(y.shape)
+    np.testing.assert_array_equal(unchecked.backward_unchecked(r), checked.backward(r))
+    for k in checked.grads:
+        np.testing.assert_array_equal(unchecked.grads[k], checked.grads[k])
+
+
+def test_the_first_layer_can_skip_its_input_gradient():
+    layer = hg.Linear(3, 2, rng=0)
+    layer.forward(np.ones((4, 3)))
+    assert layer.backward_unchecked(np.ones((4, 2)), input_grad=False) is None
+    np.testing.assert_array_equal(layer.grads["weight"], np.full((2, 3), 4.0))

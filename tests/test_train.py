@@ -43,15 +43,15 @@ def test_an_epoch_is_the_mean_of_its_batches_and_visits_every_example_once():
     X, y = _blobs(rng, n=10)
     model = hg.mlp([4, 3], rng=0)
     seen = []
-    original = model.forward
+    original = model.layers[0].forward_unchecked
 
     def spy(x):
         seen.append(x.shape[0])
         return original(x)
 
-    model.forward = spy
+    model.layers[0].forward_unchecked = spy
     fit(model, hg.CrossEntropyLoss(), SGD(model.params(), 1e-9), X, y, epochs=1, batch_size=4)
-    assert seen == [4, 4, 2]
+    assert seen == [1, 4, 4, 2]  # one row first: fit checks that the model takes the data
 
 
 def test_same_seed_same_weights_and_history_bit_for_bit():
@@ -232,3 +232,51 @@ def test_without_shuffling_the_batch_seed_changes_nothing():
             ).train_loss
         )
     assert histories[0] == histories[1]
+
+
+def test_fit_trains_a_model_of_users_layers_and_a_users_loss():
+    class Square:
+        """y = x^2, a user's layer with only the protocol."""
+
+        def __init__(self):
+            self.params, self.grads = {}, {}
+
+        def forward(self, x):
+            self.x = x
+            return x * x
+
+        def backward(self, dy):
+            return 2 * self.x * dy
+
+    class ProtocolOnlyLoss:
+        """A user's loss with only forward and backward, which fit calls as they are."""
+
+        def __init__(self):
+            self.inner = hg.CrossEntropyLoss()
+
+        def forward(self, pred, target):
+            return self.inner.forward(pred, target)
+
+        def backward(self):
+            return self.inner.backward()
+
+    rng = np.random.default_rng(9)
+    X, y = _blobs(rng, n=40)
+    model = hg.Sequential(hg.Linear(4, 6, rng=0), Square(), hg.Linear(6, 3, rng=1))
+    history = fit(model, hg.CrossEntropyLoss(), SGD(model.params(), 0.01), X, y, epochs=20, rng=0)
+    assert history.train_loss[-1] < history.train_loss[0]
+    model = hg.Sequential(hg.Linear(4, 6, rng=0), Square(), hg.Linear(6, 3, rng=1))
+    again = fit(model, ProtocolOnlyLoss(), SGD(model.params(), 0.01), X, y, epochs=20, rng=0)
+    np.testing.assert_allclose(again.train_loss, history.train_loss, rtol=1e-12)
+
+
+def test_labels_beyond_the_models_outputs_are_refused():
+    model = hg.mlp([4, 3], rng=0)
+    with pytest.raises(ValueError, match=r"y holds class index 5 but the model has 3 outputs"):
+        fit(
+            model,
+            hg.CrossEntropyLoss(),
+            SGD(model.params(), 0.1),
+            np.ones((2, 4)),
+            np.array([0, 5]),
+        )

@@ -35,10 +35,42 @@ _INSTALL_HINTS = {
     "torch": "pip install 'handgrad[torch]'",
     "array_api_strict": "pip install array-api-strict",
 }
-_NUMPY_NAMESPACE = importlib.import_module("array_api_compat.numpy")
 
 
-def namespace(*arrays: Any) -> ModuleType:
+class _NumPyNamespace:
+    """array-api-compat's NumPy namespace, with the calls a training step makes many times
+    (sums, maxima, take, count_nonzero) sent straight to NumPy's ufuncs and methods: the
+    same results, a few microseconds less each."""
+
+    def __init__(self, base: ModuleType) -> None:
+        self._base = base
+        self.__name__ = base.__name__
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    def __repr__(self) -> str:
+        return f"<handgrad's fast route to {self._base.__name__}>"
+
+    def sum(self, x: Any, /, *, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
+        if dtype is None and x.dtype.kind == "f":
+            return np.add.reduce(x, axis=axis, keepdims=keepdims)
+        return self._base.sum(x, axis=axis, dtype=dtype, keepdims=keepdims)
+
+    def max(self, x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Any:
+        return np.maximum.reduce(x, axis=axis, keepdims=keepdims)
+
+    def take(self, x: Any, indices: Any, /, *, axis: int | None = None) -> Any:
+        return x.take(indices, axis=axis)
+
+    def count_nonzero(self, x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Any:
+        return np.count_nonzero(x, axis=axis, keepdims=keepdims)
+
+
+_NUMPY_NAMESPACE = _NumPyNamespace(importlib.import_module("array_api_compat.numpy"))
+
+
+def namespace(*arrays: Any) -> Any:
     """Return the array-API namespace that all ``arrays`` share.
 
     Raises
@@ -46,7 +78,10 @@ def namespace(*arrays: Any) -> ModuleType:
     TypeError
         If the arrays come from different libraries or from none that is known.
     """
-    if all(type(a) is np.ndarray for a in arrays):  # the common case, without the ~10 us lookup
+    for a in arrays:  # the common case, NumPy, without the ~10 us lookup
+        if type(a) is not np.ndarray:
+            break
+    else:
         return _NUMPY_NAMESPACE
     try:
         return array_api_compat.array_namespace(*arrays)
@@ -58,13 +93,15 @@ def namespace(*arrays: Any) -> ModuleType:
         ) from err
 
 
-def get_namespace(backend: str | ModuleType) -> ModuleType:
+def get_namespace(backend: Any) -> Any:
     """Return the namespace named ``backend`` ('numpy', 'torch', 'array_api_strict').
 
-    A namespace module (for example one returned by :func:`namespace`) is returned as is.
+    A namespace (for example one returned by :func:`namespace`) is returned as is.
     """
-    if isinstance(backend, ModuleType):
-        return backend
+    if isinstance(backend, ModuleType | _NumPyNamespace):
+        return backend if backend is not _NUMPY_NAMESPACE._base else _NUMPY_NAMESPACE
+    if backend == "numpy":
+        return _NUMPY_NAMESPACE
     if backend not in _MODULES:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     try:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from handgrad.backend import get_namespace, namespace, resolve_dtype
 from handgrad.init import Initialiser, initialise
 from handgrad.validation import check_array, check_positive_int
@@ -107,7 +109,7 @@ class Linear:
         """Return ``x @ W.T + b`` for ``x`` of shape (..., batch, in_features)."""
         weight = self.params["weight"]
         check_array(x, "x", min_ndim=2, layout="(batch, in_features)")
-        xp = namespace(x, weight)
+        namespace(x, weight)  # refuses a mix of array libraries
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"x must have {self.in_features} features (columns) for {self!r}, "
@@ -118,7 +120,11 @@ class Linear:
                 f"x has dtype {x.dtype} but the layer's weight is {weight.dtype}; convert x "
                 "or move the model with model.to(dtype=...)"
             )
-        y = xp.matmul(x, weight.mT)  # ...,B,out
+        return self.forward_unchecked(x)
+
+    def forward_unchecked(self, x: Any) -> Any:
+        """:meth:`forward` without checking ``x``: for loops that checked their data once."""
+        y = x @ self.params["weight"].mT  # ...,B,out
         if "bias" in self.params:
             y = y + self.params["bias"]
         self._x, self._y = x, y
@@ -126,13 +132,22 @@ class Linear:
 
     def backward(self, dy: Any) -> Any:
         """Return dL/dx and overwrite ``grads['weight']`` (and ``grads['bias']``)."""
-        xp = _check_upstream(dy, self._y, self)
-        rows = xp.reshape(dy, (-1, self.out_features))  # leading axes and batch as one: N,out
+        _check_upstream(dy, self._y, self)
+        return self.backward_unchecked(dy)
+
+    def backward_unchecked(self, dy: Any, input_grad: bool = True) -> Any:
+        """:meth:`backward` without checking ``dy``; with ``input_grad=False`` dL/dx is not
+        computed (the first layer of a model needs none) and None is returned."""
+        rows, x = dy, self._x
+        if dy.ndim != 2:  # leading axes and batch as one: N,out and N,in
+            xp = namespace(dy)
+            rows = xp.reshape(dy, (-1, self.out_features))
+            x = xp.reshape(x, (-1, self.in_features))
         # dL/dW = dy^T x,  dL/db = sum over the batch of dy,  dL/dx = dy W
-        self.grads["weight"] = xp.matmul(rows.mT, xp.reshape(self._x, (-1, self.in_features)))
+        self.grads["weight"] = rows.mT @ x  # out,in
         if "bias" in self.params:
-            self.grads["bias"] = xp.sum(rows, axis=0)  # out
-        return xp.matmul(dy, self.params["weight"])  # ...,B,in
+            self.grads["bias"] = namespace(rows).sum(rows, axis=0)  # out
+        return dy @ self.params["weight"] if input_grad else None  # ...,B,in
 
     def perturbed_columns(self, x: Any, name: str, index: Any, moves: Any) -> tuple[Any, Any]:
         """The gradient check's shortcut: outputs for ``x`` (batch, in) when element
@@ -179,13 +194,22 @@ class _Activation:
 
     def forward(self, x: Any) -> Any:
         """Return the activation of ``x``, an array of shape (..., batch, features)."""
-        xp = check_array(x, "x", min_ndim=2, layout="(batch, features)")
-        self._y = self._forward(xp, x)
+        check_array(x, "x", min_ndim=2, layout="(batch, features)")
+        return self.forward_unchecked(x)
+
+    def forward_unchecked(self, x: Any) -> Any:
+        """:meth:`forward` without checking ``x``: for loops that checked their data once."""
+        self._y = self._forward(namespace(x), x)
         return self._y
 
     def backward(self, dy: Any) -> Any:
         """Return dL/dx from dL/dy, using the cached output."""
-        return self._backward(_check_upstream(dy, self._y, self), self._y, dy)
+        _check_upstream(dy, self._y, self)
+        return self.backward_unchecked(dy)
+
+    def backward_unchecked(self, dy: Any, input_grad: bool = True) -> Any:
+        """:meth:`backward` without checking ``dy``."""
+        return self._backward(namespace(dy), self._y, dy)
 
     def _forward(self, xp: Any, x: Any) -> Any:
         raise NotImplementedError
@@ -200,8 +224,13 @@ class Sigmoid(_Activation):
     elementwise = True
 
     def _forward(self, xp: Any, x: Any) -> Any:
+        if isinstance(x, np.ndarray):  # NumPy's route: in place, no overflow (exp(700) < inf)
+            y = np.maximum(x, -700.0)  # sigmoid(-700) = 1e-304: nothing below is lost
+            np.exp(np.negative(y, out=y), out=y)
+            y += 1
+            return np.reciprocal(y, out=y)
         e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
-        return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        return xp.where(x >= 0, 1.0, e) / (1 + e)
 
     def _backward(self, xp: Any, y: Any, dy: Any) -> Any:
         # dy/dx = y (1 - y)
@@ -227,11 +256,11 @@ class ReLU(_Activation):
     elementwise = True
 
     def _forward(self, xp: Any, x: Any) -> Any:
-        return xp.where(x > 0, x, xp.zeros_like(x))
+        return xp.where(x > 0, x, 0.0)
 
     def _backward(self, xp: Any, y: Any, dy: Any) -> Any:
         # dy/dx = 1 where x > 0 (equivalently y > 0), else 0
-        return xp.where(y > 0, dy, xp.zeros_like(dy))
+        return xp.where(y > 0, dy, 0.0)
 
 
 class Softmax(_Activation):

@@ -79,15 +79,22 @@ class CrossEntropyLoss(_Loss):
     def forward(self, logits: Any, target: Any) -> Any:
         """Return the loss of ``logits`` (batch, classes) against ``target``."""
         xp = check_array(logits, "logits", min_ndim=2, layout="(batch, classes)")
-        t = _target_distribution(xp, target, logits, "logits")
+        return self.forward_unchecked(logits, _target_distribution(xp, target, logits, "logits"))
+
+    def forward_unchecked(self, logits: Any, t: Any, one_hot: bool = False) -> Any:
+        """:meth:`forward` from targets ``t`` already as (batch, classes) probabilities,
+        without checks; ``one_hot=True`` promises rows that sum to 1."""
+        xp = namespace(logits)
         scale = 1.0 / logits.shape[-2] if self.reduction == "mean" else 1.0
         shifted = logits - xp.max(logits, axis=-1, keepdims=True)
         log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
-        self._cache = (xp, log_p, t, scale)
+        self._cache = (xp, log_p, t, scale, one_hot)
         return -xp.sum(t * log_p, axis=(-2, -1)) * scale
 
-    def _backward(self, xp: Any, log_p: Any, t: Any, scale: float) -> Any:
+    def _backward(self, xp: Any, log_p: Any, t: Any, scale: float, one_hot: bool) -> Any:
         # dL/dz = p * sum_j t_j - t  (= p - t for one-hot or normalised targets)
+        if one_hot:
+            return (xp.exp(log_p) - t) * scale
         return (xp.exp(log_p) * xp.sum(t, axis=-1, keepdims=True) - t) * scale
 
 

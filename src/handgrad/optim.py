@@ -62,6 +62,10 @@ class Optimizer:
 
     def step(self, grads: Mapping[str, Any]) -> None:
         """Update every parameter in place from ``grads`` (keyed as the parameters)."""
+        self.update(self._gradients(grads))
+
+    def update(self, grads: list[Any]) -> None:
+        """:meth:`step` with the gradients as a list in the order of ``names``."""
         raise NotImplementedError
 
 
@@ -85,10 +89,10 @@ class SGD(Optimizer):
         self.weight_decay = _check_non_negative(weight_decay, "weight_decay")
         self.velocity: list[Any] = [None] * len(self.params)
 
-    def step(self, grads: Mapping[str, Any]) -> None:
+    def update(self, grads: list[Any]) -> None:
         """One update: ``v = momentum * v + g``; ``p -= lr * (g + momentum * v if nesterov
         else v)``, with ``g = grad + weight_decay * p``."""
-        for i, (p, g) in enumerate(zip(self.params, self._gradients(grads), strict=True)):
+        for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
             if self.weight_decay:
                 g = g + self.weight_decay * p
             if self.momentum:
@@ -126,14 +130,14 @@ class Adam(Optimizer):
         self.m: list[Any] = [namespace(p).zeros_like(p) for p in self.params]
         self.v: list[Any] = [namespace(p).zeros_like(p) for p in self.params]
 
-    def step(self, grads: Mapping[str, Any]) -> None:
+    def update(self, grads: list[Any]) -> None:
         """One update: ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
         ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``."""
         self.t += 1
         beta1, beta2 = self.betas
         step_size = self.lr / (1 - beta1**self.t)
         root_correction = math.sqrt(1 - beta2**self.t)
-        for p, g, m, v in zip(self.params, self._gradients(grads), self.m, self.v, strict=True):
+        for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
             xp = namespace(p)
             if self.weight_decay:
                 g = g + self.weight_decay * p

@@ -5,6 +5,7 @@ the loss stops being finite."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import os
@@ -157,9 +158,8 @@ def fit(
     X, y = _on_model(model, X, y)
     if validation is not None:
         validation = _on_model(model, *validation)
-    xp, generator = namespace(X), make_rng(rng)
-    n, base_lr = X.shape[0], optimizer.lr
-    weights = [(name, p) for name, p in model.params().items() if name.endswith("weight")]
+    run_step = _Step(model, loss, optimizer, X, y, alpha)
+    generator, base_lr = make_rng(rng), optimizer.lr
     history = History()
     best_loss, best_state, waited = math.inf, None, 0
     bar = _progress_bar(epochs) if progress else None
@@ -168,14 +168,11 @@ def fit(
         for epoch in range(1, epochs + 1):
             optimizer.lr = base_lr * (schedule(epoch - 1) if schedule else 1.0)
             total_loss, correct = 0.0, 0
-            for index in batches(n, batch_size, generator, shuffle=shuffle):
-                idx = index if xp is namespace(index) else convert(index, xp, device=X.device)
-                xb, yb = xp.take(X, idx, axis=0), xp.take(y, idx, axis=0)
+            for index in batches(X.shape[0], batch_size, generator, shuffle=shuffle):
                 step += 1
                 if check and step == 1:
-                    history.gradient_check = check_gradients(model, loss, xb, yb)
-                logits = model.forward(xb)
-                value = _loss_value(loss, logits, yb, xp)
+                    history.gradient_check = check_gradients(model, loss, *run_step.batch(index))
+                value, right = run_step(index)
                 if not math.isfinite(value):
                     raise TrainingDivergedError(
                         f"the training loss became {value} at epoch {epoch}, step {step}; "
@@ -183,20 +180,12 @@ def fit(
                         epoch=epoch,
                         step=step,
                     )
-                model.backward(loss.backward())
-                grads = model.grads()
-                if alpha:
-                    # L2 penalty: L += alpha / (2 b) |W|^2,  dL/dW += alpha W / b
-                    for name, w in weights:
-                        value += alpha / (2 * len(index)) * float(xp.sum(w * w))
-                        grads[name] = grads[name] + (alpha / len(index)) * w
-                optimizer.step(grads)
                 total_loss += value * len(index)
-                correct += int(xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64)))
+                correct += right
             history.epoch.append(epoch)
             history.lr.append(optimizer.lr)
-            history.train_loss.append(total_loss / n)
-            history.train_accuracy.append(correct / n)
+            history.train_loss.append(total_loss / X.shape[0])
+            history.train_accuracy.append(correct / X.shape[0])
             if validation is not None:
                 val_loss, val_accuracy = evaluate(model, loss, *validation)
                 history.val_loss.append(val_loss)
@@ -220,14 +209,88 @@ def fit(
     return history
 
 
-def _loss_value(loss: Any, logits: Any, y: Any, xp: Any) -> float:
-    """The batch loss as a float; NaN when the model's output is no longer finite."""
-    try:
-        return float(loss.forward(logits, y))
-    except ValueError:
-        if bool(xp.all(xp.isfinite(logits))):
-            raise
-        return math.nan
+class _Step:
+    """One training step on the rows ``index`` of the data, with every method, array and
+    target looked up once: the hot loop checks nothing that :func:`fit` checked before.
+
+    handgrad's own layers and losses offer ``*_unchecked`` methods (and the first layer
+    skips dL/dx, which nothing needs); a user's layer is called through the protocol.
+    """
+
+    def __init__(
+        self, model: Sequential, loss: Any, optimizer: Optimizer, X: Any, y: Any, alpha: float
+    ) -> None:
+        layers = model.layers
+        self.xp = xp = namespace(X)
+        self.X, self.y, self.alpha = X, y, alpha
+        classes = model.forward(X[:1, ...]).shape[-1]  # the model takes this data, checked
+        low, high = int(xp.min(y)), int(xp.max(y))
+        if low < 0 or high >= classes:
+            raise ValueError(
+                f"y holds class index {low if low < 0 else high} but the model "
+                f"has {classes} outputs (valid indices 0 to {classes - 1})"
+            )
+        self.forwards = [getattr(layer, "forward_unchecked", layer.forward) for layer in layers]
+        backwards = [getattr(layer, "backward_unchecked", layer.backward) for layer in layers]
+        if hasattr(layers[0], "backward_unchecked"):
+            backwards[0] = functools.partial(layers[0].backward_unchecked, input_grad=False)
+        self.backwards = backwards[::-1]
+        self.loss = loss
+        self.targets = None
+        if hasattr(loss, "forward_unchecked"):  # fused targets: one-hot rows, made once
+            columns = xp.arange(classes, dtype=y.dtype, device=y.device)
+            self.targets = xp.astype(y[:, None] == columns[None, :], X.dtype)
+        self.grads = [(layer.grads, key) for layer in layers for key in layer.params]
+        names = list(model.params())
+        self.weights = [
+            (i, p) for i, (k, p) in enumerate(model.params().items()) if k.endswith("weight")
+        ]
+        self.update = (
+            optimizer.update
+            if optimizer.names == names
+            else lambda grads: optimizer.step(dict(zip(names, grads, strict=True)))
+        )
+
+    def batch(self, index: Any) -> tuple[Any, Any]:
+        """The features and labels of the rows ``index``."""
+        xp = self.xp
+        if xp is not namespace(index):
+            index = convert(index, xp, device=self.X.device)
+        return xp.take(self.X, index, axis=0), xp.take(self.y, index, axis=0)
+
+    def __call__(self, index: Any) -> tuple[float, int]:
+        """Forward, loss, backward and update on rows ``index``; the loss and the number of
+        rows classified right."""
+        xp = self.xp
+        if xp is not namespace(index):
+            index = convert(index, xp, device=self.X.device)
+        out = xp.take(self.X, index, axis=0)
+        labels = xp.take(self.y, index, axis=0)
+        for forward in self.forwards:
+            out = forward(out)
+        if self.targets is None:  # a loss of one's own, called through the protocol
+            try:
+                value = float(self.loss.forward(out, labels))
+            except ValueError:
+                if bool(xp.all(xp.isfinite(out))):
+                    raise
+                return math.nan, 0  # the model's output is no longer finite
+        else:  # NaN or infinite logits make a NaN or infinite loss, which fit reports
+            value = float(
+                self.loss.forward_unchecked(out, xp.take(self.targets, index, axis=0), one_hot=True)
+            )
+        grad = self.loss.backward()
+        for backward in self.backwards:
+            grad = backward(grad)
+        grads = [store[key] for store, key in self.grads]
+        if self.alpha:
+            b = index.shape[0]
+            # L2 penalty: L += alpha / (2 b) |W|^2,  dL/dW += alpha W / b
+            for i, w in self.weights:
+                value += self.alpha / (2 * b) * float(xp.sum(w * w))
+                grads[i] = grads[i] + (self.alpha / b) * w
+        self.update(grads)
+        return value, int(xp.count_nonzero(xp.argmax(out, axis=1) == labels))
 
 
 def _progress_bar(epochs: int) -> Any:

@@ -1,0 +1,217 @@
+"""Training speed: handgrad against a bare NumPy loop, torch.nn + autograd, and
+scikit-learn's MLPClassifier, in one run.
+
+Every contender trains the same architecture (sigmoid hidden layer, softmax + cross-entropy)
+with plain SGD (no momentum, no penalty) from the same initial weights, for the same epochs,
+on one thread (BLAS and torch pinned to 1). handgrad, the bare loop and torch also use the
+same batch order; MLPClassifier draws its own. Printed: samples per second, and the ratio
+of each contender's time to handgrad's (NumPy backend); then handgrad's peak memory after
+one and after three epochs.
+
+Run: python benchmarks/train_bench.py [--quick]   (about two minutes on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import tracemalloc
+import warnings
+
+import numpy as np
+import torch
+from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier
+from threadpoolctl import threadpool_limits
+
+import handgrad as hg
+from handgrad.optim import SGD
+from handgrad.train import fit
+
+LR = 0.1
+
+
+def data(name, dtype):
+    if name == "breast_cancer":
+        X, y = load_breast_cancer(return_X_y=True)
+    elif name == "digits":
+        X, y = load_digits(return_X_y=True)
+    else:  # synthetic, MNIST-sized
+        rng = np.random.default_rng(0)
+        X, y = rng.standard_normal((8192, 784)), rng.integers(0, 10, 8192)
+    X = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+    return X.astype(dtype), y.astype(np.int64)
+
+
+def orders(n, batch, epochs, seed=0):
+    """The batch order every contender but MLPClassifier follows."""
+    rng = np.random.default_rng(seed)
+    return [
+        [perm[i : i + batch] for i in range(0, n, batch)]
+        for perm in (rng.permutation(n) for _ in range(epochs))
+    ]
+
+
+def initial(sizes, dtype):
+    model = hg.mlp(sizes, "sigmoid", rng=0, dtype=dtype)
+    return {k: v.copy() for k, v in model.state_dict().items()}
+
+
+def run_handgrad(sizes, X, y, batch, epochs, dtype, backend="numpy"):
+    model = hg.mlp(sizes, "sigmoid", rng=0, dtype=dtype, backend=backend)
+    optimizer = SGD(model.params(), lr=LR)
+    started = time.perf_counter()
+    fit(model, hg.CrossEntropyLoss(), optimizer, X, y, epochs=epochs, batch_size=batch, rng=0)
+    return time.perf_counter() - started
+
+
+def run_bare(sizes, X, y, batch, epochs, dtype):
+    """The same math with no library around it."""
+    w = initial(sizes, dtype)
+    W1, b1, W2, b2 = w["0.weight"], w["0.bias"], w["2.weight"], w["2.bias"]
+    onehot = np.eye(sizes[-1], dtype=dtype)[y]
+    started = time.perf_counter()
+    for epoch in orders(len(y), batch, epochs):
+        for idx in epoch:
+            xb, tb = X[idx], onehot[idx]
+            z = 1 / (1 + np.exp(-(xb @ W1.T + b1)))
+            logits = z @ W2.T + b2
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+            _ = -np.sum(tb * log_p) / len(idx)
+            d2 = (np.exp(log_p) - tb) / len(idx)
+            d1 = (d2 @ W2) * z * (1 - z)
+            W2 -= LR * (d2.T @ z)
+            b2 -= LR * d2.sum(axis=0)
+            W1 -= LR * (d1.T @ xb)
+            b1 -= LR * d1.sum(axis=0)
+    return time.perf_counter() - started
+
+
+def run_torch(sizes, X, y, batch, epochs, dtype):
+    tdtype = torch.float64 if dtype == "float64" else torch.float32
+    model = torch.nn.Sequential(
+        torch.nn.Linear(sizes[0], sizes[1]), torch.nn.Sigmoid(), torch.nn.Linear(sizes[1], sizes[2])
+    ).to(tdtype)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in initial(sizes, dtype).items()})
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    batches = [[torch.from_numpy(i) for i in epoch] for epoch in orders(len(y), batch, epochs)]
+    for idx in batches[0][:5]:  # warm up
+        loss_fn(model(Xt[idx]), yt[idx])
+    started = time.perf_counter()
+    for epoch in batches:
+        for idx in epoch:
+            optimizer.zero_grad()
+            loss = loss_fn(model(Xt[idx]), yt[idx])
+            loss.backward()
+            optimizer.step()
+    return time.perf_counter() - started
+
+
+def run_sklearn(sizes, X, y, batch, epochs, dtype):
+    clf = MLPClassifier(
+        hidden_layer_sizes=(sizes[1],),
+        activation="logistic",
+        solver="sgd",
+        learning_rate_init=LR,
+        momentum=0.0,
+        nesterovs_momentum=False,
+        alpha=0.0,
+        batch_size=batch,
+        max_iter=epochs,
+        tol=0.0,
+        n_iter_no_change=epochs + 1,
+        random_state=0,
+    )
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    return time.perf_counter() - started
+
+
+def peak_memory(sizes, X, y, batch, epochs, dtype):
+    model = hg.mlp(sizes, "sigmoid", rng=0, dtype=dtype)
+    optimizer = SGD(model.params(), lr=LR)
+    tracemalloc.start()
+    fit(model, hg.CrossEntropyLoss(), optimizer, X, y, epochs=epochs, batch_size=batch, rng=0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
+CASES = [
+    ("breast_cancer", [30, 20, 2], 32, 200, ["float64", "float32"]),
+    ("digits", [64, 128, 10], 64, 30, ["float64", "float32"]),
+    ("synthetic", [784, 1024, 10], 256, 2, ["float32", "float64"]),
+]
+CONTENDERS = {
+    "handgrad": run_handgrad,
+    "handgrad (torch)": lambda *a: run_handgrad(*a, backend="torch"),
+    "bare NumPy": run_bare,
+    "torch autograd": run_torch,
+    "MLPClassifier": run_sklearn,
+}
+
+
+def best_of(run, repeats):
+    return min(run() for _ in range(repeats))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one repeat instead of three")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else 3
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        for name, sizes, batch, epochs, dtypes in CASES:
+            for dtype in dtypes:
+                X, y = data(name, dtype)
+                samples = len(y) * epochs
+                print(
+                    f"\n{name} {'-'.join(map(str, sizes))}, batch {batch}, {epochs} epochs, "
+                    f"{dtype}, best of {repeats}"
+                )
+                times = {
+                    c: best_of(lambda r=run: r(sizes, X, y, batch, epochs, dtype), repeats)
+                    for c, run in CONTENDERS.items()
+                }
+                for c, t in times.items():
+                    print(
+                        f"  {c:<18} {samples / t:>12,.0f} samples/s   "
+                        f"time / handgrad's {t / times['handgrad']:5.2f}"
+                    )
+                if sizes[0] >= 784:
+                    share = matmul_share(sizes, X, batch, dtype)
+                    print(f"  matrix products take {share:.0%} of the bare loop's time")
+                one = peak_memory(sizes, X, y, batch, 1, dtype)
+                three = peak_memory(sizes, X, y, batch, 3, dtype)
+                print(
+                    f"  handgrad peak memory: {one / 2**20:.2f} MiB after 1 epoch, "
+                    f"{three / 2**20:.2f} MiB after 3"
+                )
+
+
+def matmul_share(sizes, X, batch, dtype):
+    """Time of the five matrix products of a step, over the time of a bare step."""
+    w = initial(sizes, dtype)
+    W1, W2 = w["0.weight"], w["2.weight"]
+    xb = X[:batch]
+    z = 1 / (1 + np.exp(-(xb @ W1.T)))
+    d2 = np.ones((batch, sizes[-1]), dtype=dtype)
+    d1 = (d2 @ W2) * z * (1 - z)
+    started = time.perf_counter()
+    for _ in range(20):
+        _ = xb @ W1.T, z @ W2.T, d2 @ W2, d2.T @ z, d1.T @ xb
+    products = time.perf_counter() - started
+    y = np.zeros(batch, dtype=np.int64)
+    bare = run_bare(sizes, np.concatenate([xb] * 20), np.concatenate([y] * 20), batch, 1, dtype)
+    return products / bare
+
+
+if __name__ == "__main__":
+    main()
