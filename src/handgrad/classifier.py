@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ from handgrad.losses import CrossEntropyLoss
 from handgrad.model import Sequential
 from handgrad.optim import make_optimizer, make_schedule
 from handgrad.presets import mlp
-from handgrad.train import History, fit
+from handgrad.train import History, Progress, fit
 from handgrad.validation import check_array
 
 __all__ = ["Classifier", "TrainConfig", "train_classifier"]
@@ -101,14 +101,22 @@ def train_classifier(
     validation: tuple[Any, Any] | None = None,
     feature_names: Sequence[str] = (),
     target_name: str = "target",
+    resume: Any = None,
+    checkpoint: Callable[[Sequential, Any, Standardiser, Progress], None] | None = None,
+    checkpoint_every: int | None = None,
+    interrupted: Callable[[], bool] | None = None,
 ) -> tuple[Classifier, History]:
     """Standardise on ``X``, build an MLP for ``len(class_names)`` classes and train it.
 
     ``y`` holds class indices; ``validation`` (raw features and indices) enables early
     stopping after ``config.patience`` epochs without a better validation loss.
+    ``resume`` (a :class:`handgrad.checkpoint.Checkpoint` of a run of the same data and
+    config) goes on where that run stopped; ``checkpoint(model, optimizer, scaler,
+    progress)`` is called every ``checkpoint_every`` epochs and on an interruption (see
+    :func:`handgrad.train.fit`).
     """
     X = np.asarray(X, dtype=np.float64)
-    scaler = Standardiser().fit(X)
+    scaler = Standardiser().fit(X) if resume is None else resume.standardiser
     sizes = [X.shape[1], *config.hidden, len(class_names)]
     model = mlp(
         sizes,
@@ -121,6 +129,9 @@ def train_classifier(
     optimizer = make_optimizer(
         config.optimizer, model.params(), config.lr, **config.optimizer_options
     )
+    if resume is not None:
+        model.load_state_dict(resume.params)
+        optimizer.load_state_dict(resume.optimizer_state)
     if validation is not None and len(validation[1]) == 0:
         validation = None
     history = fit(
@@ -145,6 +156,12 @@ def train_classifier(
         rng=config.seed,
         check=config.check,
         progress=config.progress,
+        start=None if resume is None else resume.progress,
+        checkpoint=None
+        if checkpoint is None
+        else (lambda progress: checkpoint(model, optimizer, scaler, progress)),
+        checkpoint_every=checkpoint_every,
+        interrupted=interrupted,
     )
     info = {
         "sizes": sizes,

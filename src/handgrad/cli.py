@@ -112,7 +112,26 @@ def _add_train(commands_: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["numpy", "torch"], default="numpy")
     p.add_argument("--device", default="cpu", help="cpu or cuda (torch backend)")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed of the split, the weights and the batches (default: drawn "
+        "at random, printed and saved with the model)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="save OUT/checkpoint.npz every N epochs (Ctrl-C always saves one)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        default=None,
+        help="go on with the run whose checkpoint is in DIR (its options are kept)",
+    )
     p.add_argument(
         "--out",
         default="handgrad-out",

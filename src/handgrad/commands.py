@@ -10,6 +10,8 @@ import importlib.util
 import io
 import json
 import os
+import secrets
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,8 +20,10 @@ from typing import Any
 import numpy as np
 
 from handgrad.backend import convert, get_namespace
+from handgrad.checkpoint import load_checkpoint, save_checkpoint
 from handgrad.classifier import TrainConfig, train_classifier
 from handgrad.data import load_csv, load_dataset, load_features, split
+from handgrad.errors import TrainingDivergedError, TrainingInterruptedError
 from handgrad.files import atomic_write
 from handgrad.gradcheck import GradientCheckError, check_gradients, check_layer
 from handgrad.io import load_classifier, save_classifier
@@ -40,9 +44,79 @@ def _load(args: argparse.Namespace):
     return load_dataset(args.dataset or "breast_cancer")
 
 
+# the arguments of `handgrad train` that a checkpoint keeps, to resume the same run
+_RUN_ARGS = (
+    "dataset",
+    "data",
+    "target",
+    "hidden",
+    "activation",
+    "optimizer",
+    "lr",
+    "epochs",
+    "batch_size",
+    "schedule",
+    "patience",
+    "alpha",
+    "test_size",
+    "val_size",
+    "backend",
+    "device",
+    "dtype",
+    "seed",
+    "checkpoint_every",
+)
+
+
+def _resumed(args: argparse.Namespace) -> tuple[argparse.Namespace, Any]:
+    """The arguments and checkpoint of the run in ``--resume DIR``."""
+    checkpoint = load_checkpoint(Path(args.resume) / "checkpoint.npz")
+    saved = checkpoint.config.get("args", {})
+    missing = [name for name in _RUN_ARGS if name not in saved]
+    if missing:
+        raise ValueError(
+            f"the checkpoint in {args.resume} lacks {', '.join(missing)}; "
+            "it was not written by 'handgrad train'"
+        )
+    resumed = argparse.Namespace(**{**vars(args), **saved})
+    resumed.out, resumed.check = args.resume, False
+    return resumed, checkpoint
+
+
+class _StopOnSigint:
+    """While active, the first Ctrl-C asks training to stop at the end of its step (the
+    fit loop then checkpoints); a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def __call__(self) -> bool:
+        return self.asked
+
+    def __enter__(self) -> _StopOnSigint:
+        def handler(signum: int, frame: Any) -> None:
+            if self.asked:
+                raise KeyboardInterrupt
+            self.asked = True
+
+        self._previous = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
 def train(args: argparse.Namespace) -> int:
-    """Train, report test metrics, and write model.npz, history.csv and curves.png."""
+    """Train, report test metrics, and write model.npz, history.csv and curves.png; with
+    --checkpoint-every (and on Ctrl-C) checkpoint.npz too."""
     started = time.perf_counter()
+    resume = None
+    if args.resume is not None:
+        args, resume = _resumed(args)
+        print(
+            f"resuming the run in {args.out} after epoch {resume.progress.epoch}, "
+            f"step {resume.progress.step}"
+        )
     if not 0 <= args.alpha < float("inf"):
         raise ValueError(f"--alpha must be a finite number >= 0, got {args.alpha}")
     if args.test_size + args.val_size >= 1 or args.test_size == 0:
@@ -50,6 +124,12 @@ def train(args: argparse.Namespace) -> int:
             f"--test-size ({args.test_size}) must be > 0 and with --val-size "
             f"({args.val_size}) leave some data to train on"
         )
+    if args.data is not None:
+        args.data = str(Path(args.data).resolve())
+    dataset = _load(args)
+    if args.seed is None:
+        args.seed = secrets.randbelow(2**31)
+        print(f"seed {args.seed} (drawn at random; pass --seed {args.seed} to repeat this run)")
     config = TrainConfig(
         hidden=tuple(args.hidden or (20,)),
         activation=args.activation,
@@ -67,7 +147,6 @@ def train(args: argparse.Namespace) -> int:
         check=args.check,
         progress=not args.quiet and sys.stderr.isatty(),
     )
-    dataset = _load(args)
     parts = split(
         dataset.X, dataset.y, test_size=args.test_size, val_size=args.val_size, seed=args.seed
     )
@@ -82,15 +161,45 @@ def train(args: argparse.Namespace) -> int:
         f"batch {args.batch_size}, up to {args.epochs} epochs, backend {args.backend} "
         f"{args.dtype}"
     )
-    classifier, history = train_classifier(
-        parts.X_train,
-        parts.y_train,
-        dataset.class_names,
-        config=config,
-        validation=(parts.X_val, parts.y_val),
-        feature_names=dataset.feature_names,
-        target_name=dataset.target_name,
-    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = {"args": {name: getattr(args, name) for name in _RUN_ARGS}}
+
+    def save(model: Any, optimizer: Any, scaler: Any, progress: Any) -> None:
+        save_checkpoint(
+            out / "checkpoint.npz",
+            config=run,
+            model=model,
+            optimizer=optimizer,
+            standardiser=scaler,
+            progress=progress,
+        )
+
+    try:
+        with _StopOnSigint() as interrupted:
+            classifier, history = train_classifier(
+                parts.X_train,
+                parts.y_train,
+                dataset.class_names,
+                config=config,
+                validation=(parts.X_val, parts.y_val),
+                feature_names=dataset.feature_names,
+                target_name=dataset.target_name,
+                resume=resume,
+                checkpoint=save,
+                checkpoint_every=args.checkpoint_every,
+                interrupted=interrupted,
+            )
+    except TrainingInterruptedError as err:
+        print(
+            f"handgrad train: {err}; checkpoint saved to {out / 'checkpoint.npz'}; "
+            f"go on with: handgrad train --resume {out}",
+            file=sys.stderr,
+        )
+        return 130
+    except TrainingDivergedError as err:
+        kept = " (the last checkpoint is kept)" if (out / "checkpoint.npz").exists() else ""
+        raise TrainingDivergedError(f"{err}{kept}", epoch=err.epoch, step=err.step) from None
     classifier.info["dataset"] = dataset.name
     if history.gradient_check is not None:
         print(f"\n{history.gradient_check}\n")
@@ -104,8 +213,6 @@ def train(args: argparse.Namespace) -> int:
         f"final training loss {history.train_loss[-1]:.4f}\n"
     )
     print(f"test set: {metrics}\n")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     written = [save_classifier(out / "model.npz", classifier), history.to_csv(out / "history.csv")]
     if importlib.util.find_spec("matplotlib") is not None:
         from handgrad.plots import plot_curves

@@ -9,6 +9,7 @@ __all__ = [
     "ModelFileError",
     "NonFiniteLossError",
     "TrainingDivergedError",
+    "TrainingInterruptedError",
 ]
 
 
@@ -35,3 +36,12 @@ class TrainingDivergedError(HandgradError, RuntimeError):
 
 class NonFiniteLossError(HandgradError, ValueError):
     """The loss is NaN or infinite at a point a gradient check perturbed to."""
+
+
+class TrainingInterruptedError(HandgradError):
+    """Training was asked to stop (Ctrl-C); the progress was checkpointed first."""
+
+    def __init__(self, message: str, *, epoch: int, step: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step

@@ -24,7 +24,15 @@ from handgrad.files import atomic_write
 from handgrad.layers import Linear, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from handgrad.model import Sequential
 
-__all__ = ["FORMAT_VERSION", "architecture", "build", "load_classifier", "save_classifier"]
+__all__ = [
+    "FORMAT_VERSION",
+    "architecture",
+    "build",
+    "load_classifier",
+    "read_archive",
+    "save_classifier",
+    "write_archive",
+]
 
 FORMAT = "handgrad-model"
 FORMAT_VERSION = 1
@@ -86,33 +94,44 @@ def save_classifier(path: str | os.PathLike, classifier: Classifier) -> Path:
     if classifier.standardiser is not None:
         arrays["scaler/mean"] = classifier.standardiser.mean_
         arrays["scaler/scale"] = classifier.standardiser.scale_
-    arrays["meta"] = np.array(json.dumps(meta))
+    return write_archive(path, arrays, meta)
+
+
+def write_archive(path: str | os.PathLike, arrays: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write ``arrays`` and the JSON ``meta`` as one ``.npz`` file, atomically."""
     path = Path(path)
     with atomic_write(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays, meta=np.array(json.dumps(meta)))
     return path
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def read_archive(
+    path: str | os.PathLike, kind: str = FORMAT, what: str = "model file"
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read a file written by :func:`write_archive` whose metadata says it is a ``kind``;
+    every problem is a :class:`ModelFileError` that names the file."""
+    path = Path(path)
     if not path.is_file():
         raise ModelFileError(
-            f"model file {str(path)!r} does not exist; train one with "
+            f"{what} {str(path)!r} does not exist; train one with "
             "'handgrad train --out DIR' and pass DIR/model.npz"
+            if kind == FORMAT
+            else f"{what} {str(path)!r} does not exist"
         )
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
         raise ModelFileError(
-            f"{str(path)!r} is not a readable handgrad model file ({err}); "
+            f"{str(path)!r} is not a readable handgrad {what} ({err}); "
             "it may be damaged or not a model: train the model again"
         ) from None
     try:
         meta = json.loads(str(arrays.pop("meta")[()]))
     except (KeyError, ValueError, TypeError, IndexError) as err:
         raise ModelFileError(f"{str(path)!r} has no valid handgrad metadata ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelFileError(f"{str(path)!r} is not a handgrad model file")
+    if not isinstance(meta, dict) or meta.get("format") != kind:
+        raise ModelFileError(f"{str(path)!r} is not a handgrad {what}")
     version = meta.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(
@@ -126,7 +145,7 @@ def load_classifier(path: str | os.PathLike, **options: Any) -> Classifier:
     """Read a classifier written by :func:`save_classifier`; ``options`` (backend, dtype,
     device) say where its model should live (default NumPy, float64)."""
     path = Path(path)
-    meta, arrays = _read(path)
+    meta, arrays = read_archive(path)
     try:
         model = build(meta["architecture"], **options)
         model.load_state_dict(

@@ -105,9 +105,14 @@ class Sequential:
         converted = {}
         for name, param in params.items():
             value = state[name]
-            if tuple(getattr(value, "shape", ())) != tuple(param.shape):
+            if not hasattr(value, "shape"):
+                raise TypeError(
+                    f"state[{name!r}] must be an array (NumPy, PyTorch, or another array-API "
+                    f"library) of shape {tuple(param.shape)}, got {type(value).__name__}"
+                )
+            if tuple(value.shape) != tuple(param.shape):
                 raise ValueError(
-                    f"state[{name!r}] has shape {tuple(getattr(value, 'shape', ()))}, "
+                    f"state[{name!r}] has shape {tuple(value.shape)}, "
                     f"the model needs {tuple(param.shape)}"
                 )
             converted[name] = convert(

@@ -12,7 +12,9 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from handgrad.backend import namespace
+import numpy as np
+
+from handgrad.backend import convert, namespace, to_numpy
 from handgrad.validation import check_choice, check_positive_float, check_positive_int
 
 __all__ = [
@@ -68,6 +70,44 @@ class Optimizer:
         """:meth:`step` with the gradients as a list in the order of ``names``."""
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state as NumPy arrays keyed ``"<kind>/<parameter>"`` and numbers,
+        for checkpoints."""
+        state: dict[str, Any] = {"step": self._steps()}
+        for kind, values in self._buffers().items():
+            for name, value in zip(self.names, values, strict=True):
+                if value is not None:
+                    state[f"{kind}/{name}"] = np.array(to_numpy(value))
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (of an optimizer of the same kind and parameters)."""
+        buffers = self._buffers()
+        for key, value in state.items():
+            kind, _, name = key.partition("/")
+            if key == "step":
+                continue
+            if kind not in buffers or name not in self.names:
+                raise KeyError(f"state holds {key!r}, which this {type(self).__name__} has not")
+            i = self.names.index(name)
+            p = self.params[i]
+            if tuple(value.shape) != tuple(p.shape):
+                raise ValueError(
+                    f"state[{key!r}] has shape {tuple(value.shape)}, the "
+                    f"parameter {name!r} has {tuple(p.shape)}"
+                )
+            buffers[kind][i] = convert(value, namespace(p), dtype=p.dtype, device=p.device)
+        self._set_steps(int(state.get("step", 0)))
+
+    def _buffers(self) -> dict[str, list[Any]]:
+        return {}
+
+    def _steps(self) -> int:
+        return 0
+
+    def _set_steps(self, steps: int) -> None:
+        pass
+
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight
@@ -88,6 +128,9 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.weight_decay = _check_non_negative(weight_decay, "weight_decay")
         self.velocity: list[Any] = [None] * len(self.params)
+
+    def _buffers(self) -> dict[str, list[Any]]:
+        return {"velocity": self.velocity}
 
     def update(self, grads: list[Any]) -> None:
         """One update: ``v = momentum * v + g``; ``p -= lr * (g + momentum * v if nesterov
@@ -129,6 +172,15 @@ class Adam(Optimizer):
         self.t = 0
         self.m: list[Any] = [namespace(p).zeros_like(p) for p in self.params]
         self.v: list[Any] = [namespace(p).zeros_like(p) for p in self.params]
+
+    def _buffers(self) -> dict[str, list[Any]]:
+        return {"m": self.m, "v": self.v}
+
+    def _steps(self) -> int:
+        return self.t
+
+    def _set_steps(self, steps: int) -> None:
+        self.t = steps
 
     def update(self, grads: list[Any]) -> None:
         """One update: ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,

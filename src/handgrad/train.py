@@ -9,13 +9,14 @@ import functools
 import io
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from handgrad.backend import convert, namespace
 from handgrad.data import batches
-from handgrad.errors import TrainingDivergedError
+from handgrad.errors import TrainingDivergedError, TrainingInterruptedError
 from handgrad.files import atomic_write
 from handgrad.gradcheck import GradientCheckReport, check_gradients
 from handgrad.init import make_rng
@@ -23,7 +24,7 @@ from handgrad.model import Sequential
 from handgrad.optim import Optimizer
 from handgrad.validation import check_array, check_positive_int
 
-__all__ = ["History", "evaluate", "fit"]
+__all__ = ["History", "Progress", "evaluate", "fit"]
 
 _COLUMNS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
@@ -69,6 +70,22 @@ def _on_model(model: Sequential, X: Any, y: Any) -> tuple[Any, Any]:
     )
 
 
+@dataclass
+class Progress:
+    """Where a run of :func:`fit` stands: enough, with the model's weights and the
+    optimizer's state, to go on exactly as if it had never stopped."""
+
+    history: History = field(default_factory=History)
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps completed
+    position: int = 0  # batches completed in the epoch under way
+    totals: tuple[float, int] = (0.0, 0)  # its loss sum and rows classified right so far
+    rng_state: dict[str, Any] | None = None  # the batch order's generator as that epoch began
+    best_loss: float = math.inf
+    best_state: dict[str, Any] | None = None
+    waited: int = 0
+
+
 def _check_data(X: Any, y: Any, prefix: str) -> None:
     check_array(X, f"{prefix}X", ndim=2, layout="(examples, features)")
     check_array(y, f"{prefix}y", ndim=1, layout="(examples,) of class indices", floating=False)
@@ -105,6 +122,10 @@ def fit(
     shuffle: bool = True,
     check: bool = False,
     progress: bool = False,
+    start: Progress | None = None,
+    checkpoint: Callable[[Progress], None] | None = None,
+    checkpoint_every: int | None = None,
+    interrupted: Callable[[], bool] | None = None,
 ) -> History:
     """Train ``model`` on integer class labels ``y`` with mini-batches; return the history.
 
@@ -138,11 +159,22 @@ def fit(
         :class:`~handgrad.GradientCheckError` if it fails); the report is kept in the history.
     progress : bool
         Show a tqdm progress bar (one tick per epoch) with the running loss and accuracy.
+    start : Progress, optional
+        Where an earlier run stopped (from a checkpoint): training goes on from there, and
+        ends with exactly the weights and history of a run that was never stopped, given
+        the same model weights and optimizer state.
+    checkpoint, checkpoint_every
+        ``checkpoint(progress)`` is called after every ``checkpoint_every`` epochs, and
+        when training is interrupted.
+    interrupted : callable, optional
+        Asked after each step; when it returns True, the progress is checkpointed and
+        :class:`~handgrad.errors.TrainingInterruptedError` is raised (the model is consistent).
 
     Raises
     ------
     TrainingDivergedError
-        If the loss becomes NaN or infinite; names the epoch and step.
+        If the loss becomes NaN or infinite; names the epoch and step. A NaN gradient shows
+        as a NaN loss at the next step.
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -159,29 +191,46 @@ def fit(
     if validation is not None:
         validation = _on_model(model, *validation)
     run_step = _Step(model, loss, optimizer, X, y, alpha)
+    state = start if start is not None else Progress()
     generator, base_lr = make_rng(rng), optimizer.lr
-    history = History()
-    best_loss, best_state, waited = math.inf, None, 0
-    bar = _progress_bar(epochs) if progress else None
-    step = 0
+    if state.rng_state is not None:
+        generator.bit_generator.state = state.rng_state
+    history = state.history
+    bar = _progress_bar(epochs, state.epoch) if progress else None
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(state.epoch + 1, epochs + 1):
             optimizer.lr = base_lr * (schedule(epoch - 1) if schedule else 1.0)
-            total_loss, correct = 0.0, 0
-            for index in batches(X.shape[0], batch_size, generator, shuffle=shuffle):
-                step += 1
-                if check and step == 1:
+            if state.position == 0:
+                state.rng_state, state.totals = generator.bit_generator.state, (0.0, 0)
+            else:  # resuming inside this epoch: draw its batch order again
+                generator.bit_generator.state = state.rng_state
+            order = list(batches(X.shape[0], batch_size, generator, shuffle=shuffle))
+            total_loss, correct = state.totals
+            for position in range(state.position, len(order)):
+                index = order[position]
+                if check and state.step == 0:
                     history.gradient_check = check_gradients(model, loss, *run_step.batch(index))
                 value, right = run_step(index)
+                state.step += 1
                 if not math.isfinite(value):
                     raise TrainingDivergedError(
-                        f"the training loss became {value} at epoch {epoch}, step {step}; "
+                        f"the training loss became {value} at epoch {epoch}, step {state.step}; "
                         f"try a smaller learning rate (now {optimizer.lr:g})",
                         epoch=epoch,
-                        step=step,
+                        step=state.step,
                     )
                 total_loss += value * len(index)
                 correct += right
+                if interrupted is not None and interrupted():
+                    state.position, state.totals = position + 1, (total_loss, correct)
+                    if checkpoint is not None:
+                        checkpoint(state)
+                    raise TrainingInterruptedError(
+                        f"training interrupted at epoch {epoch}, step {state.step}",
+                        epoch=epoch,
+                        step=state.step,
+                    )
+            state.epoch, state.position = epoch, 0
             history.epoch.append(epoch)
             history.lr.append(optimizer.lr)
             history.train_loss.append(total_loss / X.shape[0])
@@ -190,22 +239,29 @@ def fit(
                 val_loss, val_accuracy = evaluate(model, loss, *validation)
                 history.val_loss.append(val_loss)
                 history.val_accuracy.append(val_accuracy)
-                if val_loss < best_loss - min_delta:
-                    best_loss, best_state, waited = val_loss, model.state_dict(), 0
+                if val_loss < state.best_loss - min_delta:
+                    state.best_loss, state.best_state, state.waited = (
+                        val_loss,
+                        model.state_dict(),
+                        0,
+                    )
                     history.best_epoch = epoch
                 else:
-                    waited += 1
+                    state.waited += 1
             if bar is not None:
                 bar.set_postfix(_postfix(history), refresh=False)
                 bar.update()
-            if patience is not None and waited >= patience:
+            if patience is not None and state.waited >= patience:
                 history.stopped_early = True
                 break
+            if checkpoint is not None and checkpoint_every and epoch % checkpoint_every == 0:
+                state.rng_state = generator.bit_generator.state
+                checkpoint(state)
     finally:
         if bar is not None:
             bar.close()
-    if best_state is not None and patience is not None:
-        model.load_state_dict(best_state)
+    if state.best_state is not None and patience is not None:
+        model.load_state_dict(state.best_state)
     return history
 
 
@@ -293,12 +349,14 @@ class _Step:
         return value, int(xp.count_nonzero(xp.argmax(out, axis=1) == labels))
 
 
-def _progress_bar(epochs: int) -> Any:
+def _progress_bar(epochs: int, done: int) -> Any:
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=epochs, unit="epoch", desc="training", leave=False, dynamic_ncols=True)
+    return tqdm(
+        total=epochs, initial=done, unit="epoch", desc="training", leave=False, dynamic_ncols=True
+    )
 
 
 def _postfix(history: History) -> dict[str, str]:

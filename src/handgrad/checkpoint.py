@@ -1,0 +1,118 @@
+"""Checkpoints: everything a training run needs to go on exactly where it stopped (weights,
+optimizer state, scaler, the batch generator's state, the history) in one ``.npz`` file of
+plain arrays and JSON, written atomically and read without unpickling."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handgrad.backend import to_numpy
+from handgrad.data import Standardiser
+from handgrad.errors import ModelFileError
+from handgrad.io import architecture, read_archive, write_archive
+from handgrad.model import Sequential
+from handgrad.optim import Optimizer
+from handgrad.train import History, Progress
+
+__all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint"]
+
+KIND = "handgrad-checkpoint"
+_HISTORY = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+@dataclass
+class Checkpoint:
+    """A saved training run: how it was started (``config``), where it stood, and the
+    arrays to restore."""
+
+    config: dict[str, Any]
+    progress: Progress
+    params: dict[str, np.ndarray]
+    optimizer_state: dict[str, Any]
+    standardiser: Standardiser | None
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    config: dict[str, Any],
+    model: Sequential,
+    optimizer: Optimizer,
+    standardiser: Standardiser | None,
+    progress: Progress,
+) -> Path:
+    """Write a checkpoint of a run to ``path``, atomically."""
+    arrays = {f"param/{k}": np.array(to_numpy(v)) for k, v in model.params().items()}
+    state = optimizer.state_dict()
+    arrays.update({f"optim/{k}": v for k, v in state.items() if k != "step"})
+    for k, v in (progress.best_state or {}).items():
+        arrays[f"best/{k}"] = np.array(to_numpy(v))
+    if standardiser is not None:
+        arrays["scaler/mean"], arrays["scaler/scale"] = standardiser.mean_, standardiser.scale_
+    history = progress.history
+    meta = {
+        "format": KIND,
+        "version": 1,
+        "architecture": architecture(model),
+        "config": config,
+        "optimizer": {"kind": type(optimizer).__name__, "step": state["step"]},
+        "progress": {
+            "epoch": progress.epoch,
+            "step": progress.step,
+            "position": progress.position,
+            "totals": list(progress.totals),
+            "rng_state": progress.rng_state,
+            "best_loss": None if math.isinf(progress.best_loss) else progress.best_loss,
+            "waited": progress.waited,
+            "history": {name: list(getattr(history, name)) for name in _HISTORY},
+            "best_epoch": history.best_epoch,
+            "stopped_early": history.stopped_early,
+        },
+    }
+    return write_archive(path, arrays, meta)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`."""
+    meta, arrays = read_archive(path, KIND, "checkpoint")
+    try:
+        saved = meta["progress"]
+        history = History(**{name: list(saved["history"][name]) for name in _HISTORY})
+        history.best_epoch = saved["best_epoch"]
+        history.stopped_early = bool(saved["stopped_early"])
+        best = {k.removeprefix("best/"): v for k, v in arrays.items() if k.startswith("best/")}
+        progress = Progress(
+            history=history,
+            epoch=int(saved["epoch"]),
+            step=int(saved["step"]),
+            position=int(saved["position"]),
+            totals=(float(saved["totals"][0]), int(saved["totals"][1])),
+            rng_state=saved["rng_state"],
+            best_loss=math.inf if saved["best_loss"] is None else float(saved["best_loss"]),
+            best_state=best or None,
+            waited=int(saved["waited"]),
+        )
+        state = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
+        state["step"] = int(meta["optimizer"]["step"])
+        standardiser = (
+            Standardiser.from_arrays(arrays["scaler/mean"], arrays["scaler/scale"])
+            if "scaler/mean" in arrays
+            else None
+        )
+        return Checkpoint(
+            config=dict(meta["config"]),
+            progress=progress,
+            params={
+                k.removeprefix("param/"): v for k, v in arrays.items() if k.startswith("param/")
+            },
+            optimizer_state=state,
+            standardiser=standardiser,
+        )
+    except (KeyError, ValueError, TypeError, IndexError) as err:
+        raise ModelFileError(f"{str(path)!r} is not a consistent checkpoint: {err}") from None

@@ -1,0 +1,564 @@
+"""Every row of docs/errors.md, raised: each bad input gets the documented error type and
+message, and the command line turns it into exit status 2 and one line on stderr.
+
+The table is parsed from the doc; ``TRIGGERS`` maps each row's id to a function that makes
+the bad call. Triggers run in a fresh temporary folder (the current directory), so file
+names in them are relative paths.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import handgrad as hg
+from handgrad.classifier import Classifier
+from handgrad.cli import main
+from handgrad.data import (
+    Standardiser,
+    batches,
+    load_csv,
+    load_dataset,
+    load_features,
+    split,
+)
+from handgrad.io import load_classifier, save_classifier
+from handgrad.optim import SGD, Adam, make_optimizer, make_schedule
+from handgrad.train import fit
+
+ERRORS_MD = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+CLI_TYPES = ("exit 2", "exit 2 (usage)")
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    where: str
+    bad_input: str
+    error_type: str
+    message: str
+
+
+def _cell(text: str) -> str:
+    text = text.strip().replace("\\|", "|")
+    return text[1:-1] if len(text) > 1 and text[0] == text[-1] == "`" else text
+
+
+def parse_table(path: Path = ERRORS_MD) -> list[Row]:
+    """The rows of the table whose header starts with ``| id |``."""
+    rows, inside = [], False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("| id |"):
+            inside = True
+            continue
+        if not inside or re.match(r"^\|\s*-", line):
+            continue
+        if not line.startswith("|"):
+            inside = False
+            continue
+        cells = re.split(r"(?<!\\)\|", line.strip()[1:-1])
+        assert len(cells) == 5, f"a row of {path.name} needs 5 cells: {line}"
+        rows.append(Row(*map(_cell, cells)))
+    return rows
+
+
+ROWS = parse_table()
+
+
+def matches(documented: str, actual: str) -> bool:
+    """Whether ``actual`` starts with ``documented``, each ``...`` standing for any text."""
+    pattern = ".*?".join(map(re.escape, documented.split("...")))
+    return re.match(pattern, actual, flags=re.DOTALL) is not None
+
+
+def message(err: BaseException) -> str:
+    """The message as handgrad prints it (a KeyError's str() adds quotes)."""
+    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+
+
+# --- what the triggers need ---------------------------------------------------------------
+
+
+def _write(name: str, content: str | bytes) -> str:
+    path = Path(name)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return name
+
+
+def _csv(text: str) -> str:
+    return _write("data.csv", text)
+
+
+GOOD_CSV = "a,b,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n"
+
+
+def _classifier() -> Classifier:
+    model = hg.mlp([3, 4, 2], rng=0)
+    scaler = Standardiser.from_arrays(np.zeros(3), np.ones(3))
+    return Classifier(model, scaler, ("no", "yes"), ("a", "b", "c"), "label")
+
+
+def _model_file(name: str = "model.npz") -> str:
+    return str(save_classifier(name, _classifier()))
+
+
+def _npz(**arrays) -> str:
+    np.savez("model.npz", **arrays)
+    return "model.npz"
+
+
+def _edited_model_file(edit_meta=None, edit_arrays=None) -> str:
+    """A model file rewritten with its metadata and arrays edited."""
+    path = _model_file()
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    if edit_meta:
+        edit_meta(meta)
+    if edit_arrays:
+        edit_arrays(arrays)
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+    return path
+
+
+def _linear(x=None):
+    layer = hg.Linear(3, 2, rng=0)
+    if x is not None:
+        layer.forward(x)
+    return layer
+
+
+def _ce(logits, target):
+    return hg.CrossEntropyLoss().forward(logits, target)
+
+
+def _check(**options):
+    model = hg.mlp([3, 2], rng=0)
+    x, y = np.ones((2, 3)), np.array([0, 1])
+    return hg.check_gradients(model, hg.CrossEntropyLoss(), x, y, **options)
+
+
+class _Square:
+    """y = x^2 with a slip: the derivative misses its factor 2."""
+
+    def __init__(self):
+        self.params, self.grads = {}, {}
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, dy):
+        return self.x * dy
+
+
+class _Scale:
+    """y = x * w; ``grads`` as the subclasses write them."""
+
+    def __init__(self):
+        self.params, self.grads = {"w": np.full(3, 2.0)}, {}
+
+    def forward(self, x):
+        self.x = x
+        return x * self.params["w"]
+
+    def backward(self, dy):
+        self.grads = {"w": np.sum(dy * self.x, axis=0)}
+        return dy * self.params["w"]
+
+
+class _ScaleWithoutGrad(_Scale):
+    def backward(self, dy):
+        self.grads = {}
+        return dy * self.params["w"]
+
+
+class _ScaleWithShortGrad(_Scale):
+    def backward(self, dy):
+        self.grads = {"w": np.zeros(2)}
+        return dy * self.params["w"]
+
+
+class _ListParams:
+    params: list = []  # noqa: RUF012 (the bad input itself)
+    grads: dict = {}  # noqa: RUF012
+
+    def forward(self, x):
+        return x
+
+    def backward(self, dy):
+        return dy
+
+
+def _vector_loss():
+    """A loss whose forward returns one value per row instead of a scalar."""
+    return types.SimpleNamespace(
+        forward=lambda pred, target: np.sum(pred, axis=1), backward=lambda: np.ones((2, 2))
+    )
+
+
+def _fit(X=None, y=None, **options):
+    model = hg.mlp([3, 2], rng=0)
+    X = np.ones((4, 3)) if X is None else X
+    y = np.array([0, 1, 0, 1]) if y is None else y
+    optimizer = SGD(model.params(), lr=options.pop("lr", 0.1))
+    return fit(model, hg.CrossEntropyLoss(), optimizer, X, y, **options)
+
+
+def _diverge():
+    """Features of 1e10 and a rate of 1e300: the first step sends the weights to infinity."""
+    X = np.array([[1.0, -1.0, 2.0], [-2.0, 1.0, 0.5], [0.5, 2.0, -1.0], [1.0, 1.0, 1.0]]) * 1e10
+    return _fit(X, lr=1e300, epochs=5, batch_size=2, shuffle=False)
+
+
+def _torch_into_numpy_layer():
+    torch = pytest.importorskip("torch")
+    return _linear().forward(torch.ones((2, 3), dtype=torch.float64))
+
+
+def _cli(*argv: str):
+    return lambda: main(list(argv))
+
+
+def _predict_without_feature():
+    _write("new.csv", "a,b\n1,2\n3,4\n")
+    return main(["predict", "--model", _model_file(), "new.csv"])
+
+
+def _evaluate_without_target():
+    _write("new.csv", "a,b,c\n1,2,3\n3,4,5\n")
+    return main(["evaluate", "--model", _model_file(), "new.csv"])
+
+
+NAN_X = np.array([[1.0, np.nan, 3.0], [4.0, 5.0, 6.0]])
+
+TRIGGERS = {
+    # layers
+    "linear-in-features": lambda: hg.Linear(0, 2),
+    "linear-out-features-bool": lambda: hg.Linear(3, True),
+    "linear-init": lambda: hg.Linear(3, 2, init="xavier"),
+    "linear-init-shape": lambda: hg.Linear(3, 2, init=lambda shape, rng: np.zeros(3)),
+    "linear-dtype": lambda: hg.Linear(3, 2, dtype="int32"),
+    "linear-backend": lambda: hg.Linear(3, 2, backend="jax"),
+    "linear-rng-type": lambda: hg.Linear(3, 2, rng="0"),
+    "linear-rng-negative": lambda: hg.Linear(3, 2, rng=-1),
+    "linear-not-array": lambda: _linear().forward([[1.0, 2.0, 3.0]]),
+    "linear-ndim": lambda: _linear().forward(np.ones(3)),
+    "linear-features": lambda: _linear().forward(np.ones((2, 4))),
+    "linear-int-dtype": lambda: _linear().forward(np.ones((2, 3), dtype=np.int64)),
+    "linear-nan": lambda: _linear().forward(NAN_X),
+    "linear-dtype-mismatch": lambda: _linear().forward(np.ones((2, 3), dtype=np.float32)),
+    "linear-library-mix": _torch_into_numpy_layer,
+    "linear-backward-before-forward": lambda: _linear().backward(np.ones((2, 2))),
+    "linear-dy-shape": lambda: _linear(np.ones((2, 3))).backward(np.ones((2, 3))),
+    "activation-ndim": lambda: hg.Sigmoid().forward(np.ones(3)),
+    "activation-complex": lambda: hg.Tanh().forward(np.ones((2, 2), dtype=complex)),
+    "activation-backward-before-forward": lambda: hg.ReLU().backward(np.ones((2, 2))),
+    # losses
+    "loss-class-index": lambda: _ce(np.zeros((2, 3)), np.array([0, 3])),
+    "loss-negative-class-index": lambda: _ce(np.zeros((2, 3)), np.array([-1, 0])),
+    "loss-label-count": lambda: _ce(np.zeros((2, 3)), np.array([0, 1, 2])),
+    "loss-soft-target-shape": lambda: _ce(np.zeros((2, 3)), np.full((2, 4), 0.25)),
+    "loss-soft-target-nan": lambda: _ce(np.zeros((2, 3)), NAN_X),
+    "loss-bool-target": lambda: _ce(np.zeros((2, 3)), np.array([True, False])),
+    "loss-target-list": lambda: hg.NLLLoss().forward(np.zeros((2, 3)), [0, 1]),
+    "loss-logits-ndim": lambda: _ce(np.zeros(3), np.array([0])),
+    "loss-reduction": lambda: hg.CrossEntropyLoss(reduction="avg"),
+    "loss-backward-before-forward": lambda: hg.CrossEntropyLoss().backward(),
+    "mse-shape": lambda: hg.MSELoss().forward(np.zeros((2, 3)), np.zeros((3, 2))),
+    # Sequential
+    "sequential-empty": lambda: hg.Sequential(),
+    "sequential-not-a-layer": lambda: hg.Sequential(hg.Linear(2, 2), "relu"),
+    "sequential-params-not-dict": lambda: hg.Sequential(_ListParams()),
+    "state-missing": lambda: hg.mlp([2, 2]).load_state_dict({"0.weight": np.ones((2, 2))}),
+    "state-unexpected": lambda: hg.mlp([2, 2]).load_state_dict(
+        {"0.weight": np.ones((2, 2)), "0.bias": np.ones(2), "1.weight": np.ones((2, 2))}
+    ),
+    "state-shape": lambda: hg.mlp([2, 2]).load_state_dict(
+        {"0.weight": np.ones((2, 3)), "0.bias": np.ones(2)}
+    ),
+    "state-not-array": lambda: hg.mlp([2, 2]).load_state_dict(
+        {"0.weight": [[1.0, 0.0], [0.0, 1.0]], "0.bias": np.ones(2)}
+    ),
+    # mlp and SimpleNN
+    "mlp-sizes-short": lambda: hg.mlp([3]),
+    "mlp-size-zero": lambda: hg.mlp([3, 0, 2]),
+    "mlp-size-float": lambda: hg.mlp([3, 2.5, 2]),
+    "mlp-activation": lambda: hg.mlp([3, 2], activation="gelu"),
+    "simplenn-backend": lambda: hg.SimpleNN(3, 4, 2, backend="jax"),
+    "simplenn-x-shape": lambda: hg.SimpleNN(3, 4, 2).forward(np.ones((4, 1))),
+    "simplenn-label-shape": lambda: hg.SimpleNN(3, 4, 2).loss(np.ones((3, 1)), np.ones((2, 2))),
+    "simplenn-lr": lambda: hg.SimpleNN(3, 4, 2).sgd_step(np.ones((3, 1)), np.ones((2, 1)), 0),
+    "simplenn-epsilon": lambda: hg.SimpleNN(3, 4, 2).numerical_gradients(
+        np.ones((3, 1)), np.ones((2, 1)), -1e-6
+    ),
+    # gradient checks
+    "gradcheck-eps": lambda: _check(eps=0),
+    "gradcheck-threshold": lambda: _check(threshold=-1.0),
+    "gradcheck-mode": lambda: _check(mode="partial"),
+    "gradcheck-method": lambda: _check(method="fastest"),
+    "gradcheck-samples": lambda: _check(mode="sample", samples=0),
+    "gradcheck-stencil": lambda: _check(stencil="5-point"),
+    "gradcheck-richardson": lambda: _check(stencil="4-point", richardson=2),
+    "gradcheck-max-memory": lambda: _check(max_memory=0),
+    "gradcheck-not-a-layer": lambda: hg.check_layer(object(), np.ones((2, 3))),
+    "gradcheck-loss-not-scalar": lambda: hg.check_gradients(
+        hg.mlp([3, 2], rng=0), _vector_loss(), np.ones((2, 3)), np.array([0, 1])
+    ),
+    "gradcheck-missing-grad": lambda: hg.check_layer(_ScaleWithoutGrad(), np.ones((2, 3))),
+    "gradcheck-grad-shape": lambda: hg.check_layer(_ScaleWithShortGrad(), np.ones((2, 3))),
+    "gradcheck-wrong-gradient": lambda: hg.check_layer(
+        _Square(), np.random.default_rng(0).standard_normal((4, 3))
+    ),
+    "numgrad-non-scalar": lambda: hg.numerical_gradient(lambda x: x * 2, np.ones(3)),
+    "numgrad-not-array": lambda: hg.numerical_gradient(lambda x: 0.0, [1.0, 2.0]),
+    "numgrad-non-finite": lambda: hg.numerical_gradient(
+        lambda x: np.inf if x[0] < 0 else float(np.sum(x)), np.zeros(2)
+    ),
+    "relative-difference-floor": lambda: hg.relative_difference(np.ones(2), np.ones(2), -1.0),
+    # optimizers and schedules
+    "optimizer-lr": lambda: SGD(hg.mlp([2, 2]).params(), lr=0),
+    "optimizer-lr-nan": lambda: Adam(hg.mlp([2, 2]).params(), lr=float("nan")),
+    "optimizer-params": lambda: SGD({}, lr=0.1),
+    "optimizer-grads-missing": lambda: SGD(hg.mlp([2, 2]).params()).step({}),
+    "sgd-momentum": lambda: SGD(hg.mlp([2, 2]).params(), momentum=1.0),
+    "sgd-nesterov-without-momentum": lambda: SGD(hg.mlp([2, 2]).params(), nesterov=True),
+    "sgd-weight-decay": lambda: SGD(hg.mlp([2, 2]).params(), weight_decay=-1e-4),
+    "adam-betas-pair": lambda: Adam(hg.mlp([2, 2]).params(), betas=(0.9,)),
+    "adam-beta-range": lambda: Adam(hg.mlp([2, 2]).params(), betas=(1.0, 0.999)),
+    "adam-eps": lambda: Adam(hg.mlp([2, 2]).params(), eps=0.0),
+    "optimizer-unknown": lambda: make_optimizer("rmsprop", hg.mlp([2, 2]).params()),
+    "optimizer-option": lambda: make_optimizer("adam", hg.mlp([2, 2]).params(), momentum=0.9),
+    "schedule-unknown": lambda: make_schedule("linear"),
+    "schedule-option": lambda: make_schedule("step", steps=3),
+    "schedule-step-size": lambda: make_schedule("step", step_size=0),
+    "schedule-min-factor": lambda: make_schedule("cosine", min_factor=1.5),
+    # fit
+    "fit-epochs": lambda: _fit(epochs=0),
+    "fit-batch-size": lambda: _fit(batch_size=0),
+    "fit-patience-without-validation": lambda: _fit(patience=3),
+    "fit-alpha": lambda: _fit(alpha=-1.0),
+    "fit-X-ndim": lambda: _fit(X=np.ones(4)),
+    "fit-X-nan": lambda: _fit(X=np.vstack([NAN_X, NAN_X])),
+    "fit-length": lambda: _fit(y=np.array([0, 1, 0])),
+    "fit-float-labels": lambda: _fit(y=np.array([0.0, 1.0, 0.0, 1.0])),
+    "fit-labels-beyond-outputs": lambda: _fit(y=np.array([0, 1, 5, 1])),
+    "fit-validation-length": lambda: _fit(validation=(np.ones((3, 3)), np.array([0, 1]))),
+    "fit-diverged": _diverge,
+    # data
+    "dataset-unknown": lambda: load_dataset("mnist"),
+    "csv-missing": lambda: load_csv("nope.csv", "label"),
+    "csv-directory": lambda: load_csv(".", "label"),
+    "csv-empty": lambda: load_csv(_csv("\n\n"), "label"),
+    "csv-not-utf8": lambda: load_csv(_write("data.csv", b"a,b,label\n1,\xff,x\n"), "label"),
+    "csv-bad-quote": lambda: load_csv(_csv('a,b,label\n1,"2"x,y\n'), "label"),
+    "csv-ragged": lambda: load_csv(_csv("a,b,label\n1,2,x\n3,4\n"), "label"),
+    "csv-non-numeric": lambda: load_csv(_csv("a,b,label\n1,2,x\n3,abc,y\n"), "label"),
+    "csv-missing-value": lambda: load_csv(_csv("a,b,label\n1,,x\n3,4,y\n"), "label"),
+    "csv-not-finite": lambda: load_csv(_csv("a,b,label\n1,inf,x\n3,4,y\n"), "label"),
+    "csv-unknown-target": lambda: load_csv(_csv(GOOD_CSV), "class"),
+    "csv-target-index-range": lambda: load_csv(_csv("1,2,0\n3,4,1\n"), 5),
+    "csv-target-name-without-header": lambda: load_csv(_csv("1,2,0\n3,4,1\n"), "label"),
+    "csv-target-type": lambda: load_csv(_csv(GOOD_CSV), 1.5),
+    "csv-one-class": lambda: load_csv(_csv("a,b,label\n1,2,x\n3,4,x\n"), "label"),
+    "csv-missing-label": lambda: load_csv(_csv("a,b,label\n1,2,x\n3,4,\n"), "label"),
+    "csv-duplicate-column": lambda: load_csv(_csv("a,a,label\n1,2,x\n3,4,y\n"), "label"),
+    "csv-header-only": lambda: load_csv(_csv("a,b,label\n"), "label"),
+    "csv-only-target": lambda: load_csv(_csv("label\nx\ny\n"), "label"),
+    "split-too-few-per-class": lambda: split(np.ones((6, 2)), np.array([0, 0, 0, 0, 1, 1])),
+    "split-sizes": lambda: split(np.ones((8, 2)), np.array([0, 1] * 4), test_size=1.5),
+    "split-shapes": lambda: split(np.ones((8, 2)), np.array([0, 1] * 3)),
+    "features-missing-column": lambda: load_features(_csv(GOOD_CSV), ["a", "c"]),
+    "features-unknown-class": lambda: load_features(
+        _csv(GOOD_CSV), ["a", "b"], target="label", class_names=["x", "z"]
+    ),
+    "features-width-without-header": lambda: load_features(_csv("1,2\n3,4\n"), ["a", "b", "c"]),
+    "features-target-without-classes": lambda: load_features(
+        _csv(GOOD_CSV), ["a", "b"], target="label"
+    ),
+    "standardiser-not-fitted": lambda: Standardiser().transform(np.ones((2, 3))),
+    "standardiser-width": lambda: Standardiser().fit(np.ones((4, 3))).transform(np.ones((2, 2))),
+    "standardiser-scale": lambda: Standardiser.from_arrays(np.zeros(2), np.array([1.0, 0.0])),
+    "batches-rng": lambda: batches(10, 3, rng=0),
+    # model files
+    "model-missing": lambda: load_classifier("nope.npz"),
+    "model-not-zip": lambda: load_classifier(_write("model.npz", b"not a zip file")),
+    "model-object-arrays": lambda: load_classifier(
+        _edited_model_file(
+            edit_arrays=lambda a: a.update({"param/0.weight": np.array([{}], dtype=object)})
+        )
+    ),
+    "model-no-meta": lambda: load_classifier(_npz(x=np.ones(2))),
+    "model-meta-not-json": lambda: load_classifier(_npz(meta=np.array("{not json"))),
+    "model-other-format": lambda: load_classifier(
+        _edited_model_file(edit_meta=lambda m: m.update(format="keras"))
+    ),
+    "model-newer-version": lambda: load_classifier(
+        _edited_model_file(edit_meta=lambda m: m.update(version=99))
+    ),
+    "model-shape-mismatch": lambda: load_classifier(
+        _edited_model_file(edit_arrays=lambda a: a.update({"param/0.weight": np.ones((4, 5))}))
+    ),
+    "model-unknown-layer": lambda: load_classifier(
+        _edited_model_file(edit_meta=lambda m: m["architecture"].append({"type": "Dropout"}))
+    ),
+    "model-bad-scaler": lambda: load_classifier(
+        _edited_model_file(edit_arrays=lambda a: a.update({"scaler/scale": np.zeros(3)}))
+    ),
+    # the command line
+    "cli-train-lr": _cli("train", "--lr", "-1"),
+    "cli-train-epochs": _cli("train", "--epochs", "0"),
+    "cli-train-activation": _cli("train", "--activation", "gelu"),
+    "cli-train-data-without-target": _cli("train", "--data", "data.csv"),
+    "cli-train-target-without-data": _cli("train", "--target", "label"),
+    "cli-train-missing-csv": _cli("train", "--data", "nope.csv", "--target", "label"),
+    "cli-train-unknown-dataset": _cli("train", "--dataset", "mnist"),
+    "cli-train-alpha": _cli("train", "--alpha", "-1"),
+    "cli-predict-missing-model": _cli("predict", "--model", "nope.npz", "new.csv"),
+    "cli-predict-missing-feature": _predict_without_feature,
+    "cli-evaluate-missing-target": _evaluate_without_target,
+    "cli-check-import": _cli("check", "nosuchmodule:Layer"),
+    "cli-check-target-form": _cli("check", "nosuchmodule"),
+    "cli-check-input-shape-without-target": _cli("check", "--input-shape", "8,10"),
+}
+
+
+# --- the tests ------------------------------------------------------------------------------
+
+
+def test_the_table_and_the_triggers_match():
+    ids = [row.id for row in ROWS]
+    assert len(ids) == len(set(ids)), "ids in docs/errors.md must be unique"
+    assert len(ids) >= 45
+    assert all(re.fullmatch(r"[a-z0-9]+(-[a-zA-Z0-9]+)*", i) for i in ids), ids
+    assert sorted(set(ids) - set(TRIGGERS)) == [], "rows without a trigger"
+    assert sorted(set(TRIGGERS) - set(ids)) == [], "triggers without a row"
+
+
+def test_every_row_is_filled_in():
+    for row in ROWS:
+        assert row.where and row.bad_input and row.error_type and row.message, row
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
+def test_bad_input_gets_the_documented_error(row, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    trigger = TRIGGERS[row.id]
+    if row.error_type == "exit 2":
+        assert trigger() == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert len(err.splitlines()) == 1, err
+        assert matches(row.message, err.strip()), err
+    elif row.error_type == "exit 2 (usage)":  # argparse: its usage lines, then the error line
+        with pytest.raises(SystemExit) as exited:
+            trigger()
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert err.startswith("usage: handgrad")
+        assert matches(row.message, err.splitlines()[-1]), err
+    else:
+        with pytest.raises(Exception) as caught:
+            trigger()
+        assert type(caught.value).__name__ == row.error_type, repr(caught.value)
+        assert matches(row.message, message(caught.value)), message(caught.value)
+
+
+def test_the_types_in_the_table_are_documented_ones():
+    known = {
+        "ValueError",
+        "TypeError",
+        "KeyError",
+        "RuntimeError",
+        "DataError",
+        "ModelFileError",
+        "NonFiniteLossError",
+        "TrainingDivergedError",
+        "GradientCheckError",
+        *CLI_TYPES,
+    }
+    assert {row.error_type for row in ROWS} <= known
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--debug", "train", "--data", "nope.csv", "--target", "label"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert err.splitlines()[-1] == (
+        "handgrad train: error: no file at nope.csv; check the path and the working directory"
+    )
+
+
+# --- a refused call changes nothing --------------------------------------------------------
+
+
+def test_a_refused_load_state_dict_changes_no_parameter():
+    model = hg.mlp([3, 4, 2], rng=0)
+    before = model.state_dict()
+    state = {k: np.zeros(v.shape) for k, v in before.items()}
+    state["2.bias"] = np.zeros(5)  # the last entry does not fit: the others must not land
+    kept = {k: v.copy() for k, v in state.items()}
+    with pytest.raises(ValueError, match=r"state\['2.bias'\] has shape \(5,\)"):
+        model.load_state_dict(state)
+    for k, v in model.params().items():
+        np.testing.assert_array_equal(v, before[k])
+    for k, v in state.items():
+        np.testing.assert_array_equal(v, kept[k])
+
+
+@pytest.mark.parametrize(
+    "x", [NAN_X, np.ones((2, 4)), np.ones((2, 3), dtype=np.float32)], ids=["nan", "4", "f32"]
+)
+def test_a_refused_forward_changes_neither_input_nor_layer(x):
+    layer = _linear(np.full((5, 3), 0.5))
+    params = {k: v.copy() for k, v in layer.params.items()}
+    cached, x_before = layer._y, x.copy()
+    with pytest.raises((ValueError, TypeError)):
+        layer.forward(x)
+    np.testing.assert_array_equal(x, x_before)
+    assert layer._y is cached  # the cache of the last good forward is kept
+    for k, v in layer.params.items():
+        np.testing.assert_array_equal(v, params[k])
+
+
+def test_a_refused_fit_changes_neither_the_model_nor_the_data():
+    model = hg.mlp([3, 2], rng=0)
+    optimizer = Adam(model.params(), lr=0.1)
+    before = model.state_dict()
+    X, y = np.ones((4, 3)), np.array([0, 1, 5, 1])
+    X_before, y_before = X.copy(), y.copy()
+    with pytest.raises(ValueError, match="y holds class index 5"):
+        fit(model, hg.CrossEntropyLoss(), optimizer, X, y, epochs=2)
+    for k, v in model.params().items():
+        np.testing.assert_array_equal(v, before[k])
+    assert optimizer.t == 0
+    np.testing.assert_array_equal(X, X_before)
+    np.testing.assert_array_equal(y, y_before)
+
+
+class _Kink(_Scale):
+    """Infinite as soon as a weight rises above 2: a gradient check steps over the edge."""
+
+    def forward(self, x):
+        self.x = x
+        return np.where(self.params["w"] > 2.0, np.inf, x * self.params["w"])
+
+
+def test_a_refused_gradient_check_leaves_parameters_and_input_bit_for_bit():
+    layer, x = _Kink(), np.random.default_rng(0).standard_normal((2, 3))
+    w_before, x_before = layer.params["w"].copy(), x.copy()
+    with pytest.raises(hg.NonFiniteLossError, match=r"the loss is inf when w\[0\] moves by \+1e-06"):
+        hg.check_layer(layer, x, method="loop")
+    np.testing.assert_array_equal(layer.params["w"], w_before)
+    np.testing.assert_array_equal(x, x_before)
