@@ -191,3 +191,32 @@ def test_a_broken_model_file_exits_2(tmp_path, capsys):
     data = _flowers(tmp_path / "data.csv")
     assert main(["evaluate", "--model", str(bad), str(data)]) == 2
     assert "not a readable handgrad model file" in capsys.readouterr().err
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--dataset",
+        "digits",
+        "--optimizer",
+        "sgd",
+        "--activation",
+        "relu",
+        "--alpha",
+        "0",
+        "--seed",
+        "0",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert main([*args, "--epochs", "1", "--lr", "0.01", "--checkpoint-every", "1"]) == 0
+    before = (out / "checkpoint.npz").read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--lr", "1e9", "--checkpoint-every", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "the training loss became nan at epoch 1" in err[0]
+    assert "try a smaller learning rate (now 1e+09) (the last checkpoint is kept)" in err[0]
+    assert (out / "checkpoint.npz").read_bytes() == before

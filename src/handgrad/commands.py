@@ -175,8 +175,8 @@ def train(args: argparse.Namespace) -> int:
             progress=progress,
         )
 
-    try:
-        with _StopOnSigint() as interrupted:
+    try:  # a loss that stops being finite is reported once, by fit, not by NumPy's warnings
+        with _StopOnSigint() as interrupted, np.errstate(over="ignore", invalid="ignore"):
             classifier, history = train_classifier(
                 parts.X_train,
                 parts.y_train,
