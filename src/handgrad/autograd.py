@@ -37,6 +37,17 @@ def to_torch_module(model: Any) -> Any:
     ``model`` is a Sequential of handgrad's own layers (subclasses included: a subclass
     is matched to its base, so a subclass with a slipped backward shows as a disagreement),
     or one such layer.
+
+    Examples
+    --------
+    >>> import handgrad as hg
+    >>> from handgrad.autograd import to_torch_module
+    >>> to_torch_module(hg.mlp([4, 3, 2], rng=0))
+    Sequential(
+      (0): Linear(in_features=4, out_features=3, bias=True)
+      (1): Sigmoid()
+      (2): Linear(in_features=3, out_features=2, bias=True)
+    )
     """
     torch = _torch()
     nn = torch.nn
@@ -163,6 +174,17 @@ def compare_with_autograd(
     dtype, and autograd in the same one. ``rtol`` defaults to 1e-12 in float64 and 1e-5
     in float32; it only sets ``passed``. After the call the model's ``grads`` hold the
     gradients of this batch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> rng = np.random.default_rng(0)
+    >>> model = hg.mlp([4, 5, 3], rng=rng)
+    >>> x, y = rng.standard_normal((6, 4)), rng.integers(0, 3, 6)
+    >>> result = hg.compare_with_autograd(model, hg.CrossEntropyLoss(), x, y)
+    >>> result.passed, result.names
+    (True, ('x', '0.weight', '0.bias', '2.weight', '2.bias'))
     """
     torch = _torch()
     check_array(x, "x")

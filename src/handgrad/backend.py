@@ -158,7 +158,11 @@ def convert(x: Any, xp: ModuleType | str, *, dtype: Any = None, device: Any = No
     xp = get_namespace(xp)
     dtype = None if dtype is None else resolve_dtype(xp, dtype)
     if not _same_library(x, xp):
-        x = to_numpy(x) if hasattr(x, "shape") else np.asarray(x)
+        # a NumPy copy of our own, which the new array may share: torch.asarray(copy=True)
+        # refuses a 0-d array whose dtype changes
+        return xp.asarray(
+            np.array(to_numpy(x) if hasattr(x, "shape") else x), dtype=dtype, device=device
+        )
     return xp.asarray(x, dtype=dtype, device=device, copy=True)
 
 

@@ -114,6 +114,25 @@ def train_classifier(
     config) goes on where that run stopped; ``checkpoint(model, optimizer, scaler,
     progress)`` is called every ``checkpoint_every`` epochs and on an interruption (see
     :func:`handgrad.train.fit`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.classifier import TrainConfig, train_classifier
+    >>> from handgrad.data import load_dataset, split
+    >>> data = load_dataset("iris")
+    >>> parts = split(data.X, data.y, seed=0)
+    >>> classifier, history = train_classifier(
+    ...     parts.X_train,
+    ...     parts.y_train,
+    ...     data.class_names,
+    ...     config=TrainConfig(epochs=100, seed=0),
+    ...     validation=(parts.X_val, parts.y_val),
+    ... )
+    >>> classifier.predict_proba(parts.X_test[:2]).shape  # raw features in, probabilities out
+    (2, 3)
+    >>> float(np.mean(classifier.predict(parts.X_test) == parts.y_test)) > 0.9
+    True
     """
     X = np.asarray(X, dtype=np.float64)
     scaler = Standardiser().fit(X) if resume is None else resume.standardiser

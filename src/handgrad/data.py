@@ -80,7 +80,15 @@ def _sklearn(module: str) -> ModuleType:
 
 
 def load_dataset(name: str) -> Dataset:
-    """Load ``name``, one of ``DATASETS``, from scikit-learn's bundled files (no download)."""
+    """Load ``name``, one of ``DATASETS``, from scikit-learn's bundled files (no download).
+
+    Examples
+    --------
+    >>> from handgrad.data import load_dataset
+    >>> data = load_dataset("breast_cancer")
+    >>> data.X.shape, data.y.shape, data.class_names
+    ((569, 30), (569,), ('malignant', 'benign'))
+    """
     if name not in DATASETS:
         raise DataError(
             f"unknown data set {name!r}; choose one of {_listing(DATASETS)}, "
@@ -104,6 +112,17 @@ def load_csv(path: str | os.PathLike, target: str | int) -> Dataset:
     a column name, or a 0-based column index (an int, or a string of digits naming no
     column). Every other column is a feature and must hold finite numbers. The distinct
     labels, sorted (numerically when all are numbers), become classes 0..C-1.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from handgrad.data import load_csv
+    >>> path = Path(tempfile.mkdtemp()) / "flowers.csv"
+    >>> _ = path.write_text("length,width,kind\\n1.0,0.5,small\\n3.0,1.5,large\\n1.2,0.4,small\\n")
+    >>> data = load_csv(path, target="kind")
+    >>> data.X.shape, data.feature_names, data.class_names, data.y.tolist()
+    ((3, 2), ('length', 'width'), ('large', 'small'), [1, 0, 1])
     """
     rows = _read_rows(path)
     first = rows[0][1]
@@ -358,6 +377,14 @@ def split(
     ``test_size`` of the whole is held out first, then ``val_size`` of the whole is taken
     from the rest; ``val_size=0`` gives empty validation arrays. The same ``seed`` gives
     the same split.
+
+    Examples
+    --------
+    >>> from handgrad.data import load_dataset, split
+    >>> data = load_dataset("iris")
+    >>> parts = split(data.X, data.y, test_size=0.2, val_size=0.1, seed=0)
+    >>> len(parts.y_train), len(parts.y_val), len(parts.y_test)
+    (105, 15, 30)
     """
     if not (0 < test_size < 1 and val_size >= 0 and test_size + val_size < 1):
         raise ValueError(
@@ -399,6 +426,15 @@ class Standardiser:
     """Standardise features, ``z = (X - mean_) / scale_``, with statistics from training data.
 
     Columns with no spread get ``scale_ = 1``, as in scikit-learn's ``StandardScaler``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.data import Standardiser
+    >>> scaler = Standardiser().fit(np.array([[1.0, 5.0], [3.0, 5.0]]))
+    >>> print(scaler.transform(np.array([[2.0, 5.0], [5.0, 6.0]])))
+    [[0. 0.]
+     [3. 1.]]
     """
 
     def __init__(self) -> None:

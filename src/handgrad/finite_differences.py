@@ -228,7 +228,7 @@ class BatchedEvaluator:
             onehot = xp.astype(rows[:, None] == batch[None, :], x.dtype)  # P,B
             return Columns(x, cols, xp.take(x, cols, axis=1).mT + moves[:, None] * onehot)
         layer, x = self.layers[k], self.inputs[k]
-        if hasattr(layer, "perturbed_columns"):
+        if hasattr(layer, "perturbed_columns") and x.ndim == 2:  # the shortcut takes (B, in)
             columns, values = layer.perturbed_columns(
                 x, name, convert(flat, xp, device=device), moves
             )

@@ -47,7 +47,13 @@ from handgrad.gradcheck_report import (
 )
 from handgrad.init import make_rng
 from handgrad.model import named_layers
-from handgrad.validation import check_array, check_choice, check_positive_float, check_positive_int
+from handgrad.validation import (
+    check_array,
+    check_choice,
+    check_not_empty,
+    check_positive_float,
+    check_positive_int,
+)
 
 __all__ = [
     "DEFAULT_DIRECTIONS",
@@ -88,6 +94,15 @@ def relative_difference(a: Any, b: Any, floor: float = RELATIVE_FLOOR) -> Any:
 
     The floor (default 1e-8) keeps numbers that are both almost zero from counting as a
     100% error: 1e-13 against 0 is a relative difference of 1e-5, not 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> a = np.array([1.0, 0.0, 1e-13])
+    >>> b = np.array([1.1, 0.0, 0.0])
+    >>> [f"{d:.3g}" for d in hg.relative_difference(a, b)]  # 0.1 / 2.1, 0, 1e-13 / 1e-8
+    ['0.0476', '0', '1e-05']
     """
     if not floor >= 0:
         raise ValueError(f"floor must be a number >= 0, got {floor!r}")
@@ -147,10 +162,30 @@ def numerical_gradient(
     """Finite-difference gradient of a scalar function ``f`` at ``x``, element by element.
 
     ``x`` is perturbed in place, one element at a time, and always restored, also when ``f``
-    raises. The result has the shape, library and dtype of ``x``.
+    raises. The result has the shape, library and dtype of ``x``. Pass float64: in a
+    coarser dtype the steps and the losses are rounded (float32 at ``eps=1e-6`` is off by
+    percents, float16 loses the step), so other dtypes draw a :class:`GradientCheckWarning`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> x = np.array([1.0, 2.0, 3.0])
+    >>> print(hg.numerical_gradient(lambda v: np.sum(v**2), x).round(6))  # 2 x
+    [2. 4. 6.]
+    >>> g = hg.numerical_gradient(lambda v: np.sum(np.sin(v)), x, 1e-3, stencil="4-point")
+    >>> bool(np.allclose(g, np.cos(x), rtol=1e-10))
+    True
     """
     check_array(x, "x")
     eps = check_positive_float(eps, "eps")
+    if x.dtype != namespace(x).float64:
+        warnings.warn(
+            f"x is {x.dtype}, too coarse for finite differences: its steps and losses are "
+            "rounded and the estimate is off; pass a float64 x",
+            GradientCheckWarning,
+            stacklevel=2,
+        )
     target = _Target("x", x, None, "")
     flat = np.arange(math.prod(x.shape))
     loop = fd.LoopEvaluator(lambda: _scalar(f(x), "f(x)"), "x")
@@ -506,9 +541,23 @@ def check_gradients(
     ``model`` is a :class:`~handgrad.model.Sequential` or any single layer that follows the
     protocol. Parameters are perturbed in place and restored exactly; afterwards ``grads``
     hold the analytic gradients of this batch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> rng = np.random.default_rng(0)
+    >>> model = hg.mlp([4, 5, 3], rng=rng)
+    >>> x, y = rng.standard_normal((6, 4)), rng.integers(0, 3, 6)
+    >>> report = hg.check_gradients(model, hg.CrossEntropyLoss(), x, y)
+    >>> report.passed, [check.name for check in report.checks]
+    (True, ['0.weight', '0.bias', '2.weight', '2.bias'])
+    >>> report["0.weight"].n_checked, report["0.weight"].n_failed
+    (20, 0)
     """
     named_layers(model)
     check_array(x, "x")
+    check_not_empty(x, "x", needs="at least one element to check")
     check_array(y, "y", floating=False)
     opts = _options(
         eps,
@@ -569,9 +618,29 @@ def check_layer(
     by the loss ``L = sum(layer.forward(x) * r)``, so that every output element counts with
     its own weight. The input gradient is reported as the array ``"x"``; ``x`` itself is
     not modified.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> x = np.random.default_rng(0).standard_normal((4, 3))
+    >>> hg.check_layer(hg.Linear(3, 2, rng=0), x).passed
+    True
+    >>> class Square:  # y = x^2, with a slip: dL/dx should be 2 x dy
+    ...     def __init__(self):
+    ...         self.params, self.grads = {}, {}
+    ...     def forward(self, x):
+    ...         self.x = x
+    ...         return x * x
+    ...     def backward(self, dy):
+    ...         return self.x * dy
+    >>> report = hg.check_layer(Square(), x, raise_on_failure=False)
+    >>> report.passed, report["x"].n_failed, report["x"].n_checked
+    (False, 12, 12)
     """
     named_layers(layer)
     check_array(x, "x")
+    check_not_empty(x, "x", needs="at least one element to check")
     opts = _options(
         eps,
         threshold,

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from handgrad.errors import HandgradError
 from handgrad.files import atomic_write
 from handgrad.tables import format_table
 
@@ -230,10 +231,11 @@ def _badness(check: ParameterCheck) -> float:
     return math.inf if math.isnan(value) else value
 
 
-class GradientCheckError(ValueError):
+class GradientCheckError(HandgradError, ValueError):
     """A gradient check failed; ``report`` holds every array's result.
 
-    A ``ValueError``, so the seed notebook's ``except ValueError`` still catches it.
+    A :class:`~handgrad.errors.HandgradError`, and a ``ValueError``, so the seed notebook's
+    ``except ValueError`` still catches it.
     """
 
     def __init__(self, report: GradientCheckReport) -> None:

@@ -26,14 +26,30 @@ import numpy as np
 
 from handgrad.backend import get_namespace, namespace, resolve_dtype
 from handgrad.init import Initialiser, initialise
-from handgrad.validation import check_array, check_positive_int
+from handgrad.validation import check_array, check_not_empty, check_positive_int
 
 __all__ = ["Layer", "Linear", "LogSoftmax", "ReLU", "Sigmoid", "Softmax", "Tanh"]
 
 
 @runtime_checkable
 class Layer(Protocol):
-    """What handgrad needs of a layer: ``params``, ``grads``, ``forward``, ``backward``."""
+    """What handgrad needs of a layer: ``params``, ``grads``, ``forward``, ``backward``.
+
+    Examples
+    --------
+    A class of one's own is a layer without importing anything from handgrad:
+
+    >>> import handgrad as hg
+    >>> class Double:
+    ...     def __init__(self):
+    ...         self.params, self.grads = {}, {}
+    ...     def forward(self, x):
+    ...         return 2 * x
+    ...     def backward(self, dy):
+    ...         return 2 * dy  # dL/dx = 2 dL/dy
+    >>> isinstance(Double(), hg.Layer)
+    True
+    """
 
     params: dict[str, Any]
     grads: dict[str, Any]
@@ -73,6 +89,21 @@ class Linear:
     backend, dtype, device
         Where the parameters live: a namespace name ('numpy', 'torch', 'array_api_strict')
         or module, a floating dtype name, and a device of that library.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> layer = hg.Linear(3, 2, rng=0)
+    >>> layer.params["weight"].shape  # (out_features, in_features), as torch.nn.Linear
+    (2, 3)
+    >>> layer.forward(np.ones((4, 3))).shape
+    (4, 2)
+    >>> dx = layer.backward(np.ones((4, 2)))  # dL/dy = 1 for every output
+    >>> dx.shape, layer.grads["weight"].shape
+    ((4, 3), (2, 3))
+    >>> print(layer.grads["bias"])  # dL/dy summed over the batch
+    [4. 4.]
     """
 
     def __init__(
@@ -184,6 +215,8 @@ class Linear:
 class _Activation:
     """An elementwise or row-wise map with no parameters; subclasses define the math."""
 
+    row_wise = False  # reduces over the last axis (the classes), which must not be empty
+
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
         self.grads: dict[str, Any] = {}
@@ -195,6 +228,8 @@ class _Activation:
     def forward(self, x: Any) -> Any:
         """Return the activation of ``x``, an array of shape (..., batch, features)."""
         check_array(x, "x", min_ndim=2, layout="(batch, features)")
+        if self.row_wise:
+            check_not_empty(x, "x", last=1, needs=f"at least one class for {self!r}")
         return self.forward_unchecked(x)
 
     def forward_unchecked(self, x: Any) -> Any:
@@ -219,7 +254,18 @@ class _Activation:
 
 
 class Sigmoid(_Activation):
-    """``y = 1 / (1 + exp(-x))``, computed without overflow for large |x|."""
+    """``y = 1 / (1 + exp(-x))``, computed without overflow for large |x|.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> sigmoid = hg.Sigmoid()
+    >>> print(sigmoid.forward(np.array([[0.0, 2.0]])).round(4))
+    [[0.5    0.8808]]
+    >>> print(sigmoid.backward(np.array([[1.0, 1.0]])).round(4))  # y (1 - y)
+    [[0.25  0.105]]
+    """
 
     elementwise = True
 
@@ -238,7 +284,18 @@ class Sigmoid(_Activation):
 
 
 class Tanh(_Activation):
-    """``y = tanh(x)``."""
+    """``y = tanh(x)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> tanh = hg.Tanh()
+    >>> print(tanh.forward(np.array([[0.0, 1.0]])).round(4))
+    [[0.     0.7616]]
+    >>> print(tanh.backward(np.array([[1.0, 1.0]])).round(4))  # 1 - y^2
+    [[1.   0.42]]
+    """
 
     elementwise = True
 
@@ -251,7 +308,18 @@ class Tanh(_Activation):
 
 
 class ReLU(_Activation):
-    """``y = max(x, 0)``; the derivative at 0 is taken as 0, as in PyTorch."""
+    """``y = max(x, 0)``; the derivative at 0 is taken as 0, as in PyTorch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> relu = hg.ReLU()
+    >>> print(relu.forward(np.array([[-1.0, 0.0, 2.0]])))
+    [[0. 0. 2.]]
+    >>> print(relu.backward(np.array([[5.0, 5.0, 5.0]])))  # dy where x > 0
+    [[0. 0. 5.]]
+    """
 
     elementwise = True
 
@@ -264,7 +332,20 @@ class ReLU(_Activation):
 
 
 class Softmax(_Activation):
-    """Softmax over the last axis (the classes), shifted by the row maximum for stability."""
+    """Softmax over the last axis (the classes), shifted by the row maximum for stability.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> softmax = hg.Softmax()
+    >>> print(softmax.forward(np.array([[1.0, 2.0, 3.0]])).round(4))
+    [[0.09   0.2447 0.6652]]
+    >>> print(softmax.backward(np.array([[1.0, 0.0, 0.0]])).round(4))  # y * (dy - dy . y)
+    [[ 0.0819 -0.022  -0.0599]]
+    """
+
+    row_wise = True
 
     def _forward(self, xp: Any, x: Any) -> Any:
         e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
@@ -276,7 +357,20 @@ class Softmax(_Activation):
 
 
 class LogSoftmax(_Activation):
-    """``log(softmax(x))`` over the last axis, as ``x - max - log(sum(exp(x - max)))``."""
+    """``log(softmax(x))`` over the last axis, as ``x - max - log(sum(exp(x - max)))``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> log_softmax = hg.LogSoftmax()
+    >>> print(log_softmax.forward(np.array([[1.0, 2.0, 3.0]])).round(4))
+    [[-2.4076 -1.4076 -0.4076]]
+    >>> print(log_softmax.backward(np.array([[1.0, 0.0, 0.0]])).round(4))  # dy - exp(y) sum(dy)
+    [[ 0.91   -0.2447 -0.6652]]
+    """
+
+    row_wise = True
 
     def _forward(self, xp: Any, x: Any) -> Any:
         shifted = x - xp.max(x, axis=-1, keepdims=True)

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from handgrad.backend import namespace
-from handgrad.validation import check_array, check_choice
+from handgrad.validation import check_array, check_choice, check_not_empty
 
 __all__ = ["CrossEntropyLoss", "MSELoss", "NLLLoss"]
 
@@ -36,6 +36,7 @@ class _Loss:
 
 def _target_distribution(xp: Any, target: Any, pred: Any, pred_name: str) -> Any:
     """Targets as a (batch, classes) array of pred's dtype: class indices become one-hot rows."""
+    check_not_empty(pred, pred_name, last=2, needs="at least one example and one class")
     batch, classes = pred.shape[-2:]
     check_array(target, "target", floating=False, finite=False)
     if namespace(target) is not xp:
@@ -74,6 +75,20 @@ class CrossEntropyLoss(_Loss):
 
     ``target`` is either integer class indices of shape (batch,) or class probabilities
     (one-hot or soft) of shape (batch, classes). ``reduction='mean'`` divides by the batch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> loss = hg.CrossEntropyLoss()
+    >>> logits = np.array([[2.0, 0.0], [0.0, 1.0]])
+    >>> round(float(loss.forward(logits, np.array([0, 1]))), 4)  # class indices
+    0.2201
+    >>> print(loss.backward().round(4))  # (softmax(logits) - one_hot) / batch
+    [[-0.0596  0.0596]
+     [ 0.1345 -0.1345]]
+    >>> round(float(loss.forward(logits, np.eye(2))), 4)  # the same targets as probabilities
+    0.2201
     """
 
     def forward(self, logits: Any, target: Any) -> Any:
@@ -103,6 +118,17 @@ class NLLLoss(_Loss):
 
     ``target`` is integer class indices of shape (batch,) or class probabilities of shape
     (batch, classes): the loss is ``-sum(t * log_p)``, divided by the batch for 'mean'.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> log_p = np.log(np.array([[0.5, 0.5], [0.2, 0.8]]))
+    >>> loss = hg.NLLLoss(reduction="sum")
+    >>> round(float(loss.forward(log_p, np.array([0, 1]))), 4)  # -(log 0.5 + log 0.8)
+    0.9163
+    >>> np.array_equal(loss.backward(), -np.eye(2))  # dL/dlog_p = -one_hot
+    True
     """
 
     def forward(self, log_probs: Any, target: Any) -> Any:
@@ -110,20 +136,35 @@ class NLLLoss(_Loss):
         xp = check_array(log_probs, "log_probs", min_ndim=2, layout="(batch, classes)")
         t = _target_distribution(xp, target, log_probs, "log_probs")
         scale = 1.0 / log_probs.shape[-2] if self.reduction == "mean" else 1.0
-        self._cache = (t, scale)
+        self._cache = (xp, t, scale, tuple(log_probs.shape))
         return -xp.sum(t * log_probs, axis=(-2, -1)) * scale
 
-    def _backward(self, t: Any, scale: float) -> Any:
-        # dL/dlog_p = -t
-        return -t * scale
+    def _backward(self, xp: Any, t: Any, scale: float, shape: tuple[int, ...]) -> Any:
+        # dL/dlog_p = -t, for each stacked copy of the batch
+        grad = -t * scale
+        if tuple(grad.shape) != shape:
+            grad = xp.asarray(xp.broadcast_to(grad, shape), copy=True)
+        return grad
 
 
 class MSELoss(_Loss):
-    """Squared error, summed or averaged over every element (as ``torch.nn.MSELoss``)."""
+    """Squared error, summed or averaged over every element (as ``torch.nn.MSELoss``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> loss = hg.MSELoss()
+    >>> float(loss.forward(np.array([[1.0, 2.0]]), np.array([[0.0, 0.0]])))  # (1 + 4) / 2
+    2.5
+    >>> print(loss.backward())  # 2 (pred - target) / 2 elements
+    [[1. 2.]]
+    """
 
     def forward(self, pred: Any, target: Any) -> Any:
         """Return the loss of ``pred`` against a ``target`` of the same shape."""
         xp = check_array(pred, "pred")
+        check_not_empty(pred, "pred")
         check_array(target, "target")
         namespace(pred, target)
         copies = pred.ndim - target.ndim  # leading axes of stacked copies

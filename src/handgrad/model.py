@@ -43,6 +43,21 @@ class Sequential:
 
     Any object that follows the layer protocol (:class:`handgrad.layers.Layer`) can be a
     member, a user's own class included.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> model = hg.Sequential(hg.Linear(4, 3, rng=0), hg.Tanh(), hg.Linear(3, 2, rng=1))
+    >>> list(model.params())  # named as torch.nn.Sequential names them
+    ['0.weight', '0.bias', '2.weight', '2.bias']
+    >>> x = np.random.default_rng(0).standard_normal((5, 4))
+    >>> model.forward(x).shape
+    (5, 2)
+    >>> model.backward(np.ones((5, 2))).shape  # returns dL/dx and fills every layer's grads
+    (5, 4)
+    >>> model.grads()["0.weight"].shape
+    (3, 4)
     """
 
     def __init__(self, *layers: Layer) -> None:

@@ -111,7 +111,27 @@ class Optimizer:
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight
-    decay, as ``torch.optim.SGD`` (no dampening)."""
+    decay, as ``torch.optim.SGD`` (no dampening).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.optim import SGD
+    >>> w = np.array([1.0, -2.0])
+    >>> optimizer = SGD({"w": w}, lr=0.1)
+    >>> optimizer.step({"w": np.array([0.5, 0.5])})  # w -= lr * grad, in place
+    >>> print(w)
+    [ 0.95 -2.05]
+
+    With momentum the velocity ``v = momentum * v + g`` takes the step:
+
+    >>> w = np.array([1.0])
+    >>> optimizer = SGD({"w": w}, lr=0.1, momentum=0.9)
+    >>> for _ in range(2):
+    ...     optimizer.step({"w": np.array([1.0])})  # v = 1, then 0.9 * 1 + 1 = 1.9
+    >>> print(w.round(6))  # 1 - 0.1 * 1 - 0.1 * 1.9
+    [0.71]
+    """
 
     def __init__(
         self,
@@ -153,6 +173,18 @@ class Adam(Optimizer):
     """Adam (Kingma and Ba) with bias correction and L2 weight decay, as ``torch.optim.Adam``.
 
     The step counter advances once per ``step``, not once per parameter.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.optim import Adam
+    >>> w = np.array([1.0, -2.0])
+    >>> optimizer = Adam({"w": w}, lr=0.1)
+    >>> optimizer.step({"w": np.array([0.5, -3.0])})
+    >>> print(w.round(6))  # the first step moves each element by lr against its gradient
+    [ 0.9 -1.9]
+    >>> optimizer.t
+    1
     """
 
     def __init__(
@@ -233,6 +265,16 @@ def make_schedule(name: str, **options: Any) -> Schedule:
     - ``"step"``: ``gamma ** (epoch // step_size)`` (as ``torch.optim.lr_scheduler.StepLR``).
     - ``"cosine"``: from 1 down to ``min_factor`` over ``total_epochs``, half a cosine (as
       ``CosineAnnealingLR`` with ``eta_min = min_factor * lr``).
+
+    Examples
+    --------
+    >>> from handgrad.optim import make_schedule
+    >>> step = make_schedule("step", step_size=10, gamma=0.5)
+    >>> [step(epoch) for epoch in (0, 9, 10, 25)]
+    [1.0, 1.0, 0.5, 0.25]
+    >>> cosine = make_schedule("cosine", total_epochs=4)
+    >>> [round(cosine(epoch), 3) for epoch in range(5)]
+    [1.0, 0.854, 0.5, 0.146, 0.0]
     """
     check_choice(name, "schedule", SCHEDULES)
     try:
@@ -258,6 +300,14 @@ def make_optimizer(
     ``options`` go to the optimizer and override the name's presets: ``momentum``,
     ``nesterov`` and ``weight_decay`` for the SGD names (:class:`SGD`); ``betas``, ``eps``
     and ``weight_decay`` for ``"adam"`` (:class:`Adam`).
+
+    Examples
+    --------
+    >>> import handgrad as hg
+    >>> from handgrad.optim import make_optimizer
+    >>> optimizer = make_optimizer("momentum", hg.mlp([3, 2], rng=0).params())
+    >>> type(optimizer).__name__, optimizer.lr, optimizer.momentum, optimizer.nesterov
+    ('SGD', 0.1, 0.9, True)
     """
     check_choice(name, "optimizer", OPTIMIZERS)
     lr = DEFAULT_LR[name] if lr is None else lr

@@ -44,6 +44,18 @@ def mlp(
     ``sizes`` lists the widths from input to output, e.g. ``[30, 20, 2]`` is the seed's
     architecture. ``init`` defaults to Glorot (scikit-learn's factor 2 before a sigmoid)
     or He before a ReLU. Pair it with :class:`~handgrad.losses.CrossEntropyLoss`.
+
+    Examples
+    --------
+    >>> import handgrad as hg
+    >>> hg.mlp([30, 20, 2], rng=0)  # the seed's architecture, with biases
+    Sequential(
+      (0): Linear(in_features=30, out_features=20, bias=True)
+      (1): Sigmoid()
+      (2): Linear(in_features=20, out_features=2, bias=True)
+    )
+    >>> len(hg.mlp([8, 16, 16, 3], activation="relu", rng=0))
+    5
     """
     sizes = list(sizes)
     if len(sizes) < 2:
@@ -79,6 +91,24 @@ class SimpleNN:
     (output_size, k). ``backend`` says where the arithmetic runs ('numpy' or 'torch');
     arrays from another library are taken in and results handed back in the caller's
     library, so the seed's PyTorch cells run unchanged on either backend.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> net = hg.SimpleNN(10, 20, 3, rng=0)
+    >>> x = np.arange(10.0).reshape(10, 1)  # one example, as a column
+    >>> label = np.array([[0.0], [0.0], [1.0]])
+    >>> dw_1, dw_2 = net.backward(x, label)
+    >>> dw_1.shape, dw_2.shape
+    ((20, 10), (3, 20))
+    >>> net.gradient_check(x, label)
+    <BLANKLINE>
+    Performing gradient check for parameter w_1 with size = 200.
+    Gradient check for parameter w_1 is passed.
+    <BLANKLINE>
+    Performing gradient check for parameter w_2 with size = 60.
+    Gradient check for parameter w_2 is passed.
     """
 
     def __init__(

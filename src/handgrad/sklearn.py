@@ -173,6 +173,16 @@ class HandgradClassifier(ClassifierMixin, BaseEstimator):
         The trained network with its standardisation.
     history_ : handgrad.train.History
         Per-epoch losses and accuracies, and how training ended.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from handgrad.sklearn import HandgradClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = HandgradClassifier(hidden_layer_sizes=(10,), learning_rate_init=0.01, random_state=0)
+    >>> clf = clf.fit(X, y)
+    >>> clf.predict(X[:3]).tolist(), clf.n_iter_, clf.score(X, y) > 0.9
+    ([0, 0, 0], 200, True)
     """
 
     def __init__(

@@ -43,6 +43,22 @@ def assert_layer_gradients(layer: Any, x: Any, **options: Any) -> GradientCheckR
     AssertionError
         Naming the first wrong array, its worst element and both values, followed by the
         table of every array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.testing import assert_layer_gradients
+    >>> x = np.random.default_rng(0).standard_normal((4, 3))
+    >>> assert_layer_gradients(hg.Tanh(), x).passed
+    True
+    >>> class Doubled(hg.Tanh):  # a slip: dL/dx twice too large
+    ...     def backward(self, dy):
+    ...         return 2 * super().backward(dy)
+    >>> assert_layer_gradients(Doubled(), x)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    AssertionError: gradient check failed for 'x' (shape (4, 3)): 12 of 12 elements off; ...
     """
     try:
         return check_layer(layer, x, **options)
@@ -62,6 +78,17 @@ def assert_gradients(
 
     The numeric gradient is the central difference of :func:`handgrad.numerical_gradient`;
     the tolerance is handgrad's (relative ``threshold`` above the rounding-noise floor).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.testing import assert_gradients
+    >>> x = np.array([0.5, -1.0, 2.0])
+    >>> assert_gradients(lambda v: np.sum(np.sin(v)), x, np.cos(x))  # passes: returns None
+    >>> assert_gradients(lambda v: np.sum(np.sin(v)), x, -np.cos(x))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    AssertionError: gradient check failed for 'grad' (shape (3,)): 3 of 3 elements off; ...
     """
     check_array(x, "x")
     check_array(grad, "grad", finite=False)

@@ -158,10 +158,14 @@ def as_function(layer: Any, *, backend: str | None = None) -> LayerFunction:
 
     Examples
     --------
-    >>> import torch, handgrad as hg
-    >>> f = as_function(hg.Linear(4, 3))
-    >>> x = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
-    >>> torch.autograd.gradcheck(f, (x, *f.parameters()))
+    >>> import torch
+    >>> import handgrad as hg
+    >>> from handgrad.torch import as_function
+    >>> f = as_function(hg.Linear(4, 3, rng=0))
+    >>> f.names
+    ('weight', 'bias')
+    >>> x = torch.randn(2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    >>> torch.autograd.gradcheck(f, (x.requires_grad_(), *f.parameters()))
     True
     """
     return LayerFunction(layer, backend)
@@ -196,5 +200,16 @@ def as_module(layer: Any, *, dtype: Any = None, backend: str | None = None) -> L
     the layer's own, float64 for handgrad's layers), named with ``_`` for ``.`` as PyTorch
     requires (``"0.weight"`` -> ``"0_weight"``; ``module.param_names`` maps them back).
     Training changes the module's parameters, never the layer's.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import handgrad as hg
+    >>> from handgrad.torch import as_module
+    >>> module = as_module(hg.mlp([4, 3, 2], rng=0))
+    >>> [name for name, _ in module.named_parameters()]
+    ['0_weight', '0_bias', '2_weight', '2_bias']
+    >>> module(torch.ones(5, 4, dtype=torch.float64)).shape
+    torch.Size([5, 2])
     """
     return LayerModule(layer, dtype, backend)

@@ -175,6 +175,21 @@ def fit(
     TrainingDivergedError
         If the loss becomes NaN or infinite; names the epoch and step. A NaN gradient shows
         as a NaN loss at the next step.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.optim import Adam
+    >>> from handgrad.train import fit
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((200, 2))
+    >>> y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)  # two classes on either side of a line
+    >>> model = hg.mlp([2, 8, 2], activation="tanh", rng=0)
+    >>> optimizer = Adam(model.params(), lr=0.05)
+    >>> history = fit(model, hg.CrossEntropyLoss(), optimizer, X, y, epochs=20, rng=0)
+    >>> len(history.epoch), history.train_accuracy[-1] > 0.95
+    (20, True)
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")

@@ -14,6 +14,7 @@ from handgrad.backend import namespace
 __all__ = [
     "check_array",
     "check_choice",
+    "check_not_empty",
     "check_positive_float",
     "check_positive_int",
 ]
@@ -75,6 +76,17 @@ def check_array(
             "remove or impute those values first"
         )
     return xp
+
+
+def check_not_empty(
+    x: Any, name: str, *, last: int | None = None, needs: str = "at least one element"
+) -> None:
+    """Refuse ``x`` if an axis (one of its ``last`` axes, when given) has length 0: a
+    maximum over it has no value and a mean over it divides by zero. ``needs`` says what
+    it must hold, in the message."""
+    shape = tuple(int(n) for n in x.shape)
+    if 0 in (shape if last is None else shape[len(shape) - last :]):
+        raise ValueError(f"{name} must hold {needs}, got shape {shape}")
 
 
 def check_positive_int(value: Any, name: str) -> int:

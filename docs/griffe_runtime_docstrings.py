@@ -1,0 +1,67 @@
+"""Griffe extension for the reference pages, two fixes to what griffe reads:
+
+- A module-level function whose module adds to its docstring after the definition
+  (``handgrad.gradcheck`` appends the options that ``check_gradients`` and
+  ``check_layer`` share) is documented with the docstring it has at run time, its
+  Examples section kept last. Griffe reads the source, and would miss the added part.
+- A Parameters entry that names several parameters (``backend, dtype, device``) is split
+  into one entry per name, so that each shows its own default and type from the
+  signature (griffe gives them all the first one's)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+
+import griffe
+
+SECTION = re.compile(r"^(\w[\w ]*)\n-{3,}$", flags=re.MULTILINE)
+GROUP = re.compile(r"^([A-Za-z_]\w*(?:, [A-Za-z_]\w*)+)( : .*)?$")
+
+
+def _examples_last(doc: str) -> str:
+    starts = [(m.start(), m[1]) for m in SECTION.finditer(doc)]
+    for i, (start, name) in enumerate(starts):
+        if name == "Examples" and i + 1 < len(starts):
+            end = starts[i + 1][0]
+            return doc[:start] + doc[end:].rstrip() + "\n\n" + doc[start:end].rstrip()
+    return doc
+
+
+def _one_name_per_entry(doc: str) -> str:
+    lines, out, section, i = doc.splitlines(), [], None, 0
+    while i < len(lines):
+        line = lines[i]
+        if i + 1 < len(lines) and re.fullmatch(r"-{3,}", lines[i + 1]) and line.strip():
+            section = line.strip()
+        group = GROUP.match(line) if section in ("Parameters", "Other Parameters") else None
+        if not group:
+            out.append(line)
+            i += 1
+            continue
+        end = i + 1
+        while end < len(lines) and (not lines[end] or lines[end].startswith(" ")):
+            end += 1
+        body = lines[i + 1 : end]
+        for name in group[1].split(", "):
+            out += [name + (group[2] or ""), *body]
+        i = end
+    return "\n".join(out)
+
+
+class RuntimeDocstrings(griffe.Extension):
+    def on_instance(self, *, obj: griffe.Object, **kwargs) -> None:
+        if obj.docstring is not None and ", " in obj.docstring.value:
+            obj.docstring.value = _one_name_per_entry(obj.docstring.value)
+
+    def on_function(self, *, func: griffe.Function, loader: griffe.GriffeLoader, **kwargs) -> None:
+        if func.docstring is None or func.parent is not func.module:
+            return
+        try:
+            live = getattr(importlib.import_module(func.module.path), func.name, None)
+        except ImportError:
+            return
+        doc = inspect.cleandoc(getattr(live, "__doc__", None) or "")
+        if doc and doc != inspect.cleandoc(func.docstring.value):
+            func.docstring.value = _one_name_per_entry(_examples_last(doc))

@@ -1,0 +1,96 @@
+"""MkDocs hook: pages take text from files outside docs/ through marker lines (paths from
+the repository root).
+
+``<!-- include benchmarks/README.md -->`` puts in a Markdown file. Its first-level heading
+is dropped, since the page has its own, and its links into docs/ (``../docs/page.md``)
+become links between pages; any other relative link would break on the site, so it fails
+a strict build.
+
+``<!-- cells examples/seed_walkthrough.py -->`` puts in a script of ``# %%`` cells, as
+``examples/make_notebook.py`` reads them: Markdown cells as text, code cells as Python
+blocks. The page and the notebook are made from the same script, so neither drifts.
+
+Math is written in LaTeX (``$...$``, ``$$...$$``); pymdownx.arithmatex keeps it as text and
+this hook turns it into MathML with latex2mathml when the site is built, which browsers
+show without any script: the site needs nothing from outside.
+
+The docstrings use Sphinx's roles (``:class:`~handgrad.model.Sequential```), which
+Markdown shows as text; the reference pages turn them into links where the target is
+documented (autorefs resolves them), and into code where it is not."""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+import logging
+import posixpath
+import re
+from pathlib import Path
+
+log = logging.getLogger("mkdocs.hooks.include")
+
+ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc|obj):<code>(~?)([\w.]+)(\(\))?</code>")
+MARKER = re.compile(r"^<!-- (include|cells) (\S+) -->$", flags=re.MULTILINE)
+LINK = re.compile(r"\]\((?!https?://|#)([^)\s]+)\)")
+
+
+def _included(root: Path, relative: str, page: str) -> str:
+    text = (root / relative).read_text(encoding="utf-8")
+    text = re.sub(r"\A# [^\n]*\n+", "", text)
+
+    def relink(match: re.Match) -> str:
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(relative), match[1]))
+        if target.startswith("docs/"):
+            start = posixpath.dirname(page) or "."
+            return f"]({posixpath.relpath(target.removeprefix('docs/'), start)})"
+        log.warning("%s, included in %s, links to %s, not on the site", relative, page, target)
+        return match[0]
+
+    return LINK.sub(relink, text)
+
+
+def _cells(root: Path, relative: str) -> str:
+    spec = importlib.util.spec_from_file_location(
+        "make_notebook", root / "examples/make_notebook.py"
+    )
+    make_notebook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_notebook)
+    parts = []
+    for kind, source in make_notebook.cells(root / relative):
+        parts.append(source if kind == "markdown" else f"```python\n{source}\n```")
+    return "\n\n".join(parts)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    root = Path(config["config_file_path"]).parent
+
+    def expand(match: re.Match) -> str:
+        if match[1] == "include":
+            return _included(root, match[2], page.file.src_uri)
+        return _cells(root, match[2])
+
+    return MARKER.sub(expand, markdown)
+
+
+MATH = re.compile(r'<(span|div) class="arithmatex">\\[(\[](.*?)\\[)\]]</\1>', flags=re.DOTALL)
+
+
+def _mathml(match: re.Match) -> str:
+    from latex2mathml.converter import convert
+
+    display = "block" if match[1] == "div" else "inline"
+    return convert(html.unescape(match[2]).strip(), display=display)
+
+
+def on_page_content(html_text: str, page, config, files) -> str:
+    html_text = MATH.sub(_mathml, html_text)
+    module = page.file.src_uri.removeprefix("reference/").removesuffix(".md")
+
+    def link(match: re.Match) -> str:
+        target = match[2]
+        if "." not in target and page.file.src_uri.startswith("reference/"):
+            target = f"handgrad.{module}.{target}"
+        shown = (match[2].rsplit(".", 1)[-1] if match[1] else match[2]) + (match[3] or "")
+        return f'<autoref identifier="{target}" optional><code>{shown}</code></autoref>'
+
+    return ROLE.sub(link, html_text)
