@@ -18,7 +18,6 @@ import math
 import os
 import warnings
 import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,14 +56,6 @@ HANDGRAD_DIR = Path(handgrad.__file__).resolve().parent
 # IndexError: an IndexError of any kind is a bug, as is a ValueError that numpy raises
 # while handgrad computes (see deliberate()).
 API_ERRORS = (ValueError, TypeError, KeyError, RuntimeError)
-
-# Bugs in handgrad.io, which this fuzzing found and which are reported, not fixed here:
-# load_classifier lets zlib.error (a damaged compressed archive), NotImplementedError (a
-# damaged compression-method field) and MemoryError (an architecture of absurd sizes,
-# built before the stored weights are compared with it) escape. They are counted as
-# hypothesis events rather than failed until io.py is fixed; test_io_bugs_found_by_fuzzing
-# pins each one (strict xfail), so fixing them fails that test: then empty this tuple.
-KNOWN_IO_ESCAPES = (zlib.error, NotImplementedError, MemoryError)
 
 
 def event(name: str) -> None:
@@ -382,9 +373,6 @@ def test_load_classifier_gives_a_classifier_or_a_model_file_error(workdir, model
     except ModelFileError:
         event("ModelFileError")
         return
-    except KNOWN_IO_ESCAPES as err:  # reported bugs in io.py, see KNOWN_IO_ESCAPES
-        event(f"known io.py bug: {type(err).__module__}.{type(err).__name__} escaped")
-        return
     assert isinstance(classifier, Classifier)
     event("Classifier")
     try:
@@ -392,8 +380,7 @@ def test_load_classifier_gives_a_classifier_or_a_model_file_error(workdir, model
         usable = probabilities.shape == (2, len(classifier.class_names))
     except Exception:
         usable = False
-    if not usable:
-        event("known io.py bug: loaded a classifier that cannot predict as its names say")
+    assert usable, "a model file loaded that cannot predict as its names say"
 
 
 # --- (c) the public API -------------------------------------------------------------------
@@ -654,9 +641,7 @@ def test_a_batched_check_of_linear_on_stacked_input(shape):
     assert report.passed and report.method == "batched"  # was numpy's error escaping
 
 
-# Bugs this fuzzing found in files that were being edited elsewhere (io.py, train.py,
-# classifier.py): each is pinned here with the behaviour it should have. strict=True:
-# once one is fixed this test fails, so remove its xfail (and KNOWN_IO_ESCAPES above).
+# Bugs this fuzzing found in io.py and train.py, fixed: each stays pinned here.
 
 
 def _compressed_and_damaged(good) -> bytes:
@@ -723,7 +708,6 @@ IO_BUGS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="reported bugs in handgrad.io (see IO_BUGS)")
 @pytest.mark.parametrize("bug", list(IO_BUGS))
 def test_io_bugs_found_by_fuzzing(bug, workdir, model_contents):
     path = workdir / "bug.npz"
@@ -734,7 +718,6 @@ def test_io_bugs_found_by_fuzzing(bug, workdir, model_contents):
             load_classifier(path)
 
 
-@pytest.mark.xfail(strict=True, reason="reported bug in handgrad.train: no check for 0 rows")
 def test_fit_on_no_rows_is_refused_by_handgrad():
     model = hg.mlp([3, 2], rng=0)
     X, y = np.ones((0, 3)), np.zeros(0, dtype=np.int64)

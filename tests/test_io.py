@@ -92,10 +92,10 @@ def _meta(**changes):
             lambda p: _write(p, meta=_meta(), **{"param/0.weight": np.ones((3, 2))}),
             r"does not describe a consistent model: .*shape \(3, 2\)",
         ),
-        (lambda p: _write(p, meta=_meta()), r"missing \['0.weight'\]"),
+        (lambda p: _write(p, meta=_meta()), r"parameter 0\.weight has shape None"),
         (
             lambda p: _write(p, meta=_meta(architecture=[{"type": "Conv"}])),
-            "not one handgrad knows",
+            "has no Linear layer",
         ),
     ],
 )

@@ -162,7 +162,7 @@ def test_schedules_match_torch():
 def test_bad_schedules_are_refused():
     with pytest.raises(ValueError, match="schedule must be one of 'constant', 'step', 'cosine'"):
         make_schedule("linear")
-    with pytest.raises(TypeError, match="schedule 'step' got options it does not take"):
+    with pytest.raises(TypeError, match="schedule 'step' takes step_size, gamma, got total_epochs"):
         make_schedule("step", total_epochs=3)
     with pytest.raises(ValueError, match="step_size must be a positive integer"):
         make_schedule("step", step_size=0)

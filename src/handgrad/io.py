@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -121,9 +122,23 @@ def read_archive(
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        KeyError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,
+        MemoryError,
+    ) as err:
+        reason = (
+            "it holds pickled objects, which handgrad never loads"
+            if "allow_pickle" in str(err)
+            else f"{type(err).__name__}: {str(err).split('. ')[0]}"
+        )
         raise ModelFileError(
-            f"{str(path)!r} is not a readable handgrad {what} ({err}); "
+            f"{str(path)!r} is not a readable handgrad {what} ({reason}); "
             "it may be damaged or not a model: train the model again"
         ) from None
     try:
@@ -141,12 +156,56 @@ def read_archive(
     return meta, arrays
 
 
+def _check_model(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Raise ValueError unless the metadata and arrays describe one consistent classifier;
+    checked before anything is allocated, so a file cannot claim a huge model."""
+    spec = meta["architecture"]
+    if not isinstance(spec, list) or not all(isinstance(e, dict) for e in spec):
+        raise ValueError("the architecture is not a list of layers")
+    params = {k.removeprefix("param/"): v for k, v in arrays.items() if k.startswith("param/")}
+    width = None
+    linear = [(i, e) for i, e in enumerate(spec) if e.get("type") == "Linear"]
+    if not linear:
+        raise ValueError("the architecture has no Linear layer")
+    for i, entry in linear:
+        shapes = {"weight": (entry.get("out_features"), entry.get("in_features"))}
+        if entry.get("bias"):
+            shapes["bias"] = (entry.get("out_features"),)
+        for name, shape in shapes.items():
+            value = params.get(f"{i}.{name}")
+            if value is None or tuple(value.shape) != shape:
+                got = None if value is None else tuple(value.shape)
+                raise ValueError(
+                    f"parameter {i}.{name} has shape {got}, the architecture says {shape}"
+                )
+            if value.dtype.kind != "f" or not np.all(np.isfinite(value)):
+                raise ValueError(f"parameter {i}.{name} is not finite floating-point data")
+        if width is not None and entry["in_features"] != width:
+            raise ValueError(f"layer {i} takes {entry['in_features']} inputs but gets {width}")
+        width = entry["out_features"]
+    inputs = linear[0][1]["in_features"]
+    for key, names in (("class_names", width), ("feature_names", inputs)):
+        value = meta[key]
+        if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+            raise ValueError(f"{key} is not a list of names")
+        if (value or key == "class_names") and len(value) != names:
+            raise ValueError(f"{len(value)} {key} for a model of {names}")
+    if not isinstance(meta.get("info", {}), dict):
+        raise ValueError("info is not a mapping")
+    for key in ("scaler/mean", "scaler/scale"):
+        if key in arrays and tuple(arrays[key].shape) != (inputs,):
+            raise ValueError(
+                f"{key} has shape {tuple(arrays[key].shape)}, the model takes {inputs} inputs"
+            )
+
+
 def load_classifier(path: str | os.PathLike, **options: Any) -> Classifier:
     """Read a classifier written by :func:`save_classifier`; ``options`` (backend, dtype,
     device) say where its model should live (default NumPy, float64)."""
     path = Path(path)
     meta, arrays = read_archive(path)
     try:
+        _check_model(meta, arrays)
         model = build(meta["architecture"], **options)
         model.load_state_dict(
             {k.removeprefix("param/"): v for k, v in arrays.items() if k.startswith("param/")}
@@ -159,10 +218,13 @@ def load_classifier(path: str | os.PathLike, **options: Any) -> Classifier:
         return Classifier(
             model=model,
             standardiser=standardiser,
-            class_names=tuple(str(c) for c in meta["class_names"]),
-            feature_names=tuple(str(c) for c in meta["feature_names"]),
+            class_names=tuple(meta["class_names"]),
+            feature_names=tuple(meta["feature_names"]),
             target_name=str(meta["target_name"]),
             info=dict(meta.get("info", {})),
         )
     except (KeyError, ValueError, TypeError) as err:
-        raise ModelFileError(f"{str(path)!r} does not describe a consistent model: {err}") from None
+        reason = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise ModelFileError(
+            f"{str(path)!r} does not describe a consistent model: {reason}"
+        ) from None

@@ -8,6 +8,7 @@ same gradients give the same weights (tested to 1e-12 in float64).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -46,9 +47,10 @@ class Optimizer:
 
     def __init__(self, params: Mapping[str, Any], lr: float) -> None:
         if not isinstance(params, Mapping) or not params:
+            got = "an empty dict" if isinstance(params, Mapping) else type(params).__name__
             raise ValueError(
                 "params must be a non-empty dict of name -> array, such as model.params(), "
-                f"got {type(params).__name__}"
+                f"got {got}"
             )
         self.names = list(params)
         self.params = list(params.values())
@@ -277,10 +279,13 @@ def make_schedule(name: str, **options: Any) -> Schedule:
     [1.0, 0.854, 0.5, 0.146, 0.0]
     """
     check_choice(name, "schedule", SCHEDULES)
-    try:
-        return SCHEDULES[name](**options)
-    except TypeError as err:
-        raise TypeError(f"schedule {name!r} got options it does not take: {err}") from None
+    takes = inspect.signature(SCHEDULES[name]).parameters
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise TypeError(
+            f"schedule {name!r} takes {', '.join(takes) or 'no options'}, got {', '.join(unknown)}"
+        )
+    return SCHEDULES[name](**options)
 
 
 OPTIMIZERS = ("sgd", "momentum", "adam")

@@ -93,6 +93,10 @@ def _check_data(X: Any, y: Any, prefix: str) -> None:
         raise TypeError(f"{prefix}y must hold integer class indices, got dtype {y.dtype}")
     if X.shape[0] != y.shape[0]:
         raise ValueError(f"{prefix}X has {X.shape[0]} rows but {prefix}y has {y.shape[0]} labels")
+    if X.shape[0] == 0:
+        raise ValueError(
+            f"{prefix}X must hold at least one row (example), got shape {tuple(X.shape)}"
+        )
 
 
 def evaluate(model: Sequential, loss: Any, X: Any, y: Any) -> tuple[float, float]:
