@@ -75,11 +75,31 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
 MATH = re.compile(r'<(span|div) class="arithmatex">\\[(\[](.*?)\\[)\]]</\1>', flags=re.DOTALL)
 
 
+ALIGNED = re.compile(r"\\begin\{aligned\}(.*?)\\end\{aligned\}", flags=re.DOTALL)
+
+
+def _rows(latex: str) -> list[str]:
+    """An ``aligned`` block as one equation per row (latex2mathml has no ``aligned``): the
+    odd ``&`` are alignment points, dropped; the even ones separate columns, a wide space."""
+    body = ALIGNED.search(latex)[1]
+    rows = []
+    for row in re.split(r"\\\\(?:\[[^\]]*\])?", body):
+        parts = row.split("&")
+        text = parts[0]
+        for k, part in enumerate(parts[1:], start=1):
+            text += (r"\qquad " if k % 2 == 0 else "") + part
+        if text.strip():
+            rows.append(text.strip())
+    return rows
+
+
 def _mathml(match: re.Match) -> str:
     from latex2mathml.converter import convert
 
-    display = "block" if match[1] == "div" else "inline"
-    return convert(html.unescape(match[2]).strip(), display=display)
+    latex = html.unescape(match[2]).strip()
+    if match[1] == "div" and ALIGNED.search(latex):
+        return "\n".join(convert(row, display="block") for row in _rows(latex))
+    return convert(latex, display="block" if match[1] == "div" else "inline")
 
 
 def on_page_content(html_text: str, page, config, files) -> str:
