@@ -54,7 +54,8 @@ def test_bad_arguments_exit_with_status_2_and_one_message(args, match, capsys):
     with pytest.raises(SystemExit) as exited:
         main(args)
     assert exited.value.code == 2
-    assert match in capsys.readouterr().err
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and match in err[0]
 
 
 def test_the_installed_command_runs():

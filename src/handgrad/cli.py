@@ -16,6 +16,7 @@ import argparse
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from handgrad import commands
 from handgrad.classifier import TrainConfig
@@ -226,8 +227,16 @@ def _add_check(commands_: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a refused option reported as one line on stderr, as every other
+    error of the command line (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="handgrad",
         description="Neural networks with hand-written backward passes, proven right.",
     )
