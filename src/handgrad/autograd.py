@@ -104,6 +104,16 @@ class AutogradComparison:
     The relative difference of a parameter is its largest absolute difference divided by
     the largest magnitude of autograd's gradient for it, so elements that cancel to almost
     zero do not count as 100% errors.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> rng = np.random.default_rng(0)
+    >>> model, x, y = hg.mlp([3, 4, 2], rng=rng), rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    >>> result = hg.compare_with_autograd(model, hg.CrossEntropyLoss(), x, y)
+    >>> result.passed, result.rtol, result.max_relative_difference < 1e-12, sorted(result.to_dict())
+    (True, 1e-12, True, ['arrays', 'loss', 'passed', 'rtol'])
     """
 
     names: tuple[str, ...]

@@ -77,6 +77,18 @@ def namespace(*arrays: Any) -> Any:
     ------
     TypeError
         If the arrays come from different libraries or from none that is known.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from handgrad.backend import namespace
+    >>> namespace(np.zeros(2), np.ones(3)).__name__, namespace(torch.zeros(2)).__name__
+    ('array_api_compat.numpy', 'array_api_compat.torch')
+    >>> namespace(np.zeros(2), torch.zeros(2))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    TypeError: arrays must all come from one array library, got numpy.ndarray, torch.Tensor; ...
     """
     for a in arrays:  # the common case, NumPy, without the ~10 us lookup
         if type(a) is not np.ndarray:
@@ -97,6 +109,15 @@ def get_namespace(backend: Any) -> Any:
     """Return the namespace named ``backend`` ('numpy', 'torch', 'array_api_strict').
 
     A namespace (for example one returned by :func:`namespace`) is returned as is.
+
+    Examples
+    --------
+    >>> from handgrad.backend import get_namespace
+    >>> xp = get_namespace("numpy")
+    >>> xp.__name__, xp.asarray([1.0, 2.0]).shape
+    ('array_api_compat.numpy', (2,))
+    >>> get_namespace(xp) is xp
+    True
     """
     if isinstance(backend, ModuleType | _NumPyNamespace):
         return backend if backend is not _NUMPY_NAMESPACE._base else _NUMPY_NAMESPACE
@@ -114,7 +135,16 @@ def get_namespace(backend: Any) -> Any:
 
 
 def resolve_dtype(xp: ModuleType, dtype: Any) -> Any:
-    """Return ``xp``'s floating dtype for a name ('float64', 'float32') or a dtype object."""
+    """Return ``xp``'s floating dtype for a name ('float64', 'float32') or a dtype object.
+
+    Examples
+    --------
+    >>> from handgrad.backend import get_namespace, resolve_dtype
+    >>> resolve_dtype(get_namespace("torch"), "float32")
+    torch.float32
+    >>> resolve_dtype(get_namespace("numpy"), "float64").__name__
+    'float64'
+    """
     if isinstance(dtype, str):
         if dtype not in ("float64", "float32", "float16"):
             raise ValueError(f"dtype must be 'float64', 'float32' or 'float16', got {dtype!r}")
@@ -123,7 +153,16 @@ def resolve_dtype(xp: ModuleType, dtype: Any) -> Any:
 
 
 def float_dtype_name(x: Any) -> str:
-    """Return 'float64', 'float32' or 'float16' for a floating array of any library."""
+    """Return 'float64', 'float32' or 'float16' for a floating array of any library.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from handgrad.backend import float_dtype_name
+    >>> float_dtype_name(np.zeros(2)), float_dtype_name(torch.zeros(2, dtype=torch.float16))
+    ('float64', 'float16')
+    """
     xp = namespace(x)
     for name in ("float64", "float32", "float16"):
         if x.dtype == getattr(xp, name):
@@ -132,12 +171,29 @@ def float_dtype_name(x: Any) -> str:
 
 
 def is_floating(x: Any) -> bool:
-    """True if ``x`` has a real floating-point dtype."""
+    """True if ``x`` has a real floating-point dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.backend import is_floating
+    >>> is_floating(np.zeros(2, dtype=np.float32)), is_floating(np.arange(2))
+    (True, False)
+    """
     return namespace(x).isdtype(x.dtype, "real floating")
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """Return ``x`` as a NumPy array (a view where the library allows it)."""
+    """Return ``x`` as a NumPy array (a view where the library allows it).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from handgrad.backend import to_numpy
+    >>> a = to_numpy(torch.arange(3.0))
+    >>> type(a).__name__, a.dtype.name, a.tolist()
+    ('ndarray', 'float32', [0.0, 1.0, 2.0])
+    """
     if isinstance(x, np.ndarray):
         return x
     if array_api_compat.is_torch_array(x):
@@ -154,6 +210,14 @@ def convert(x: Any, xp: ModuleType | str, *, dtype: Any = None, device: Any = No
     """Return a copy of ``x`` in namespace ``xp``, with ``dtype`` and ``device`` if given.
 
     Crossing libraries goes through NumPy on the CPU; within a library it is one copy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.backend import convert
+    >>> t = convert(np.arange(3.0), "torch", dtype="float32")
+    >>> type(t).__name__, t.dtype, t.tolist()
+    ('Tensor', torch.float32, [0.0, 1.0, 2.0])
     """
     xp = get_namespace(xp)
     dtype = None if dtype is None else resolve_dtype(xp, dtype)

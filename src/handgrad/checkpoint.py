@@ -29,7 +29,23 @@ _HISTORY = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accu
 @dataclass
 class Checkpoint:
     """A saved training run: how it was started (``config``), where it stood, and the
-    arrays to restore."""
+    arrays to restore.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import handgrad as hg
+    >>> from handgrad.checkpoint import load_checkpoint, save_checkpoint
+    >>> from handgrad.optim import Adam
+    >>> from handgrad.train import Progress
+    >>> model = hg.mlp([4, 3, 2], rng=0)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = save_checkpoint(f"{folder}/run.npz", config={"epochs": 10}, model=model,
+    ...         optimizer=Adam(model.params()), standardiser=None, progress=Progress(epoch=4))
+    ...     checkpoint = load_checkpoint(path)
+    >>> checkpoint.config, checkpoint.progress.epoch, list(checkpoint.params)
+    ({'epochs': 10}, 4, ['0.weight', '0.bias', '2.weight', '2.bias'])
+    """
 
     config: dict[str, Any]
     progress: Progress
@@ -47,7 +63,22 @@ def save_checkpoint(
     standardiser: Standardiser | None,
     progress: Progress,
 ) -> Path:
-    """Write a checkpoint of a run to ``path``, atomically."""
+    """Write a checkpoint of a run to ``path``, atomically.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import handgrad as hg
+    >>> from handgrad.checkpoint import load_checkpoint, save_checkpoint
+    >>> from handgrad.optim import Adam
+    >>> from handgrad.train import Progress
+    >>> model = hg.mlp([4, 3, 2], rng=0)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = save_checkpoint(f"{folder}/run.npz", config={"epochs": 10}, model=model,
+    ...         optimizer=Adam(model.params()), standardiser=None, progress=Progress(epoch=4))
+    ...     print(path.name, path.is_file())
+    run.npz True
+    """
     arrays = {f"param/{k}": np.array(to_numpy(v)) for k, v in model.params().items()}
     state = optimizer.state_dict()
     arrays.update({f"optim/{k}": v for k, v in state.items() if k != "step"})
@@ -79,7 +110,23 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import handgrad as hg
+    >>> from handgrad.checkpoint import load_checkpoint, save_checkpoint
+    >>> from handgrad.optim import Adam
+    >>> from handgrad.train import Progress
+    >>> model = hg.mlp([4, 3, 2], rng=0)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = save_checkpoint(f"{folder}/run.npz", config={"epochs": 10}, model=model,
+    ...         optimizer=Adam(model.params()), standardiser=None, progress=Progress(epoch=4))
+    ...     checkpoint = load_checkpoint(path)
+    >>> bool((checkpoint.params["0.weight"] == model.params()["0.weight"]).all())  # as saved
+    True
+    """
     meta, arrays = read_archive(path, KIND, "checkpoint")
     try:
         saved = meta["progress"]

@@ -28,6 +28,17 @@ class Classifier:
 
     ``predict_proba`` and ``predict`` take raw (unscaled) NumPy features of shape
     (n, features) and return NumPy results whatever the model's backend.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.classifier import Classifier
+    >>> from handgrad.data import Standardiser
+    >>> X = np.array([[1.0, 200.0], [3.0, 100.0], [2.0, 150.0]])  # raw features
+    >>> classifier = Classifier(hg.mlp([2, 2], rng=0), Standardiser().fit(X), ("no", "yes"))
+    >>> classifier.predict_proba(X).shape, classifier.predict(X).tolist()
+    ((3, 2), [1, 0, 0])
     """
 
     model: Sequential
@@ -62,7 +73,18 @@ class TrainConfig:
     stopping is off unless ``patience`` is set (and validation data given); an epoch counts
     as better when the validation loss falls by more than ``min_delta``.
     ``optimizer_options`` go to :func:`~handgrad.optim.make_optimizer` (``momentum``,
-    ``nesterov``, ``betas``, ``eps``, ``weight_decay``)."""
+    ``nesterov``, ``betas``, ``eps``, ``weight_decay``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.classifier import TrainConfig, train_classifier
+    >>> config = TrainConfig(hidden=(8,), optimizer="sgd", epochs=5)
+    >>> X, y = np.random.default_rng(0).standard_normal((20, 3)), np.arange(20) % 2
+    >>> classifier, history = train_classifier(X, y, ["even", "odd"], config=config)
+    >>> classifier.info["sizes"], classifier.info["optimizer"], len(history.epoch)
+    ([3, 8, 2], 'sgd', 5)
+    """
 
     hidden: tuple[int, ...] = (20,)
     activation: str = "sigmoid"

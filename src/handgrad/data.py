@@ -48,7 +48,15 @@ class Dataset:
     """A classification data set: ``X`` (n, features) float64, ``y`` (n,) int64 class indices,
     ``class_names[i]`` the label of index ``i``, ``target_name`` "target" for bundled sets or
     the CSV column's name (its index as a string without a header), ``name`` the set's or
-    the file's name."""
+    the file's name.
+
+    Examples
+    --------
+    >>> from handgrad.data import load_dataset
+    >>> data = load_dataset("wine")
+    >>> data.name, data.X.shape, data.X.dtype.name, data.y.dtype.name, data.class_names[0]
+    ('wine', (178, 13), 'float64', 'int64', 'class_0')
+    """
 
     X: np.ndarray
     y: np.ndarray
@@ -60,7 +68,16 @@ class Dataset:
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Train, validation and test parts of a data set (validation may be empty)."""
+    """Train, validation and test parts of a data set (validation may be empty).
+
+    Examples
+    --------
+    >>> from handgrad.data import load_dataset, split
+    >>> data = load_dataset("wine")
+    >>> parts = split(data.X, data.y, val_size=0, seed=0)  # no validation part
+    >>> parts.X_train.shape, parts.X_val.shape, parts.X_test.shape, parts.y_test.shape
+    ((133, 13), (0, 13), (45, 13), (45,))
+    """
 
     X_train: np.ndarray
     y_train: np.ndarray
@@ -158,6 +175,19 @@ def load_features(
     Without one the file holds exactly the features in order and, if ``target`` is given,
     the target: at that index when ``target`` is digits (as ``load_csv`` names the target
     of a header-less file), else last.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from handgrad.data import load_features
+    >>> with tempfile.TemporaryDirectory() as folder:  # columns in another order, one extra
+    ...     path = Path(folder) / "new.csv"
+    ...     _ = path.write_text("width,kind,id,length\\n0.5,small,a,1.0\\n1.5,large,b,3.0\\n")
+    ...     X, y = load_features(path, ["length", "width"], target="kind",
+    ...                          class_names=["large", "small"])
+    >>> X.tolist(), y.tolist()
+    ([[1.0, 0.5], [3.0, 1.5]], [1, 0])
     """
     feature_names = tuple(feature_names)
     if target is not None and class_names is None:
@@ -489,7 +519,17 @@ def batches(
     n: int, batch_size: int, rng: np.random.Generator, *, shuffle: bool = True
 ) -> Iterator[np.ndarray]:
     """Index arrays covering ``range(n)`` once, in a fresh permutation from ``rng`` when
-    ``shuffle``; the last batch may be smaller. The permutation is drawn on the call."""
+    ``shuffle``; the last batch may be smaller. The permutation is drawn on the call.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.data import batches
+    >>> [b.tolist() for b in batches(5, 2, np.random.default_rng(0))]
+    [[2, 4], [3, 0], [1]]
+    >>> [b.tolist() for b in batches(5, 2, np.random.default_rng(0), shuffle=False)]
+    [[0, 1], [2, 3], [4]]
+    """
     n = check_positive_int(n, "n")
     batch_size = check_positive_int(batch_size, "batch_size")
     if not isinstance(rng, np.random.Generator):

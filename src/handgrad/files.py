@@ -18,6 +18,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     ``path``. On an exception the temporary file is removed and ``path`` is untouched.
 
     ``mode`` is ``"wb"`` (binary) or ``"w"`` (text, UTF-8, newline as written).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from handgrad.files import atomic_write
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "notes.txt"
+    ...     with atomic_write(path, "w") as f:
+    ...         _ = f.write("hello")
+    ...     print(path.read_text(), [p.name for p in Path(folder).iterdir()])  # no temporary left
+    hello ['notes.txt']
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")

@@ -37,7 +37,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Stencil:
-    """``derivative ~= sum_k weights[k] * L(p + offsets[k] * h) / h``, error O(h^order)."""
+    """``derivative ~= sum_k weights[k] * L(p + offsets[k] * h) / h``, error O(h^order).
+
+    Examples
+    --------
+    >>> from handgrad.finite_differences import make_stencil
+    >>> s = make_stencil("central")
+    >>> s.offsets, s.weights, s.order
+    ((1.0, -1.0), (0.5, -0.5), 2)
+    >>> h = 1e-3  # d/dp p^2 at p = 1:
+    >>> round(sum(w * (1 + o * h) ** 2 for o, w in zip(s.offsets, s.weights)) / h, 6)
+    2.0
+    """
 
     name: str
     offsets: tuple[float, ...]
@@ -47,7 +58,17 @@ class Stencil:
 
 def make_stencil(stencil: str = "central", richardson: int = 0) -> Stencil:
     """The central difference (O(h^2)), the 4-point stencil (O(h^4)), or the central
-    difference extrapolated by Richardson over h, h/2, ..., h/2^richardson."""
+    difference extrapolated by Richardson over h, h/2, ..., h/2^richardson.
+
+    Examples
+    --------
+    >>> from handgrad.finite_differences import make_stencil
+    >>> make_stencil("4-point").offsets, make_stencil("4-point").order
+    ((2.0, 1.0, -1.0, -2.0), 4)
+    >>> richardson = make_stencil("central", richardson=2)
+    >>> richardson.name, richardson.order, len(richardson.offsets)
+    ('central + Richardson x2', 6, 6)
+    """
     if stencil not in ("central", "4-point"):
         raise ValueError(f"stencil must be 'central' or '4-point', got {stencil!r}")
     if isinstance(richardson, bool) or not isinstance(richardson, int) or richardson < 0:
@@ -72,7 +93,16 @@ def make_stencil(stencil: str = "central", richardson: int = 0) -> Stencil:
 
 
 def steps(values: np.ndarray, eps: float, scaled: bool) -> np.ndarray:
-    """The step per element: ``eps``, or ``eps * max(1, |p|)`` when ``scaled``."""
+    """The step per element: ``eps``, or ``eps * max(1, |p|)`` when ``scaled``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.finite_differences import steps
+    >>> values = np.array([0.5, -3.0, 200.0])
+    >>> print(steps(values, 1e-6, scaled=False), steps(values, 1e-6, scaled=True))
+    [1.e-06 1.e-06 1.e-06] [1.e-06 3.e-06 2.e-04]
+    """
     return eps * np.maximum(1.0, np.abs(values)) if scaled else np.full(values.shape, eps)
 
 
@@ -88,6 +118,16 @@ def estimate(
     displacement (one stencil offset ``k`` at a time). Displacements are the steps as
     stored: ``fl(p + c h) - p``. The central stencil divides by the stored distance, as the
     seed notebook's loop does; the others by the nominal step.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.finite_differences import estimate, make_stencil, steps
+    >>> values = np.array([1.0, 2.0])
+    >>> def losses_at(offset, d):  # L = sum(p^3) with element i moved by d[i]; dL/dp = 3 p^2
+    ...     return np.sum(values**3) - values**3 + (values + d) ** 3
+    >>> print(estimate(losses_at, values, steps(values, 1e-4, False), make_stencil()).round(6))
+    [ 3. 12.]
     """
     total = np.zeros(values.shape, dtype=np.float64)
     stored = []
@@ -103,7 +143,17 @@ def estimate(
 
 
 class LoopEvaluator:
-    """Losses at perturbed points, one element at a time, in place; always restores."""
+    """Losses at perturbed points, one element at a time, in place; always restores.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.finite_differences import LoopEvaluator
+    >>> p = np.array([1.0, 2.0])
+    >>> loop = LoopEvaluator(lambda: float(np.sum(p**2)), "p")
+    >>> print(loop(p, np.array([0, 1]), np.array([0.5, -1.0])), p)  # 1.5^2 + 2^2, 1^2 + 1^2
+    [6.25 2.  ] [1. 2.]
+    """
 
     def __init__(self, loss_at: Callable[[], float], name: str) -> None:
         self.loss_at = loss_at
@@ -126,7 +176,19 @@ class LoopEvaluator:
 @dataclass
 class Columns:
     """Copies of a (batch, width) array ``base`` that differ from it in one column each:
-    copy i has column ``columns[i]`` replaced by ``values[i]`` (batch,)."""
+    copy i has column ``columns[i]`` replaced by ``values[i]`` (batch,).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.finite_differences import Columns
+    >>> copies = Columns(np.zeros((2, 3)), np.array([0, 2]), np.array([[1.0, 2.0], [5.0, 6.0]]))
+    >>> copies.dense().shape
+    (2, 2, 3)
+    >>> print(copies.dense()[1])  # copy 1: column 2 replaced by [5, 6]
+    [[0. 0. 5.]
+     [0. 0. 6.]]
+    """
 
     base: Any
     columns: Any
@@ -158,6 +220,18 @@ class BatchedEvaluator:
 
     Layers without them get dense stacks (any layer that broadcasts over a leading axis),
     and a perturbed layer without ``perturbed_columns`` runs once per copy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.finite_differences import BatchedEvaluator, LoopEvaluator
+    >>> layer, x = hg.Linear(3, 2, rng=0), np.random.default_rng(0).standard_normal((4, 3))
+    >>> batched = BatchedEvaluator([layer], x, lambda y: (y**2).sum(axis=(-2, -1)), 2**20)
+    >>> loop = LoopEvaluator(lambda: float((layer.forward(x) ** 2).sum()), "weight")
+    >>> w, flat, moves = layer.params["weight"], np.arange(6), np.full(6, 1e-3)
+    >>> bool(np.allclose(batched.losses(0, "weight", w, flat, moves), loop(w, flat, moves)))
+    True
     """
 
     def __init__(

@@ -86,7 +86,19 @@ _FLOAT64_EPS = float(np.finfo(np.float64).eps)
 
 
 class GradientCheckWarning(UserWarning):
-    """A gradient check was asked of data it cannot resolve well (e.g. float32)."""
+    """A gradient check was asked of data it cannot resolve well (e.g. float32).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = hg.numerical_gradient(lambda v: (v**2).sum(), np.ones(2, dtype=np.float32))
+    >>> [type(w.message).__name__ for w in caught], issubclass(hg.GradientCheckWarning, UserWarning)
+    (['GradientCheckWarning'], True)
+    """
 
 
 def relative_difference(a: Any, b: Any, floor: float = RELATIVE_FLOOR) -> Any:

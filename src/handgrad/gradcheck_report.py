@@ -25,6 +25,15 @@ class ParameterCheck:
     ``checked`` elements were compared (all of them in full mode); ``errors`` holds their
     relative differences, for pictures. A row for a random direction of the fast mode has
     shape ``()`` and compares one directional derivative.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> x = np.random.default_rng(0).standard_normal((4, 3))
+    >>> check = hg.check_layer(hg.Linear(3, 2, rng=0), x)["weight"]
+    >>> check.shape, check.n_checked, check.passed, check.max_rel_diff < 1e-6
+    ((2, 3), 6, True, True)
     """
 
     name: str
@@ -94,7 +103,20 @@ def _finite_or_none(value: float) -> float | None:
 
 @dataclass(frozen=True)
 class GradientCheckReport:
-    """The outcome of a gradient check, one :class:`ParameterCheck` per array checked."""
+    """The outcome of a gradient check, one :class:`ParameterCheck` per array checked.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> rng = np.random.default_rng(0)
+    >>> model, x, y = hg.mlp([4, 5, 3], rng=rng), rng.standard_normal((6, 4)), rng.integers(0, 3, 6)
+    >>> report = hg.check_gradients(model, hg.CrossEntropyLoss(), x, y, mode="sample", samples=4)
+    >>> report.passed, report.mode, [check.n_checked for check in report.checks]
+    (True, 'sample', [4, 4, 4, 3])
+    >>> report.to_dict()["checks"][0]["name"], report.failures
+    ('0.weight', ())
+    """
 
     checks: tuple[ParameterCheck, ...]
     eps: float
@@ -236,6 +258,19 @@ class GradientCheckError(HandgradError, ValueError):
 
     A :class:`~handgrad.errors.HandgradError`, and a ``ValueError``, so the seed notebook's
     ``except ValueError`` still catches it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> class Doubled(hg.Tanh):  # a slip: dL/dx twice too large
+    ...     def backward(self, dy):
+    ...         return 2 * super().backward(dy)
+    >>> try:
+    ...     hg.check_layer(Doubled(), np.random.default_rng(0).standard_normal((4, 3)))
+    ... except hg.GradientCheckError as err:
+    ...     print(type(err).__name__, err.failure.name, isinstance(err, ValueError))
+    GradientCheckError x True
     """
 
     def __init__(self, report: GradientCheckReport) -> None:
@@ -261,6 +296,15 @@ def compare(
 
     An element is off when ``|a - n| > max(threshold * (|a| + |n|), atol)``; the relative
     difference reported is ``|a - n| / max(|a| + |n|, atol / threshold)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck_report import compare
+    >>> analytic, numeric = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0, 4.1])
+    >>> check = compare("w", (2, 2), np.arange(4), analytic, numeric, threshold=1e-6, atol=1e-9)
+    >>> check.passed, check.n_failed, check.worst_index, round(check.max_rel_diff, 4)  # 0.1 / 8.1
+    (False, 1, (1, 1), 0.0123)
     """
     if flat.size == 0:
         return ParameterCheck(name, shape, 0.0, 0.0, (), 0.0, 0.0, 0, checked=0)

@@ -24,7 +24,18 @@ Initialiser = Callable[[tuple[int, int], np.random.Generator], np.ndarray]
 
 
 def make_rng(rng: int | np.random.Generator | None) -> np.random.Generator:
-    """Return a ``numpy.random.Generator`` from a seed, a generator (used as is) or None."""
+    """Return a ``numpy.random.Generator`` from a seed, a generator (used as is) or None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.init import make_rng
+    >>> make_rng(0).integers(0, 100, 3).tolist() == make_rng(0).integers(0, 100, 3).tolist()
+    True
+    >>> generator = np.random.default_rng(1)
+    >>> make_rng(generator) is generator
+    True
+    """
     if rng is not None and not isinstance(rng, int | np.random.Generator):
         raise TypeError(
             f"rng must be an int seed, a numpy.random.Generator or None, got {type(rng).__name__}"
@@ -37,7 +48,16 @@ def make_rng(rng: int | np.random.Generator | None) -> np.random.Generator:
 def scaled_normal(
     shape: tuple[int, int], rng: np.random.Generator, scale: float = 0.01
 ) -> np.ndarray:
-    """The seed notebook's ``randn(out, in) * 0.01``: small normal weights."""
+    """The seed notebook's ``randn(out, in) * 0.01``: small normal weights.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.init import scaled_normal
+    >>> w = scaled_normal((20, 30), np.random.default_rng(0))
+    >>> w.shape, round(float(w.std()), 3)
+    ((20, 30), 0.01)
+    """
     return rng.standard_normal(shape) * check_positive_float(scale, "scale")
 
 
@@ -47,6 +67,14 @@ def glorot_uniform(
     """Uniform in +-sqrt(factor / (fan_in + fan_out)).
 
     ``factor=6`` is Glorot and Bengio's; scikit-learn's MLP uses 2 before a sigmoid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.init import glorot_uniform
+    >>> w = glorot_uniform((20, 30), np.random.default_rng(0))
+    >>> w.shape, bool(np.all(np.abs(w) <= np.sqrt(6 / (30 + 20))))
+    ((20, 30), True)
     """
     fan_out, fan_in = shape
     bound = np.sqrt(check_positive_float(factor, "factor") / (fan_in + fan_out))
@@ -54,7 +82,16 @@ def glorot_uniform(
 
 
 def he_normal(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Normal with standard deviation sqrt(2 / fan_in), for ReLU layers (He et al.)."""
+    """Normal with standard deviation sqrt(2 / fan_in), for ReLU layers (He et al.).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.init import he_normal
+    >>> w = he_normal((500, 200), np.random.default_rng(0))
+    >>> w.shape, round(float(w.std()), 2)  # sqrt(2 / 200) = 0.1
+    ((500, 200), 0.1)
+    """
     return rng.standard_normal(shape) * np.sqrt(2.0 / shape[1])
 
 
@@ -68,7 +105,17 @@ _NAMED: dict[str, Initialiser] = {
 
 def get_initialiser(init: str | Initialiser) -> Initialiser:
     """Return the initialiser named ``init`` ('seed', 'glorot', 'glorot_sigmoid', 'he'),
-    or ``init`` itself if it is callable."""
+    or ``init`` itself if it is callable.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.init import get_initialiser, he_normal
+    >>> get_initialiser("he") is he_normal
+    True
+    >>> get_initialiser("glorot_sigmoid")((3, 4), np.random.default_rng(0)).shape
+    (3, 4)
+    """
     if callable(init):
         return init
     if init not in _NAMED:

@@ -41,7 +41,18 @@ _ACTIVATIONS = {cls.__name__: cls for cls in (Sigmoid, Tanh, ReLU, Softmax, LogS
 
 
 def architecture(model: Sequential) -> list[dict[str, Any]]:
-    """The model as a JSON-ready list of layer descriptions."""
+    """The model as a JSON-ready list of layer descriptions.
+
+    Examples
+    --------
+    >>> import handgrad as hg
+    >>> from handgrad.io import architecture
+    >>> spec = architecture(hg.mlp([4, 3, 2], rng=0))
+    >>> [layer["type"] for layer in spec]
+    ['Linear', 'Sigmoid', 'Linear']
+    >>> spec[0]
+    {'type': 'Linear', 'in_features': 4, 'out_features': 3, 'bias': True}
+    """
     spec = []
     for i, layer in enumerate(model.layers):
         if type(layer) is Linear:
@@ -65,7 +76,16 @@ def architecture(model: Sequential) -> list[dict[str, Any]]:
 
 def build(spec: list[dict[str, Any]], **options: Any) -> Sequential:
     """The Sequential that ``spec`` (from :func:`architecture`) describes, with fresh weights;
-    ``options`` (backend, dtype, device) go to each Linear."""
+    ``options`` (backend, dtype, device) go to each Linear.
+
+    Examples
+    --------
+    >>> import handgrad as hg
+    >>> from handgrad.io import architecture, build
+    >>> model = build(architecture(hg.mlp([4, 3, 2], rng=0)), dtype="float32")
+    >>> len(model), model.params()["0.weight"].shape, model.params()["0.weight"].dtype.name
+    (3, (3, 4), 'float32')
+    """
     layers = []
     for i, entry in enumerate(spec):
         kind = entry.get("type") if isinstance(entry, dict) else None
@@ -81,7 +101,20 @@ def build(spec: list[dict[str, Any]], **options: Any) -> Sequential:
 
 
 def save_classifier(path: str | os.PathLike, classifier: Classifier) -> Path:
-    """Write ``classifier`` to ``path`` (an ``.npz`` file), atomically."""
+    """Write ``classifier`` to ``path`` (an ``.npz`` file), atomically.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import handgrad as hg
+    >>> from handgrad.classifier import Classifier
+    >>> from handgrad.io import read_archive, save_classifier
+    >>> classifier = Classifier(hg.mlp([2, 2], rng=0), None, ("no", "yes"), ("a", "b"))
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     meta, arrays = read_archive(save_classifier(f"{folder}/model.npz", classifier))
+    >>> meta["format"], meta["class_names"], list(arrays)
+    ('handgrad-model', ['no', 'yes'], ['param/0.weight', 'param/0.bias'])
+    """
     meta = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -99,7 +132,20 @@ def save_classifier(path: str | os.PathLike, classifier: Classifier) -> Path:
 
 
 def write_archive(path: str | os.PathLike, arrays: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """Write ``arrays`` and the JSON ``meta`` as one ``.npz`` file, atomically."""
+    """Write ``arrays`` and the JSON ``meta`` as one ``.npz`` file, atomically.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from handgrad.io import write_archive
+    >>> header = {"format": "notes", "version": 1}
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = write_archive(f"{folder}/notes.npz", {"w": np.ones(2)}, header)
+    ...     with np.load(path) as archive:  # plain arrays, and the JSON as one string
+    ...         print(path.name, sorted(archive.files), archive["meta"].dtype.kind)
+    notes.npz ['meta', 'w'] U
+    """
     path = Path(path)
     with atomic_write(path, "wb") as f:
         np.savez(f, **arrays, meta=np.array(json.dumps(meta)))
@@ -110,7 +156,20 @@ def read_archive(
     path: str | os.PathLike, kind: str = FORMAT, what: str = "model file"
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read a file written by :func:`write_archive` whose metadata says it is a ``kind``;
-    every problem is a :class:`ModelFileError` that names the file."""
+    every problem is a :class:`ModelFileError` that names the file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from handgrad.io import read_archive, write_archive
+    >>> header = {"format": "notes", "version": 1}  # the kind and version are checked
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = write_archive(f"{folder}/notes.npz", {"w": np.ones(2)}, header)
+    ...     meta, arrays = read_archive(path, kind="notes")
+    >>> meta == header, arrays["w"].tolist()
+    (True, [1.0, 1.0])
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(
@@ -201,7 +260,22 @@ def _check_model(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
 
 def load_classifier(path: str | os.PathLike, **options: Any) -> Classifier:
     """Read a classifier written by :func:`save_classifier`; ``options`` (backend, dtype,
-    device) say where its model should live (default NumPy, float64)."""
+    device) say where its model should live (default NumPy, float64).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.classifier import Classifier
+    >>> from handgrad.io import load_classifier, save_classifier
+    >>> saved = Classifier(hg.mlp([2, 2], rng=0), None, ("no", "yes"), ("a", "b"))
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     loaded = load_classifier(save_classifier(f"{folder}/model.npz", saved))
+    >>> X = np.eye(2)
+    >>> loaded.class_names, bool(np.all(loaded.predict_proba(X) == saved.predict_proba(X)))
+    (('no', 'yes'), True)
+    """
     path = Path(path)
     meta, arrays = read_archive(path)
     try:

@@ -31,7 +31,17 @@ def _check_layer(layer: Any, where: str) -> None:
 
 def named_layers(model: Any) -> list[tuple[str, Layer]]:
     """Return ``(prefix, layer)`` pairs: ``("0.", layer0), ...`` for a Sequential, or
-    ``("", model)`` for a single layer, so that ``prefix + name`` names each parameter."""
+    ``("", model)`` for a single layer, so that ``prefix + name`` names each parameter.
+
+    Examples
+    --------
+    >>> import handgrad as hg
+    >>> from handgrad.model import named_layers
+    >>> [(prefix, type(layer).__name__) for prefix, layer in named_layers(hg.mlp([4, 3, 2]))]
+    [('0.', 'Linear'), ('1.', 'Sigmoid'), ('2.', 'Linear')]
+    >>> [prefix + name for prefix, layer in named_layers(hg.Linear(4, 3)) for name in layer.params]
+    ['weight', 'bias']
+    """
     if isinstance(model, Sequential):
         return [(f"{i}.", layer) for i, layer in enumerate(model.layers)]
     _check_layer(model, "model")

@@ -43,7 +43,21 @@ def _check_non_negative(value: Any, name: str) -> float:
 
 
 class Optimizer:
-    """Base class: the parameters by name, the learning rate, and the gradient look-up."""
+    """Base class: the parameters by name, the learning rate, and the gradient look-up.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.optim import Optimizer
+    >>> class SignSGD(Optimizer):  # a subclass writes update: p -= lr * sign(grad)
+    ...     def update(self, grads):
+    ...         for p, g in zip(self.params, grads):
+    ...             p -= self.lr * np.sign(g)
+    >>> w = np.array([1.0, -1.0])
+    >>> SignSGD({"w": w}, lr=0.5).step({"w": np.array([3.0, -0.1])})
+    >>> print(w)
+    [ 0.5 -0.5]
+    """
 
     def __init__(self, params: Mapping[str, Any], lr: float) -> None:
         if not isinstance(params, Mapping) or not params:

@@ -40,6 +40,17 @@ def plot_curves(
     -------
     Path
         ``path``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from handgrad.plots import plot_curves
+    >>> history = {"epoch": [1, 2, 3], "train_loss": [0.9, 0.5, 0.4], "val_loss": [1.0, 0.6, 0.7]}
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = plot_curves(history, Path(folder) / "curves.png")  # one panel: loss
+    ...     print(path.name, path.read_bytes()[1:4] == b"PNG")
+    curves.png True
     """
     epochs, series = _check(history)
     target = Path(path)

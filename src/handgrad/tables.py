@@ -9,7 +9,16 @@ __all__ = ["format_table"]
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Return ``rows`` under ``headers`` as aligned columns; a column whose cells are all
-    numbers is right-aligned."""
+    numbers is right-aligned.
+
+    Examples
+    --------
+    >>> from handgrad.tables import format_table
+    >>> print(format_table(["split", "loss"], [["train", "0.25"], ["validation", "1.5"]]))
+    split       loss
+    train       0.25
+    validation   1.5
+    """
     columns = list(zip(headers, *rows, strict=True)) if rows else [(h,) for h in headers]
     widths = [max(len(cell) for cell in column) for column in columns]
     numeric = [

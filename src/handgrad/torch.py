@@ -39,7 +39,20 @@ def _tensor(a: Any, dtype: Any = None, device: Any = None) -> torch.Tensor:
 
 
 class LayerFunction:
-    """``f(x, *params) -> y`` computed by a handgrad layer; see :func:`as_function`."""
+    """``f(x, *params) -> y`` computed by a handgrad layer; see :func:`as_function`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import handgrad as hg
+    >>> from handgrad.torch import LayerFunction
+    >>> f = LayerFunction(hg.Linear(3, 2, rng=0))
+    >>> x = torch.ones(4, 3, dtype=torch.float64, requires_grad=True)
+    >>> weight, bias = f.parameters()
+    >>> f(x, weight, bias).sum().backward()  # runs the layer's hand-written backward
+    >>> f.names, x.grad.shape, bias.grad.tolist()
+    (('weight', 'bias'), torch.Size([4, 3]), [4.0, 4.0])
+    """
 
     def __init__(self, layer: Any, backend: str | None = None) -> None:
         pairs = named_layers(layer)  # TypeError, naming what is missing, for a non-layer
@@ -172,7 +185,20 @@ def as_function(layer: Any, *, backend: str | None = None) -> LayerFunction:
 
 
 class LayerModule(torch.nn.Module):
-    """A layer as a ``torch.nn.Module`` with its own ``nn.Parameter``s; see :func:`as_module`."""
+    """A layer as a ``torch.nn.Module`` with its own ``nn.Parameter``s; see :func:`as_module`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import handgrad as hg
+    >>> from handgrad.torch import LayerModule
+    >>> module = LayerModule(hg.mlp([3, 4, 2], rng=0))
+    >>> start = module.get_parameter("2_bias").detach().clone()
+    >>> module(torch.ones(5, 3, dtype=torch.float64)).pow(2).sum().backward()
+    >>> torch.optim.SGD(module.parameters(), lr=0.1).step()  # torch.optim trains it
+    >>> module.param_names["2_bias"], bool(torch.equal(module.get_parameter("2_bias"), start))
+    ('2.bias', False)
+    """
 
     def __init__(self, layer: Any, dtype: Any = None, backend: str | None = None) -> None:
         super().__init__()

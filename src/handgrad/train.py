@@ -31,7 +31,19 @@ _COLUMNS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accu
 
 @dataclass
 class History:
-    """What happened in each epoch, and how training ended."""
+    """What happened in each epoch, and how training ended.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.optim import SGD
+    >>> from handgrad.train import fit
+    >>> model, X, y = hg.mlp([2, 2], rng=0), np.eye(2), np.array([0, 1])
+    >>> history = fit(model, hg.CrossEntropyLoss(), SGD(model.params(), lr=0.5), X, y, epochs=3)
+    >>> history.epoch, [round(loss, 4) for loss in history.train_loss], history.val_loss
+    ([1, 2, 3], [0.6231, 0.505, 0.4237], [])
+    """
 
     epoch: list[int] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
@@ -73,7 +85,21 @@ def _on_model(model: Sequential, X: Any, y: Any) -> tuple[Any, Any]:
 @dataclass
 class Progress:
     """Where a run of :func:`fit` stands: enough, with the model's weights and the
-    optimizer's state, to go on exactly as if it had never stopped."""
+    optimizer's state, to go on exactly as if it had never stopped.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.optim import SGD
+    >>> from handgrad.train import fit
+    >>> model, X, y = hg.mlp([2, 2], rng=0), np.eye(2), np.array([0, 1])
+    >>> seen = []  # fit hands its Progress to checkpoint() every checkpoint_every epochs
+    >>> history = fit(model, hg.CrossEntropyLoss(), SGD(model.params()), X, y, epochs=3,
+    ...               checkpoint=lambda p: seen.append((p.epoch, p.step)), checkpoint_every=1)
+    >>> seen
+    [(1, 1), (2, 2), (3, 3)]
+    """
 
     history: History = field(default_factory=History)
     epoch: int = 0  # epochs completed
@@ -100,7 +126,18 @@ def _check_data(X: Any, y: Any, prefix: str) -> None:
 
 
 def evaluate(model: Sequential, loss: Any, X: Any, y: Any) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` on ``(X, y)`` (arrays of the model's library)."""
+    """Mean loss and accuracy of ``model`` on ``(X, y)`` (arrays of the model's library).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.train import evaluate
+    >>> model, X, y = hg.mlp([2, 2], rng=0), np.eye(2), np.array([0, 1])
+    >>> loss, accuracy = evaluate(model, hg.CrossEntropyLoss(), X, y)
+    >>> round(loss, 4), accuracy
+    (0.6231, 0.5)
+    """
     xp = namespace(X)
     logits = model.forward(X)
     value = float(loss.forward(logits, y))

@@ -48,6 +48,17 @@ def check_array(
         Require a real floating-point dtype.
     finite : bool
         Require every element to be finite (no NaN or infinity).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.validation import check_array
+    >>> check_array(np.zeros((2, 3)), "X", ndim=2).__name__  # the array's namespace
+    'array_api_compat.numpy'
+    >>> check_array(np.array([1.0, np.nan]), "x")
+    Traceback (most recent call last):
+        ...
+    ValueError: x contains NaN or infinity (1 of 2 elements); remove or impute those values first
     """
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(
@@ -83,28 +94,73 @@ def check_not_empty(
 ) -> None:
     """Refuse ``x`` if an axis (one of its ``last`` axes, when given) has length 0: a
     maximum over it has no value and a mean over it divides by zero. ``needs`` says what
-    it must hold, in the message."""
+    it must hold, in the message.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.validation import check_not_empty
+    >>> check_not_empty(np.zeros((2, 3)), "X")  # fine: returns None
+    >>> check_not_empty(np.zeros((0, 3)), "X", needs="at least one row")
+    Traceback (most recent call last):
+        ...
+    ValueError: X must hold at least one row, got shape (0, 3)
+    """
     shape = tuple(int(n) for n in x.shape)
     if 0 in (shape if last is None else shape[len(shape) - last :]):
         raise ValueError(f"{name} must hold {needs}, got shape {shape}")
 
 
 def check_positive_int(value: Any, name: str) -> int:
-    """Return ``value`` as an int if it is a positive integer (bools are refused)."""
+    """Return ``value`` as an int if it is a positive integer (bools are refused).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.validation import check_positive_int
+    >>> check_positive_int(np.int64(32), "batch_size")
+    32
+    >>> check_positive_int(True, "batch_size")
+    Traceback (most recent call last):
+        ...
+    ValueError: batch_size must be a positive integer, got True
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
 def check_positive_float(value: Any, name: str) -> float:
-    """Return ``value`` as a float if it is a finite number greater than zero."""
+    """Return ``value`` as a float if it is a finite number greater than zero.
+
+    Examples
+    --------
+    >>> from handgrad.validation import check_positive_float
+    >>> check_positive_float(1e-6, "eps")
+    1e-06
+    >>> check_positive_float(0, "eps")
+    Traceback (most recent call last):
+        ...
+    ValueError: eps must be a finite number greater than 0, got 0
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
         raise ValueError(f"{name} must be a finite number greater than 0, got {value!r}")
     return float(value)
 
 
 def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
-    """Return ``value`` if it is one of ``choices``."""
+    """Return ``value`` if it is one of ``choices``.
+
+    Examples
+    --------
+    >>> from handgrad.validation import check_choice
+    >>> check_choice("adam", "optimizer", ("sgd", "adam"))
+    'adam'
+    >>> check_choice("rmsprop", "optimizer", ("sgd", "adam"))
+    Traceback (most recent call last):
+        ...
+    ValueError: optimizer must be one of 'sgd', 'adam', got 'rmsprop'
+    """
     choices = tuple(choices)
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
