@@ -32,3 +32,17 @@ def as_torch(a, requires_grad: bool = False):
     torch = pytest.importorskip("torch")
     t = torch.from_numpy(np.array(to_numpy(a)))
     return t.requires_grad_(requires_grad) if requires_grad else t
+
+
+class Square:
+    """y = x^2: a user's layer with nothing but the protocol."""
+
+    def __init__(self):
+        self.params, self.grads = {}, {}
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, dy):
+        return 2 * self.x * dy

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from helpers import as_torch, namespace_or_skip, rel_err
+from helpers import Square, as_torch, namespace_or_skip, rel_err
 
 import handgrad as hg
 from handgrad.backend import convert, to_numpy
@@ -94,19 +94,6 @@ def test_to_moves_every_array_and_keeps_the_numbers(backend):
 
 
 def test_a_users_own_layer_works_in_a_model():
-    class Square:
-        """y = x^2, written by a user."""
-
-        def __init__(self):
-            self.params, self.grads = {}, {}
-
-        def forward(self, x):
-            self.x = x
-            return x * x
-
-        def backward(self, dy):
-            return 2 * self.x * dy
-
     rng = np.random.default_rng(4)
     model = hg.Sequential(hg.Linear(3, 4, rng=rng), Square(), hg.Linear(4, 2, rng=rng))
     x, y = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import Square
 
 import handgrad as hg
 from handgrad.errors import TrainingDivergedError
@@ -235,19 +236,6 @@ def test_without_shuffling_the_batch_seed_changes_nothing():
 
 
 def test_fit_trains_a_model_of_users_layers_and_a_users_loss():
-    class Square:
-        """y = x^2, a user's layer with only the protocol."""
-
-        def __init__(self):
-            self.params, self.grads = {}, {}
-
-        def forward(self, x):
-            self.x = x
-            return x * x
-
-        def backward(self, dy):
-            return 2 * self.x * dy
-
     class ProtocolOnlyLoss:
         """A user's loss with only forward and backward, which fit calls as they are."""
 
