@@ -363,19 +363,21 @@ class _Step:
             else lambda grads: optimizer.step(dict(zip(names, grads, strict=True)))
         )
 
+    def _index(self, index: Any) -> Any:
+        """Row indices in the data's library (NumPy's pass as they are)."""
+        if self.xp is namespace(index):
+            return index
+        return convert(index, self.xp, device=self.X.device)
+
     def batch(self, index: Any) -> tuple[Any, Any]:
         """The features and labels of the rows ``index``."""
-        xp = self.xp
-        if xp is not namespace(index):
-            index = convert(index, xp, device=self.X.device)
-        return xp.take(self.X, index, axis=0), xp.take(self.y, index, axis=0)
+        index = self._index(index)
+        return self.xp.take(self.X, index, axis=0), self.xp.take(self.y, index, axis=0)
 
     def __call__(self, index: Any) -> tuple[float, int]:
         """Forward, loss, backward and update on rows ``index``; the loss and the number of
         rows classified right."""
-        xp = self.xp
-        if xp is not namespace(index):
-            index = convert(index, xp, device=self.X.device)
+        xp, index = self.xp, self._index(index)
         out = xp.take(self.X, index, axis=0)
         labels = xp.take(self.y, index, axis=0)
         for forward in self.forwards:
