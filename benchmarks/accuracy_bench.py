@@ -24,7 +24,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from handgrad.classifier import TrainConfig, train_classifier
+from handgrad.app.trainer import TrainConfig, train_classifier
 from handgrad.data import load_dataset, split
 
 CASES = [

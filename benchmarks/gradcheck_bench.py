@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import handgrad as hg
-from handgrad.gradcheck import DEFAULT_MAX_MEMORY
+from handgrad.gradcheck.check import DEFAULT_MAX_MEMORY
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from zoo import LAYER_BUGS
@@ -67,7 +67,7 @@ def problem(sizes, seed=0):
 def torch_function(model, x, y):
     """The network as a function of its parameters, for torch.autograd.gradcheck."""
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    names = list(model.params())
+    names = list(model.params)
 
     def f(*params):
         p = dict(zip(names, params, strict=True))
@@ -75,7 +75,7 @@ def torch_function(model, x, y):
         logits = torch.nn.functional.linear(h, p["2.weight"], p["2.bias"])
         return torch.nn.functional.cross_entropy(logits, yt)
 
-    inputs = tuple(torch.from_numpy(v.copy()).requires_grad_(True) for v in model.params().values())
+    inputs = tuple(torch.from_numpy(v.copy()).requires_grad_(True) for v in model.params.values())
     return f, inputs
 
 
@@ -89,12 +89,12 @@ def network_times(sizes, skip_slow: bool) -> dict[str, float]:
     """Seconds each contender takes for a full check of one network."""
     model, x, y = problem(sizes)
     loss = hg.CrossEntropyLoss()
-    slow = skip_slow and sum(p.size for p in model.params().values()) > 100_000
+    slow = skip_slow and sum(p.size for p in model.params.values()) > 100_000
     times = {}
     if not slow:
         times["seed loop"], _ = timed(
             lambda: seed_numerical_gradients(
-                tuple(model.params().values()),
+                tuple(model.params.values()),
                 lambda: float(loss.forward(model.forward(x), y)),
                 1e-6,
             )
@@ -166,7 +166,7 @@ def memory() -> None:
 
 def million() -> None:
     model, x, y = problem((1000, 1000, 10))
-    n = sum(p.size for p in model.params().values())
+    n = sum(p.size for p in model.params.values())
     loss = hg.CrossEntropyLoss()
     elapsed, report = timed(lambda: hg.check_gradients(model, loss, x, y, mode="fast", rng=0))
     assert report.passed

@@ -26,8 +26,8 @@ from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_limits
 
 import handgrad as hg
-from handgrad.optim import SGD
-from handgrad.train import fit
+from handgrad.training.fit import fit
+from handgrad.training.optim import SGD
 
 LR = 0.1
 
@@ -60,7 +60,7 @@ def initial(sizes, dtype):
 
 def run_handgrad(sizes, X, y, batch, epochs, dtype, backend="numpy"):
     model = hg.mlp(sizes, "sigmoid", rng=0, dtype=dtype, backend=backend)
-    optimizer = SGD(model.params(), lr=LR)
+    optimizer = SGD(model.params, lr=LR)
     started = time.perf_counter()
     fit(model, hg.CrossEntropyLoss(), optimizer, X, y, epochs=epochs, batch_size=batch, rng=0)
     return time.perf_counter() - started
@@ -135,7 +135,7 @@ def run_sklearn(sizes, X, y, batch, epochs, dtype):
 
 def peak_memory(sizes, X, y, batch, epochs, dtype):
     model = hg.mlp(sizes, "sigmoid", rng=0, dtype=dtype)
-    optimizer = SGD(model.params(), lr=LR)
+    optimizer = SGD(model.params, lr=LR)
     tracemalloc.start()
     fit(model, hg.CrossEntropyLoss(), optimizer, X, y, epochs=epochs, batch_size=batch, rng=0)
     _, peak = tracemalloc.get_traced_memory()

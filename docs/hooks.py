@@ -14,7 +14,7 @@ Math is written in LaTeX (``$...$``, ``$$...$$``); pymdownx.arithmatex keeps it 
 this hook turns it into MathML with latex2mathml when the site is built, which browsers
 show without any script: the site needs nothing from outside.
 
-The docstrings use Sphinx's roles (``:class:`~handgrad.model.Sequential```), which
+The docstrings use Sphinx's roles (``:class:`~handgrad.Sequential```), which
 Markdown shows as text; the reference pages turn them into links where the target is
 documented (autorefs resolves them), and into code where it is not."""
 

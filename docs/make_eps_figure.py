@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import handgrad as hg
-from handgrad.gradcheck import DEFAULT_EPS, NOISE_FACTOR
+from handgrad.gradcheck.check import DEFAULT_EPS, NOISE_FACTOR
 
 OUT = Path(__file__).resolve().parent / "images" / "eps_error.png"
 U = float(np.finfo(np.float64).eps)  # 2.2e-16, float64's machine epsilon

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 import handgrad as hg
-from handgrad.classifier import TrainConfig, train_classifier
+from handgrad.app.plots import plot_curves
+from handgrad.app.trainer import TrainConfig, train_classifier
 from handgrad.data import batches, load_dataset, split
-from handgrad.plots import plot_curves
 
 torch.manual_seed(0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handgrad.backend import get_namespace, to_numpy
+from handgrad.core.arrays import get_namespace, to_numpy
 
 BACKENDS = ("numpy", "torch", "array_api_strict")
 

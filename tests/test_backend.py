@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from helpers import namespace_or_skip
 
-from handgrad import backend
+from handgrad.core import arrays as backend
 
 torch = pytest.importorskip("torch")
 

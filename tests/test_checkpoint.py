@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import handgrad as hg
-from handgrad.checkpoint import load_checkpoint, save_checkpoint
-from handgrad.classifier import Classifier
-from handgrad.errors import ModelFileError, TrainingInterruptedError
-from handgrad.io import load_classifier, save_classifier
-from handgrad.optim import SGD, Adam
-from handgrad.train import fit
+from handgrad.app.classifier import Classifier
+from handgrad.app.model_files import load_classifier, save_classifier
+from handgrad.core.errors import ModelFileError, TrainingInterruptedError
+from handgrad.training.checkpoint import load_checkpoint, save_checkpoint
+from handgrad.training.fit import fit
+from handgrad.training.optim import SGD, Adam
 
 
 def _data(rng, n=90):
@@ -27,7 +27,7 @@ def _data(rng, n=90):
 
 def _run(make_optimizer, X, y, val, *, stop_at=None, start=None, saved=None, tmp=None):
     model = hg.mlp([4, 6, 3], "tanh", rng=0)
-    optimizer = make_optimizer(model.params())
+    optimizer = make_optimizer(model.params)
     if saved is not None:
         model.load_state_dict(saved.params)
         optimizer.load_state_dict(saved.optimizer_state)
@@ -84,8 +84,8 @@ def test_a_resumed_run_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path, make, 
     saved = load_checkpoint(path)
     assert saved.progress.step == stop_at
     model, history = _run(make, X, y, val, saved=saved, tmp=path)
-    for k, v in reference.params().items():
-        np.testing.assert_array_equal(model.params()[k], v)
+    for k, v in reference.params.items():
+        np.testing.assert_array_equal(model.params[k], v)
     assert history.as_dict() == ref_history.as_dict()
     assert history.best_epoch == ref_history.best_epoch
 
@@ -125,7 +125,7 @@ CLI = [
 
 
 def _params(path):
-    return load_classifier(path).model.params()
+    return load_classifier(path).model.params
 
 
 @pytest.fixture(scope="module")

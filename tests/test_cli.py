@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from handgrad.cli import main
+from handgrad.cli.main import main
 
 
 def test_check_runs_the_seed_network_and_a_model(capsys):
@@ -46,7 +46,7 @@ def test_check_with_options_and_the_torch_backend(capsys):
     [
         (["check", "--hidden", "0"], "must be a positive integer, got 0"),
         (["check", "--eps", "-1"], "must be a finite number greater than 0"),
-        (["check", "--activation", "gelu"], "invalid choice: 'gelu'"),
+        (["check", "--activation", "sine"], "invalid choice: 'sine'"),
         ([], "required: COMMAND"),
     ],
 )
@@ -138,8 +138,8 @@ def test_check_json_and_plot(user_package, capsys):
     [
         (["check", "userlayers:Nope"], "module 'userlayers' has no 'Nope'"),
         (["check", "nosuchmodule:Layer"], "cannot import 'nosuchmodule': ModuleNotFoundError"),
-        (["check", "userlayers"], "TARGET must look like module:Class"),
-        (["check", "--input-shape", "4,3"], "--input-shape goes with a TARGET"),
+        (["check", "userlayers"], "LAYER must look like module:Class"),
+        (["check", "--input-shape", "4,3"], "--input-shape goes with a LAYER"),
         (["check", "userlayers:np"], "does not follow the layer protocol"),
     ],
 )

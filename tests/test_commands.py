@@ -5,8 +5,8 @@ import csv
 import numpy as np
 import pytest
 
-from handgrad.cli import main
-from handgrad.io import load_classifier
+from handgrad.app.model_files import load_classifier
+from handgrad.cli.main import main
 
 pytest.importorskip("sklearn")
 
@@ -62,7 +62,7 @@ def test_same_seed_same_model_bit_for_bit(tmp_path):
             )
             == 0
         )
-    a, b = (load_classifier(tmp_path / r / "model.npz").model.params() for r in ("a", "b"))
+    a, b = (load_classifier(tmp_path / r / "model.npz").model.params for r in ("a", "b"))
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     assert (tmp_path / "a" / "history.csv").read_text() == (

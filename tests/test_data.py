@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from sklearn import datasets as skdatasets
 from sklearn.preprocessing import StandardScaler
 
+from handgrad.core.errors import DataError
 from handgrad.data import (
     DATASETS,
     Dataset,
@@ -20,7 +21,6 @@ from handgrad.data import (
     load_features,
     split,
 )
-from handgrad.errors import DataError
 
 IRIS_LIKE = "a,b,species\n1.5,2,setosa\n3,4,virginica\n5,6,setosa\n7,8,versicolor\n"
 

@@ -282,5 +282,5 @@ def test_the_site_builds_strict(tmp_path):
     for html in site.rglob("*.html"):  # nothing is fetched from elsewhere
         text = html.read_text(encoding="utf-8")
         assert not re.search(r'<(script|link)[^>]+(src|href)="https?://', text), html
-    reference = (site / "reference" / "gradcheck" / "index.html").read_text(encoding="utf-8")
+    reference = (site / "reference" / "gradcheck.check" / "index.html").read_text(encoding="utf-8")
     assert "raise_on_failure" in reference and "Examples" in reference

@@ -18,8 +18,16 @@ import numpy as np
 import pytest
 
 import handgrad as hg
-from handgrad.classifier import Classifier
-from handgrad.cli import main
+from handgrad.app.classifier import Classifier
+from handgrad.app.model_files import load_classifier, save_classifier
+from handgrad.cli.main import main
+from handgrad.core.errors import (
+    DataError,
+    HandgradError,
+    ModelFileError,
+    NonFiniteLossError,
+    TrainingDivergedError,
+)
 from handgrad.data import (
     Standardiser,
     batches,
@@ -28,17 +36,10 @@ from handgrad.data import (
     load_features,
     split,
 )
-from handgrad.errors import (
-    DataError,
-    HandgradError,
-    ModelFileError,
-    NonFiniteLossError,
-    TrainingDivergedError,
-)
-from handgrad.gradcheck import GradientCheckError
-from handgrad.io import load_classifier, save_classifier
-from handgrad.optim import SGD, Adam, make_optimizer, make_schedule
-from handgrad.train import fit
+from handgrad.gradcheck.check import GradientCheckError
+from handgrad.training.fit import fit
+from handgrad.training.optim import SGD, Adam, make_optimizer
+from handgrad.training.schedules import make_schedule
 
 ERRORS_MD = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 CLI_TYPES = ("exit 2",)
@@ -218,7 +219,7 @@ def _fit(X=None, y=None, **options):
     model = hg.mlp([3, 2], rng=0)
     X = np.ones((4, 3)) if X is None else X
     y = np.array([0, 1, 0, 1]) if y is None else y
-    optimizer = SGD(model.params(), lr=options.pop("lr", 0.1))
+    optimizer = SGD(model.params, lr=options.pop("lr", 0.1))
     return fit(model, hg.CrossEntropyLoss(), optimizer, X, y, **options)
 
 
@@ -305,7 +306,7 @@ TRIGGERS = {
     "mlp-sizes-short": lambda: hg.mlp([3]),
     "mlp-size-zero": lambda: hg.mlp([3, 0, 2]),
     "mlp-size-float": lambda: hg.mlp([3, 2.5, 2]),
-    "mlp-activation": lambda: hg.mlp([3, 2], activation="gelu"),
+    "mlp-activation": lambda: hg.mlp([3, 2], activation="sine"),
     "simplenn-backend": lambda: hg.SimpleNN(3, 4, 2, backend="jax"),
     "simplenn-x-shape": lambda: hg.SimpleNN(3, 4, 2).forward(np.ones((4, 1))),
     "simplenn-label-shape": lambda: hg.SimpleNN(3, 4, 2).loss(np.ones((3, 1)), np.ones((2, 2))),
@@ -339,18 +340,18 @@ TRIGGERS = {
     ),
     "relative-difference-floor": lambda: hg.relative_difference(np.ones(2), np.ones(2), -1.0),
     # optimizers and schedules
-    "optimizer-lr": lambda: SGD(hg.mlp([2, 2]).params(), lr=0),
-    "optimizer-lr-nan": lambda: Adam(hg.mlp([2, 2]).params(), lr=float("nan")),
+    "optimizer-lr": lambda: SGD(hg.mlp([2, 2]).params, lr=0),
+    "optimizer-lr-nan": lambda: Adam(hg.mlp([2, 2]).params, lr=float("nan")),
     "optimizer-params": lambda: SGD({}, lr=0.1),
-    "optimizer-grads-missing": lambda: SGD(hg.mlp([2, 2]).params()).step({}),
-    "sgd-momentum": lambda: SGD(hg.mlp([2, 2]).params(), momentum=1.0),
-    "sgd-nesterov-without-momentum": lambda: SGD(hg.mlp([2, 2]).params(), nesterov=True),
-    "sgd-weight-decay": lambda: SGD(hg.mlp([2, 2]).params(), weight_decay=-1e-4),
-    "adam-betas-pair": lambda: Adam(hg.mlp([2, 2]).params(), betas=(0.9,)),
-    "adam-beta-range": lambda: Adam(hg.mlp([2, 2]).params(), betas=(1.0, 0.999)),
-    "adam-eps": lambda: Adam(hg.mlp([2, 2]).params(), eps=0.0),
-    "optimizer-unknown": lambda: make_optimizer("rmsprop", hg.mlp([2, 2]).params()),
-    "optimizer-option": lambda: make_optimizer("adam", hg.mlp([2, 2]).params(), momentum=0.9),
+    "optimizer-grads-missing": lambda: SGD(hg.mlp([2, 2]).params).step({}),
+    "sgd-momentum": lambda: SGD(hg.mlp([2, 2]).params, momentum=1.0),
+    "sgd-nesterov-without-momentum": lambda: SGD(hg.mlp([2, 2]).params, nesterov=True),
+    "sgd-weight-decay": lambda: SGD(hg.mlp([2, 2]).params, weight_decay=-1e-4),
+    "adam-betas-pair": lambda: Adam(hg.mlp([2, 2]).params, betas=(0.9,)),
+    "adam-beta-range": lambda: Adam(hg.mlp([2, 2]).params, betas=(1.0, 0.999)),
+    "adam-eps": lambda: Adam(hg.mlp([2, 2]).params, eps=0.0),
+    "optimizer-unknown": lambda: make_optimizer("rmsprop", hg.mlp([2, 2]).params),
+    "optimizer-option": lambda: make_optimizer("adam", hg.mlp([2, 2]).params, momentum=0.9),
     "schedule-unknown": lambda: make_schedule("linear"),
     "schedule-option": lambda: make_schedule("step", steps=3),
     "schedule-step-size": lambda: make_schedule("step", step_size=0),
@@ -422,7 +423,7 @@ TRIGGERS = {
         _edited_model_file(edit_arrays=lambda a: a.update({"param/0.weight": np.ones((4, 5))}))
     ),
     "model-unknown-layer": lambda: load_classifier(
-        _edited_model_file(edit_meta=lambda m: m["architecture"].append({"type": "Dropout"}))
+        _edited_model_file(edit_meta=lambda m: m["architecture"].append({"type": "Teleport"}))
     ),
     "model-bad-scaler": lambda: load_classifier(
         _edited_model_file(edit_arrays=lambda a: a.update({"scaler/scale": np.zeros(3)}))
@@ -430,7 +431,7 @@ TRIGGERS = {
     # the command line
     "cli-train-lr": _cli("train", "--lr", "-1"),
     "cli-train-epochs": _cli("train", "--epochs", "0"),
-    "cli-train-activation": _cli("train", "--activation", "gelu"),
+    "cli-train-activation": _cli("train", "--activation", "sine"),
     "cli-train-data-without-target": _cli("train", "--data", "data.csv"),
     "cli-train-target-without-data": _cli("train", "--target", "label"),
     "cli-train-missing-csv": _cli("train", "--data", "nope.csv", "--target", "label"),
@@ -532,7 +533,7 @@ def test_a_refused_load_state_dict_changes_no_parameter():
     kept = {k: v.copy() for k, v in state.items()}
     with pytest.raises(ValueError, match=r"state\['2.bias'\] has shape \(5,\)"):
         model.load_state_dict(state)
-    for k, v in model.params().items():
+    for k, v in model.params.items():
         np.testing.assert_array_equal(v, before[k])
     for k, v in state.items():
         np.testing.assert_array_equal(v, kept[k])
@@ -555,13 +556,13 @@ def test_a_refused_forward_changes_neither_input_nor_layer(x):
 
 def test_a_refused_fit_changes_neither_the_model_nor_the_data():
     model = hg.mlp([3, 2], rng=0)
-    optimizer = Adam(model.params(), lr=0.1)
+    optimizer = Adam(model.params, lr=0.1)
     before = model.state_dict()
     X, y = np.ones((4, 3)), np.array([0, 1, 5, 1])
     X_before, y_before = X.copy(), y.copy()
     with pytest.raises(ValueError, match="y holds class index 5"):
         fit(model, hg.CrossEntropyLoss(), optimizer, X, y, epochs=2)
-    for k, v in model.params().items():
+    for k, v in model.params.items():
         np.testing.assert_array_equal(v, before[k])
     assert optimizer.t == 0
     np.testing.assert_array_equal(X, X_before)

@@ -30,17 +30,12 @@ from hypothesis.extra import numpy as hnp
 
 import handgrad
 import handgrad as hg
-from handgrad.classifier import Classifier
+from handgrad.app.classifier import Classifier
+from handgrad.app.model_files import load_classifier, save_classifier
+from handgrad.core.errors import DataError, HandgradError, ModelFileError, TrainingDivergedError
 from handgrad.data import Dataset, Standardiser, load_csv, load_features
-from handgrad.errors import (
-    DataError,
-    HandgradError,
-    ModelFileError,
-    TrainingDivergedError,
-)
-from handgrad.io import load_classifier, save_classifier
-from handgrad.optim import SGD
-from handgrad.train import History, fit
+from handgrad.training.fit import History, fit
+from handgrad.training.optim import SGD
 
 pytestmark = pytest.mark.fuzz
 
@@ -509,7 +504,7 @@ def test_check_layer(layer, mode, method, data):
 @given(x=inputs(max_dims=3, max_side=3), eps=st.sampled_from([1e-6, 1e-3, 0.0, -1.0, math.nan]))
 def test_numerical_gradient(x, eps):
     def f(v):
-        xp = handgrad.backend.namespace(v)
+        xp = handgrad.core.arrays.namespace(v)
         return xp.sum(v * v)
 
     grad = outcome(lambda: hg.numerical_gradient(f, x, eps), CHECK_ERRORS)
@@ -533,7 +528,7 @@ def _fit_on_no_rows(X, y, err) -> bool:
 )
 def test_fit(features, classes, epochs, batch_size, data):
     model = hg.mlp([features, 3, classes], rng=0)
-    optimizer = SGD(model.params(), lr=0.1)
+    optimizer = SGD(model.params, lr=0.1)
     n = data.draw(st.integers(0, 6))
     if data.draw(st.booleans()):
         X = data.draw(hnp.arrays(np.float64, (n, features), elements=st.floats(-10, 10)))
@@ -724,4 +719,4 @@ def test_fit_on_no_rows_is_refused_by_handgrad():
     model = hg.mlp([3, 2], rng=0)
     X, y = np.ones((0, 3)), np.zeros(0, dtype=np.int64)
     with pytest.raises(ValueError, match="X must hold at least one"):
-        fit(model, hg.CrossEntropyLoss(), SGD(model.params(), lr=0.1), X, y, epochs=1)
+        fit(model, hg.CrossEntropyLoss(), SGD(model.params, lr=0.1), X, y, epochs=1)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from handgrad import init
+from handgrad.nn import init
 
 
 def test_make_rng_takes_a_seed_a_generator_or_none():
@@ -26,7 +26,7 @@ def test_initialisers_have_their_documented_scales():
 
 
 def test_unknown_names_and_bad_factors_are_refused():
-    with pytest.raises(ValueError, match="init must be one of 'seed', 'glorot'"):
+    with pytest.raises(ValueError, match="init must be one of 'small_normal', 'glorot'"):
         init.get_initialiser("xavier")
     with pytest.raises(ValueError, match="factor must be a finite number greater than 0"):
         init.glorot_uniform((2, 2), np.random.default_rng(0), factor=0)

@@ -5,10 +5,16 @@ import numpy as np
 import pytest
 
 import handgrad as hg
-from handgrad.classifier import Classifier
+from handgrad.app.classifier import Classifier
+from handgrad.app.model_files import (
+    architecture,
+    build,
+    load_classifier,
+    save_classifier,
+)
+from handgrad.core.archives import FORMAT_VERSION
+from handgrad.core.errors import ModelFileError
 from handgrad.data import Standardiser
-from handgrad.errors import ModelFileError
-from handgrad.io import FORMAT_VERSION, architecture, build, load_classifier, save_classifier
 
 
 def _classifier():
@@ -23,8 +29,8 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = load_classifier(path)
     assert loaded.class_names == ("no", "yes") and loaded.feature_names == ("a", "b", "c")
     assert loaded.target_name == "label" and loaded.info == {"seed": 3}
-    for k, v in original.model.params().items():
-        np.testing.assert_array_equal(loaded.model.params()[k], v)
+    for k, v in original.model.params.items():
+        np.testing.assert_array_equal(loaded.model.params[k], v)
     X = np.random.default_rng(0).standard_normal((5, 3))
     np.testing.assert_array_equal(loaded.predict_proba(X), original.predict_proba(X))
     with np.load(path, allow_pickle=False) as archive:
@@ -54,7 +60,10 @@ def test_own_layers_cannot_be_saved():
     class Mine(hg.Tanh):
         pass
 
-    with pytest.raises(TypeError, match=r"layer 1 \(Mine\) cannot be saved"):
+    with pytest.raises(
+        TypeError,
+        match=r"layer 1 \(Mine\) is not a registered handgrad layer type, so it cannot be saved",
+    ):
         architecture(hg.Sequential(hg.Linear(2, 2), Mine()))
 
 
@@ -95,7 +104,7 @@ def _meta(**changes):
         (lambda p: _write(p, meta=_meta()), r"parameter 0\.weight has shape None"),
         (
             lambda p: _write(p, meta=_meta(architecture=[{"type": "Conv"}])),
-            "has no Linear layer",
+            "has type 'Conv', which this handgrad does not know",
         ),
     ],
 )

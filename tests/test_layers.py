@@ -5,7 +5,7 @@ import pytest
 from helpers import BACKENDS, as_torch, namespace_or_skip, rel_err
 
 import handgrad as hg
-from handgrad.backend import convert, to_numpy
+from handgrad.core.arrays import convert, to_numpy
 
 torch = pytest.importorskip("torch")
 
@@ -129,7 +129,7 @@ def test_linear_weight_layout_and_initialisers():
     assert hg.Linear(4, 3, bias=False).params.keys() == {"weight"}
     a, b = hg.Linear(4, 3, rng=7), hg.Linear(4, 3, rng=7)
     np.testing.assert_array_equal(a.params["weight"], b.params["weight"])
-    seed = hg.Linear(400, 300, init="seed", rng=0).params["weight"]
+    seed = hg.Linear(400, 300, init="small_normal", rng=0).params["weight"]
     assert seed.shape == (300, 400) and seed.std() == pytest.approx(0.01, rel=0.02)
     custom = hg.Linear(2, 2, init=lambda shape, rng: np.full(shape, 0.5))
     np.testing.assert_array_equal(custom.params["weight"], np.full((2, 2), 0.5))

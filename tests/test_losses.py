@@ -3,7 +3,7 @@ import pytest
 from helpers import BACKENDS, as_torch, namespace_or_skip, rel_err
 
 import handgrad as hg
-from handgrad.backend import convert
+from handgrad.core.arrays import convert
 
 torch = pytest.importorskip("torch")
 

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from handgrad.metrics import ClassificationMetrics, classification_metrics
+from handgrad.app.metrics import ClassificationMetrics, classification_metrics
 
 pytest.importorskip("sklearn")
 

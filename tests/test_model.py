@@ -3,7 +3,7 @@ import pytest
 from helpers import Square, as_torch, namespace_or_skip, rel_err
 
 import handgrad as hg
-from handgrad.backend import convert, to_numpy
+from handgrad.core.arrays import convert, to_numpy
 
 torch = pytest.importorskip("torch")
 
@@ -17,15 +17,15 @@ def _model(rng=0, **kwargs):
 def test_parameters_are_named_as_pytorch_names_them():
     model = _model()
     reference = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
-    assert list(model.params()) == list(reference.state_dict())
+    assert list(model.params) == list(reference.state_dict())
     for k, v in model.state_dict().items():
         assert tuple(v.shape) == tuple(reference.state_dict()[k].shape)
-    assert list(model.grads()) == list(model.params())
+    assert list(model.grads) == list(model.params)
 
 
 def test_params_are_live_and_state_dict_is_a_copy():
     model = _model()
-    model.params()["0.weight"][0, 0] = 42.0
+    model.params["0.weight"][0, 0] = 42.0
     assert model[0].params["weight"][0, 0] == 42.0
     state = model.state_dict()
     state["0.weight"][0, 0] = -1.0
@@ -87,9 +87,9 @@ def test_to_moves_every_array_and_keeps_the_numbers(backend):
     model.to(backend)
     y = model.forward(convert(x, xp))
     assert rel_err(y, expected) < 1e-12
-    assert all(type(v) is type(y) for v in model.params().values())
+    assert all(type(v) is type(y) for v in model.params.values())
     model.to("numpy", dtype="float32")
-    assert all(v.dtype == np.float32 for v in model.params().values())
+    assert all(v.dtype == np.float32 for v in model.params.values())
     assert rel_err(to_numpy(model.forward(x.astype(np.float32))), expected) < 1e-6
 
 

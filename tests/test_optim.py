@@ -5,8 +5,9 @@ import pytest
 from helpers import as_torch, namespace_or_skip, rel_err
 
 import handgrad as hg
-from handgrad.backend import convert
-from handgrad.optim import SGD, Adam, make_schedule
+from handgrad.core.arrays import convert
+from handgrad.training.optim import SGD, Adam
+from handgrad.training.schedules import make_schedule
 
 torch = pytest.importorskip("torch")
 
@@ -81,14 +82,14 @@ def test_sgd_step_by_hand_and_state_is_per_parameter():
 
 def test_updates_are_in_place_on_the_models_arrays():
     model = hg.mlp([3, 2], rng=0)
-    weight = model.params()["0.weight"]
+    weight = model.params["0.weight"]
     before = weight.copy()
-    opt = SGD(model.params(), lr=0.1)
+    opt = SGD(model.params, lr=0.1)
     model.forward(np.ones((2, 3)))
     model.backward(np.ones((2, 2)))
-    opt.step(model.grads())
-    assert model.params()["0.weight"] is weight
-    np.testing.assert_allclose(weight, before - 0.1 * model.grads()["0.weight"], rtol=1e-15)
+    opt.step(model.grads)
+    assert model.params["0.weight"] is weight
+    np.testing.assert_allclose(weight, before - 0.1 * model.grads["0.weight"], rtol=1e-15)
 
 
 @pytest.mark.parametrize("backend", ["torch", "array_api_strict"])

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from handgrad.plots import plot_curves
+from handgrad.app.plots import plot_curves
 
 Figure = pytest.importorskip("matplotlib.figure").Figure
 imread = pytest.importorskip("matplotlib.image").imread

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import handgrad
-from handgrad.backend import to_numpy
+from handgrad.core.arrays import to_numpy
 
 BACKENDS = ["numpy", "torch"]
 TOL = 1e-12

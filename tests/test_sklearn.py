@@ -9,9 +9,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from handgrad.classifier import TrainConfig, train_classifier
-from handgrad.optim import SGD, Adam, make_optimizer
+from handgrad.app.trainer import TrainConfig, train_classifier
 from handgrad.sklearn import HandgradClassifier
+from handgrad.training.optim import SGD, Adam, make_optimizer
 
 # A learning rate of 0.01 (not MLPClassifier's 0.001) so that 50 epochs reach the
 # accuracy check_classifiers_train asks for (> 0.83 on blobs); MLPClassifier needs the same.

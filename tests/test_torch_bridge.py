@@ -8,8 +8,8 @@ import zoo
 from helpers import namespace_or_skip, rel_err
 
 import handgrad as hg
-from handgrad.autograd import to_torch_module
-from handgrad.backend import get_namespace, namespace, to_numpy
+from handgrad.core.arrays import get_namespace, namespace, to_numpy
+from handgrad.interop.oracle import to_torch_module
 
 torch = pytest.importorskip("torch")
 from torch.autograd.gradcheck import GradcheckError  # noqa: E402
@@ -274,13 +274,15 @@ def test_bad_input_is_refused_with_a_clear_error(case):
 def test_without_torch_the_import_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     monkeypatch.delitem(sys.modules, "handgrad.torch")
+    monkeypatch.delitem(sys.modules, "handgrad.interop.torch_bridge")
     with pytest.raises(ImportError, match=r"pip install 'handgrad\[torch\]'"):
         importlib.import_module("handgrad.torch")
 
 
 def test_handgrad_torch_does_not_shadow_torch():
-    import handgrad.torch as bridge
+    import handgrad.interop.torch_bridge as bridge
+    import handgrad.torch as public
 
     assert sys.modules["torch"] is torch and bridge.torch is torch
-    assert sys.modules["handgrad.torch"] is bridge and hg.torch is bridge
+    assert sys.modules["handgrad.torch"] is public and hg.torch is public
     assert issubclass(bridge._LayerBridge, torch.autograd.Function)

@@ -5,9 +5,10 @@ import pytest
 from helpers import Square
 
 import handgrad as hg
-from handgrad.errors import TrainingDivergedError
-from handgrad.optim import SGD, Adam, make_schedule
-from handgrad.train import History, evaluate, fit
+from handgrad.core.errors import TrainingDivergedError
+from handgrad.training.fit import History, evaluate, fit
+from handgrad.training.optim import SGD, Adam
+from handgrad.training.schedules import make_schedule
 
 
 def _blobs(rng, n=120, classes=3, features=4):
@@ -23,7 +24,7 @@ def test_fit_learns_separable_blobs_and_records_history():
     history = fit(
         model,
         hg.CrossEntropyLoss(),
-        Adam(model.params(), 0.05),
+        Adam(model.params, 0.05),
         X,
         y,
         epochs=30,
@@ -51,7 +52,7 @@ def test_an_epoch_is_the_mean_of_its_batches_and_visits_every_example_once():
         return original(x)
 
     model.layers[0].forward_unchecked = spy
-    fit(model, hg.CrossEntropyLoss(), SGD(model.params(), 1e-9), X, y, epochs=1, batch_size=4)
+    fit(model, hg.CrossEntropyLoss(), SGD(model.params, 1e-9), X, y, epochs=1, batch_size=4)
     assert seen == [1, 4, 4, 2]  # one row first: fit checks that the model takes the data
 
 
@@ -64,7 +65,7 @@ def test_same_seed_same_weights_and_history_bit_for_bit():
         h = fit(
             model,
             hg.CrossEntropyLoss(),
-            Adam(model.params(), 0.01),
+            Adam(model.params, 0.01),
             X,
             y,
             epochs=5,
@@ -86,7 +87,7 @@ def test_early_stopping_restores_the_best_weights():
     history = fit(
         model,
         hg.CrossEntropyLoss(),
-        Adam(model.params(), 0.05),
+        Adam(model.params, 0.05),
         X,
         y,
         epochs=200,
@@ -106,7 +107,7 @@ def test_a_diverging_loss_stops_with_the_epoch_and_step():
     X, y = _blobs(rng)
     model = hg.mlp([4, 8, 3], "relu", rng=0)
     with pytest.raises(TrainingDivergedError, match=r"at epoch \d+, step \d+; try a smaller") as e:
-        fit(model, hg.CrossEntropyLoss(), SGD(model.params(), 1e6), X * 1e3, y, epochs=50)
+        fit(model, hg.CrossEntropyLoss(), SGD(model.params, 1e6), X * 1e3, y, epochs=50)
     assert e.value.epoch >= 1 and e.value.step >= 1
     assert isinstance(e.value, RuntimeError)
 
@@ -118,7 +119,7 @@ def test_check_runs_a_gradient_check_before_the_first_step():
     history = fit(
         model,
         hg.CrossEntropyLoss(),
-        SGD(model.params(), 0.1),
+        SGD(model.params, 0.1),
         X,
         y,
         epochs=1,
@@ -126,7 +127,7 @@ def test_check_runs_a_gradient_check_before_the_first_step():
         check=True,
     )
     assert history.gradient_check.passed
-    assert [c.name for c in history.gradient_check.checks] == list(model.params())
+    assert [c.name for c in history.gradient_check.checks] == list(model.params)
 
 
 def test_schedule_sets_the_learning_rate_per_epoch():
@@ -136,7 +137,7 @@ def test_schedule_sets_the_learning_rate_per_epoch():
     history = fit(
         model,
         hg.CrossEntropyLoss(),
-        SGD(model.params(), 0.8),
+        SGD(model.params, 0.8),
         X,
         y,
         epochs=5,
@@ -148,23 +149,23 @@ def test_schedule_sets_the_learning_rate_per_epoch():
 def test_l2_penalty_is_added_to_loss_and_weight_gradients_only():
     X, y = np.ones((2, 3)), np.array([0, 1])
     plain, penalised = hg.mlp([3, 2], rng=0), hg.mlp([3, 2], rng=0)
-    h0 = fit(plain, hg.CrossEntropyLoss(), SGD(plain.params(), 0.1), X, y, epochs=1, batch_size=2)
+    h0 = fit(plain, hg.CrossEntropyLoss(), SGD(plain.params, 0.1), X, y, epochs=1, batch_size=2)
     h1 = fit(
         penalised,
         hg.CrossEntropyLoss(),
-        SGD(penalised.params(), 0.1),
+        SGD(penalised.params, 0.1),
         X,
         y,
         epochs=1,
         batch_size=2,
         alpha=0.5,
     )
-    w0 = hg.mlp([3, 2], rng=0).params()["0.weight"]
+    w0 = hg.mlp([3, 2], rng=0).params["0.weight"]
     assert h1.train_loss[0] - h0.train_loss[0] == pytest.approx(0.5 / 4 * np.sum(w0**2))
     np.testing.assert_allclose(
-        penalised.params()["0.weight"], plain.params()["0.weight"] - 0.1 * 0.5 / 2 * w0, rtol=1e-12
+        penalised.params["0.weight"], plain.params["0.weight"] - 0.1 * 0.5 / 2 * w0, rtol=1e-12
     )
-    np.testing.assert_array_equal(penalised.params()["0.bias"], plain.params()["0.bias"])
+    np.testing.assert_array_equal(penalised.params["0.bias"], plain.params["0.bias"])
 
 
 @pytest.mark.parametrize("backend", ["torch"])
@@ -175,7 +176,7 @@ def test_fit_on_the_torch_backend_matches_numpy(backend):
     results = []
     for b in ("numpy", backend):
         model = hg.mlp([4, 6, 3], rng=0, backend=b)
-        h = fit(model, hg.CrossEntropyLoss(), Adam(model.params(), 0.01), X, y, epochs=3, rng=1)
+        h = fit(model, hg.CrossEntropyLoss(), Adam(model.params, 0.01), X, y, epochs=3, rng=1)
         results.append(h.train_loss)
     np.testing.assert_allclose(results[0], results[1], rtol=1e-10)
 
@@ -208,7 +209,7 @@ def test_fit_refuses_bad_arguments_before_training(kwargs, error, match):
     data = {"X": np.ones((5, 4)), "y": np.zeros(5, dtype=np.int64)}
     data.update({k: kwargs.pop(k) for k in ("X", "y") if k in kwargs})
     with pytest.raises(error, match=match):
-        fit(model, hg.CrossEntropyLoss(), SGD(model.params(), 0.1), data["X"], data["y"], **kwargs)
+        fit(model, hg.CrossEntropyLoss(), SGD(model.params, 0.1), data["X"], data["y"], **kwargs)
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
 
@@ -223,7 +224,7 @@ def test_without_shuffling_the_batch_seed_changes_nothing():
             fit(
                 model,
                 hg.CrossEntropyLoss(),
-                SGD(model.params(), 0.1),
+                SGD(model.params, 0.1),
                 X,
                 y,
                 epochs=3,
@@ -251,10 +252,10 @@ def test_fit_trains_a_model_of_users_layers_and_a_users_loss():
     rng = np.random.default_rng(9)
     X, y = _blobs(rng, n=40)
     model = hg.Sequential(hg.Linear(4, 6, rng=0), Square(), hg.Linear(6, 3, rng=1))
-    history = fit(model, hg.CrossEntropyLoss(), SGD(model.params(), 0.01), X, y, epochs=20, rng=0)
+    history = fit(model, hg.CrossEntropyLoss(), SGD(model.params, 0.01), X, y, epochs=20, rng=0)
     assert history.train_loss[-1] < history.train_loss[0]
     model = hg.Sequential(hg.Linear(4, 6, rng=0), Square(), hg.Linear(6, 3, rng=1))
-    again = fit(model, ProtocolOnlyLoss(), SGD(model.params(), 0.01), X, y, epochs=20, rng=0)
+    again = fit(model, ProtocolOnlyLoss(), SGD(model.params, 0.01), X, y, epochs=20, rng=0)
     np.testing.assert_allclose(again.train_loss, history.train_loss, rtol=1e-12)
 
 
@@ -264,7 +265,7 @@ def test_labels_beyond_the_models_outputs_are_refused():
         fit(
             model,
             hg.CrossEntropyLoss(),
-            SGD(model.params(), 0.1),
+            SGD(model.params, 0.1),
             np.ones((2, 4)),
             np.array([0, 5]),
         )

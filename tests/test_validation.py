@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from handgrad import validation
+from handgrad.core import validation
 
 
 @pytest.mark.parametrize("value", [0, -3, 2.0, True, "4", None])

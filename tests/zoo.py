@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from handgrad import Linear, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
-from handgrad.backend import namespace
+from handgrad.core.arrays import namespace
 
 
 class TransposedWeightGrad(Linear):

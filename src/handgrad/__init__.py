@@ -1,23 +1,41 @@
 """handgrad: neural networks whose every backward pass is written by hand and proven right,
-against finite differences and against PyTorch autograd."""
+against finite differences and against PyTorch autograd.
 
-from handgrad.autograd import compare_with_autograd
+The public face: everything here is re-exported from the subpackages (``handgrad.core``,
+``handgrad.nn``, ``handgrad.models``, ``handgrad.gradcheck``, ``handgrad.training``,
+``handgrad.interop``, ``handgrad.data``, ``handgrad.app``, ``handgrad.cli``).
+"""
+
+from handgrad import _compat
+from handgrad.app.seed_network import SimpleNN
+from handgrad.core.errors import GradientCheckError, GradientCheckWarning
 from handgrad.gradcheck import (
-    GradientCheckError,
     GradientCheckReport,
-    GradientCheckWarning,
     ParameterCheck,
     check_gradients,
     check_layer,
     numerical_gradient,
     relative_difference,
 )
-from handgrad.layers import Layer, Linear, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
-from handgrad.losses import CrossEntropyLoss, MSELoss, NLLLoss
-from handgrad.model import Sequential
-from handgrad.presets import SimpleNN, mlp
+from handgrad.interop.oracle import compare_with_autograd
+from handgrad.models import mlp
+from handgrad.nn import (
+    CrossEntropyLoss,
+    Layer,
+    Linear,
+    LogSoftmax,
+    Module,
+    MSELoss,
+    NLLLoss,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    register_layer,
+)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CrossEntropyLoss",
@@ -28,6 +46,7 @@ __all__ = [
     "Linear",
     "LogSoftmax",
     "MSELoss",
+    "Module",
     "NLLLoss",
     "ParameterCheck",
     "ReLU",
@@ -41,5 +60,8 @@ __all__ = [
     "compare_with_autograd",
     "mlp",
     "numerical_gradient",
+    "register_layer",
     "relative_difference",
 ]
+
+_compat.install()

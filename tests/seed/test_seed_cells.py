@@ -13,8 +13,8 @@ BACKENDS = ["numpy", "torch"]
 
 def rel_err(got, want):
     """max |got - want| / max |want|, in float64 NumPy."""
-    got = np.asarray(handgrad.backend.to_numpy(got), dtype=np.float64)
-    want = np.asarray(handgrad.backend.to_numpy(want), dtype=np.float64)
+    got = np.asarray(handgrad.core.arrays.to_numpy(got), dtype=np.float64)
+    want = np.asarray(handgrad.core.arrays.to_numpy(want), dtype=np.float64)
     assert got.shape == want.shape
     return np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-300)
 
@@ -137,8 +137,8 @@ def test_seed_cell_254_runs_unchanged(backend, capsys):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_manual_gradients_equal_autograd(backend):
     net = handgrad.SimpleNN(10, 20, 3, backend=backend, rng=1)
-    w_1 = torch.tensor(handgrad.backend.to_numpy(net.w_1), requires_grad=True)
-    w_2 = torch.tensor(handgrad.backend.to_numpy(net.w_2), requires_grad=True)
+    w_1 = torch.tensor(handgrad.core.arrays.to_numpy(net.w_1), requires_grad=True)
+    w_2 = torch.tensor(handgrad.core.arrays.to_numpy(net.w_2), requires_grad=True)
     x = torch.arange(10, dtype=torch.float64).view(10, 1)
     label = torch.tensor([0, 0, 1.0], dtype=torch.float64).reshape(3, 1)
 

@@ -1,0 +1,268 @@
+"""The ``handgrad`` command line.
+
+- ``handgrad train``: train a classifier (default: the seed's 30-20-2 sigmoid network on
+  breast cancer), print its test metrics, write ``model.npz``, ``history.csv`` and
+  ``curves.png``.
+- ``handgrad predict`` and ``handgrad evaluate``: use a saved model on a CSV file.
+- ``handgrad check``: gradient-check the seed's network and an MLP against finite
+  differences and PyTorch autograd.
+
+Bad input ends with exit status 2 and one line on stderr (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from handgrad.app.trainer import CONSTRAINTS, TrainConfig
+from handgrad.cli import commands
+from handgrad.core.arrays import BACKENDS
+from handgrad.core.validation import FRACTION, POSITIVE, POSITIVE_INT, Constraint
+from handgrad.gradcheck.check import DEFAULT_EPS, DEFAULT_THRESHOLD, MODES
+from handgrad.gradcheck.finite_differences import STENCILS
+from handgrad.nn.registry import activation_names
+
+__all__ = ["main"]
+
+_DEFAULT = TrainConfig()
+
+
+def _typed(constraint: Constraint) -> Callable[[str], Any]:
+    """An argparse ``type`` from a library constraint: the same rule, the same words."""
+
+    def parse(text: str) -> Any:
+        try:
+            return constraint.parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
+
+
+_POSITIVE_INT = _typed(POSITIVE_INT)
+_POSITIVE = _typed(POSITIVE)
+_FRACTION = _typed(FRACTION)
+
+
+def _add_train(commands_: argparse._SubParsersAction) -> None:
+    p = commands_.add_parser(
+        "train",
+        help="train a classifier and report its test metrics",
+        description="Train a classifier on a bundled data set or your CSV file. With no "
+        "options: the seed notebook's network (30 inputs, 20 sigmoid units, softmax over 2 "
+        "classes) on scikit-learn's breast-cancer data.",
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset", default=None, help="breast_cancer (default), digits, iris or wine"
+    )
+    source.add_argument("--data", metavar="FILE.csv", help="your own CSV file (needs --target)")
+    p.add_argument("--target", metavar="COL", help="the CSV's class column: name or 0-based index")
+    p.add_argument(
+        "--hidden",
+        type=_POSITIVE_INT,
+        action="append",
+        metavar="N",
+        help="hidden layer width; repeat for more layers (default: one layer of 20)",
+    )
+    p.add_argument(
+        "--activation", choices=CONSTRAINTS["activation"].values, default=_DEFAULT.activation
+    )
+    p.add_argument(
+        "--optimizer", choices=CONSTRAINTS["optimizer"].values, default=_DEFAULT.optimizer
+    )
+    p.add_argument(
+        "--lr",
+        type=_POSITIVE,
+        default=None,
+        help="learning rate (default 0.01 for adam, 0.1 for sgd and momentum)",
+    )
+    p.add_argument("--epochs", type=_POSITIVE_INT, default=_DEFAULT.epochs)
+    p.add_argument("--batch-size", type=_POSITIVE_INT, default=_DEFAULT.batch_size)
+    p.add_argument(
+        "--schedule",
+        choices=CONSTRAINTS["schedule"].values,
+        default=_DEFAULT.schedule,
+        help="learning-rate schedule over the epochs",
+    )
+    p.add_argument(
+        "--patience",
+        type=_POSITIVE_INT,
+        default=None,
+        help="early stopping: stop after this many epochs without a better validation loss "
+        "and restore the best weights (off by default)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=_typed(CONSTRAINTS["alpha"]),
+        default=_DEFAULT.alpha,
+        help=f"L2 penalty on weights ({_DEFAULT.alpha:g})",
+    )
+    p.add_argument("--test-size", type=_FRACTION, default=0.25)
+    p.add_argument("--val-size", type=_FRACTION, default=0.1)
+    p.add_argument("--backend", choices=CONSTRAINTS["backend"].values, default=_DEFAULT.backend)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (torch backend)")
+    p.add_argument("--dtype", choices=CONSTRAINTS["dtype"].values, default=_DEFAULT.dtype)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed of the split, the weights and the batches (default: drawn "
+        "at random, printed and saved with the model)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_POSITIVE_INT,
+        default=None,
+        metavar="N",
+        help="save OUT/checkpoint.npz every N epochs (Ctrl-C always saves one)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        default=None,
+        help="go on with the run whose checkpoint is in DIR (its options are kept)",
+    )
+    p.add_argument(
+        "--out",
+        default="handgrad-out",
+        metavar="DIR",
+        help="folder for model.npz, history.csv and curves.png (handgrad-out)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="gradient-check the model on the first batch before training",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_predict_and_evaluate(commands_: argparse._SubParsersAction) -> None:
+    p = commands_.add_parser(
+        "predict",
+        help="predict the classes of a CSV file's rows",
+        description="Write each row's predicted class and class probabilities as CSV.",
+    )
+    p.add_argument("--model", required=True, metavar="MODEL.npz")
+    p.add_argument("csv", metavar="FILE.csv")
+    p.add_argument("--output", metavar="OUT.csv", help="write here instead of to stdout")
+    p = commands_.add_parser("evaluate", help="print a saved model's metrics on a labelled CSV")
+    p.add_argument("--model", required=True, metavar="MODEL.npz")
+    p.add_argument("csv", metavar="FILE.csv")
+    p.add_argument(
+        "--target",
+        metavar="COL",
+        help="the class column (default: the one the model was trained on)",
+    )
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be sizes like 8,10, got {text!r}") from None
+    if len(shape) < 2 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"must be at least two positive sizes, got {text!r}")
+    return shape
+
+
+def _add_check(commands_: argparse._SubParsersAction) -> None:
+    p = commands_.add_parser(
+        "check",
+        help="gradient-check a layer of your own, or the seed's network and an MLP",
+        description="Gradient-check a layer of your own (LAYER, as module:Class), or the "
+        "seed notebook's SimpleNN and an MLP on a random batch, against finite differences "
+        "and, when PyTorch is installed, autograd.",
+    )
+    p.add_argument(
+        "layer",
+        nargs="?",
+        metavar="LAYER",
+        help="your layer as module:Class (or module:factory), built with no "
+        "arguments; the current folder is importable",
+    )
+    p.add_argument(
+        "--input-shape",
+        type=_shape,
+        default=None,
+        metavar="B,F",
+        help="shape of the random input for LAYER (default 8,10)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="full",
+        help="every element, a sample per array, or random directions (full)",
+    )
+    p.add_argument("--samples", type=_POSITIVE_INT, default=16, help="for --mode sample")
+    p.add_argument("--directions", type=_POSITIVE_INT, default=4, help="for --mode fast")
+    p.add_argument("--stencil", choices=STENCILS, default="central")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="write a histogram of relative differences per array"
+    )
+    p.add_argument("--inputs", type=_POSITIVE_INT, default=30, help="MLP input features (30)")
+    p.add_argument(
+        "--hidden",
+        type=_POSITIVE_INT,
+        action="append",
+        help="MLP hidden layer width; repeat for more layers (20)",
+    )
+    p.add_argument("--classes", type=_POSITIVE_INT, default=2, help="MLP output classes (2)")
+    p.add_argument("--activation", choices=activation_names(), default="sigmoid")
+    p.add_argument("--batch-size", type=_POSITIVE_INT, default=16)
+    p.add_argument("--backend", choices=BACKENDS, default="numpy")
+    p.add_argument("--eps", type=_POSITIVE, default=DEFAULT_EPS)
+    p.add_argument("--threshold", type=_POSITIVE, default=DEFAULT_THRESHOLD)
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a refused option reported as one line on stderr, as every other
+    error of the command line (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="handgrad",
+        description="Neural networks with hand-written backward passes, proven right.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(commands_)
+    _add_predict_and_evaluate(commands_)
+    _add_check(commands_)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 ok, 1 a check failed, 2 bad input)."""
+    args = _parser().parse_args(argv)
+    run = {
+        "train": commands.train,
+        "predict": commands.predict,
+        "evaluate": commands.evaluate,
+        "check": commands.check,
+    }[args.command]
+    try:
+        return run(args)
+    except (ValueError, TypeError, ImportError, OSError, KeyError, RuntimeError) as err:
+        if args.debug:
+            traceback.print_exc()
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"handgrad {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"handgrad {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

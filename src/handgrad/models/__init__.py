@@ -1,0 +1,5 @@
+"""Ready-made networks built from handgrad's layers."""
+
+from handgrad.models.mlp import mlp
+
+__all__ = ["mlp"]
