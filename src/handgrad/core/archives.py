@@ -15,13 +15,11 @@ import numpy as np
 
 from handgrad.core.errors import ModelFileError
 from handgrad.core.files import atomic_write
-from handgrad.nn.layers import LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "read_archive", "write_archive"]
 
 FORMAT = "handgrad-model"
 FORMAT_VERSION = 1
-_ACTIVATIONS = {cls.__name__: cls for cls in (Sigmoid, Tanh, ReLU, Softmax, LogSoftmax)}
 
 
 def write_archive(path: str | os.PathLike, arrays: dict[str, Any], meta: dict[str, Any]) -> Path:
