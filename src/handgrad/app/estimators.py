@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,58 +24,57 @@ except ImportError:  # scikit-learn < 1.6
         "handgrad.sklearn needs scikit-learn 1.6 or later; pip install -U 'scikit-learn>=1.6'"
     ) from None
 
-from handgrad.app.trainer import TrainConfig, train_classifier
-from handgrad.core.arrays import BACKENDS
+from handgrad.app.trainer import CONSTRAINTS, TrainConfig, train_classifier
+from handgrad.core.validation import (
+    BOOLEAN,
+    FRACTION,
+    OPEN_FRACTION,
+    POSITIVE,
+    POSITIVE_INT,
+    AnyOf,
+    Constraint,
+    Options,
+    Predicate,
+)
 
 __all__ = ["HandgradClassifier"]
 
 _ACTIVATIONS = {"logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 _SOLVERS = ("sgd", "adam")
-_DTYPES = ("float64", "float32")
-
-
-def _real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
 def _integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
-def _choices(options: tuple[str, ...]) -> str:
-    return ", ".join(map(repr, options))
-
-
-# parameter -> (test, what it must be); hidden_layer_sizes, activation and solver have their own
-_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "alpha": (lambda v: _real(v) and 0 <= v < math.inf, "a finite number >= 0"),
-    "batch_size": (
-        lambda v: (isinstance(v, str) and v == "auto") or (_integer(v) and v >= 1),
-        "'auto' or an integer >= 1",
-    ),
-    "learning_rate_init": (lambda v: _real(v) and 0 < v < math.inf, "a finite number > 0"),
-    "max_iter": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "shuffle": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
-    "random_state": (
+# What each hyperparameter may be: the library's own constraints where the meaning is the
+# same (alpha is TrainConfig's alpha, learning_rate_init its lr, ...), and the estimator's
+# own for what only it has; hidden_layer_sizes, activation and solver have their own checks.
+_RULES: dict[str, Constraint] = {
+    "alpha": CONSTRAINTS["alpha"],
+    "batch_size": AnyOf(Options(["auto"]), CONSTRAINTS["batch_size"]),
+    "learning_rate_init": CONSTRAINTS["lr"],
+    "max_iter": CONSTRAINTS["epochs"],
+    "shuffle": BOOLEAN,
+    "random_state": Predicate(
         lambda v: (
             v is None or isinstance(v, np.random.RandomState) or (_integer(v) and 0 <= v < 2**32)
         ),
         "None, an int in [0, 2**32 - 1] or a numpy.random.RandomState",
     ),
-    "tol": (lambda v: _real(v) and 0 <= v < math.inf, "a finite number >= 0"),
-    "early_stopping": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
-    "validation_fraction": (lambda v: _real(v) and 0 < v < 1, "a number between 0 and 1"),
-    "n_iter_no_change": (
-        lambda v: (_integer(v) and v >= 1) or (_real(v) and v == math.inf),
-        "an integer >= 1, or numpy.inf to never stop early",
+    "tol": CONSTRAINTS["min_delta"],
+    "early_stopping": BOOLEAN,
+    "validation_fraction": OPEN_FRACTION,
+    "n_iter_no_change": AnyOf(
+        POSITIVE_INT, Predicate(lambda v: v == math.inf, "numpy.inf to never stop early")
     ),
-    "momentum": (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "nesterovs_momentum": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
-    "beta_1": (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "beta_2": (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "epsilon": (lambda v: _real(v) and 0 < v < math.inf, "a finite number > 0"),
-    "backend": (lambda v: isinstance(v, str) and v in BACKENDS, f"one of {_choices(BACKENDS)}"),
-    "dtype": (lambda v: isinstance(v, str) and v in _DTYPES, f"one of {_choices(_DTYPES)}"),
+    "momentum": FRACTION,
+    "nesterovs_momentum": BOOLEAN,
+    "beta_1": FRACTION,
+    "beta_2": FRACTION,
+    "epsilon": POSITIVE,
+    "backend": CONSTRAINTS["backend"],
+    "dtype": CONSTRAINTS["dtype"],
 }
 
 
@@ -235,19 +233,19 @@ class HandgradClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_params(self) -> tuple[int, ...]:
         """Check every parameter, before anything is fitted; return the hidden widths."""
-        for name, (test, allowed) in _RULES.items():
-            if not test(getattr(self, name)):
-                raise self._bad(name, allowed, getattr(self, name))
+        for name, constraint in _RULES.items():
+            if not constraint.accepts(getattr(self, name)):
+                raise self._bad(name, constraint.description, getattr(self, name))
         if not isinstance(self.activation, str) or self.activation not in _ACTIVATIONS:
             raise self._bad(
                 "activation",
-                f"one of {_choices(tuple(_ACTIVATIONS))} (handgrad has no 'identity'; "
+                f"{Options(_ACTIVATIONS).description} (handgrad has no 'identity'; "
                 "for a linear model use hidden_layer_sizes=())",
                 self.activation,
             )
         if not isinstance(self.solver, str) or self.solver not in _SOLVERS:
             raise self._bad(
-                "solver", f"one of {_choices(_SOLVERS)} (handgrad has no 'lbfgs')", self.solver
+                "solver", f"{Options(_SOLVERS).description} (handgrad has no 'lbfgs')", self.solver
             )
         sizes = self.hidden_layer_sizes
         sizes = (sizes,) if _integer(sizes) else sizes
