@@ -199,7 +199,7 @@ def test_history_csv_round_trips(tmp_path):
         ({"patience": 3}, ValueError, "patience .* needs validation data"),
         ({"alpha": -1.0}, ValueError, "alpha must be a finite number >= 0"),
         ({"X": np.ones((3, 4)), "y": np.array([0, 1])}, ValueError, "X has 3 rows but y has 2"),
-        ({"y": np.zeros(5)}, TypeError, "y must hold integer class indices"),
+        ({"y": np.zeros(5)}, ValueError, "y holds floating-point targets for 1 output"),
         ({"X": np.full((5, 4), math.nan)}, ValueError, "X contains NaN"),
     ],
 )
