@@ -570,4 +570,6 @@ def _check_weights(sample_weight: Any, X: Any) -> np.ndarray:
         )
     if not np.isfinite(weight).all():
         raise ValueError("sample_weight must be finite, got NaN or infinity")
+    if not weight.any():
+        raise ValueError("sample_weight must not be all zero weights (got only zeros)")
     return weight
