@@ -313,7 +313,8 @@ class MultilayerPerceptron(BaseEstimator):
         out = np.asarray(X, dtype=dtype)
         if not session.shared:
             weight = session.network.params["0.weight"]
-            out = convert(out, get_namespace(self.backend), dtype=dtype, device=weight.device)
+            xp = get_namespace(self.backend)
+            out = convert(out, xp, dtype=dtype.name, device=weight.device)
         for layer in chain(session.network):
             out = layer.forward_unchecked(out)
         return np.asarray(to_numpy(out))
@@ -477,7 +478,7 @@ class MultilayerPerceptron(BaseEstimator):
     # --- persistence --------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: the model itself keeps its session
         session = state.pop("_session", None)
         if session is not None and session.optimizer is not None:
             state["_optimizer_state"] = session.optimizer.state_dict()
