@@ -36,7 +36,14 @@ __all__ = ["HandgradClassifier", "HandgradRegressor"]
 
 _SPARSE = ["csr", "csc"]
 
-_SHARED_DOC = """
+
+class HandgradClassifier(ClassifierMixin, MultilayerPerceptron):
+    """Multilayer perceptron classifier, a drop-in for scikit-learn's ``MLPClassifier``.
+
+    Softmax outputs and cross-entropy for several classes; one logistic output for two
+    classes; one logistic output per label for multi-label ``y`` (an indicator matrix),
+    with :class:`~handgrad.nn.losses.BCEWithLogitsLoss` summed over the labels.
+
     The parameters, their defaults and the attributes are scikit-learn's (see
     :class:`sklearn.neural_network.MLPClassifier`); ``backend`` and ``dtype`` are
     handgrad's. Every gradient comes from handgrad's hand-written backward passes.
@@ -60,16 +67,7 @@ _SHARED_DOC = """
       ``dtype`` None keeps float32 input in float32 (weights, gradients and predictions,
       without a float64 copy) and computes everything else in float64; "float32" or
       "float64" forces one.
-"""
 
-
-class HandgradClassifier(ClassifierMixin, MultilayerPerceptron):
-    """Multilayer perceptron classifier, a drop-in for scikit-learn's ``MLPClassifier``.
-
-    Softmax outputs and cross-entropy for several classes; one logistic output for two
-    classes; one logistic output per label for multi-label ``y`` (an indicator matrix),
-    with :class:`~handgrad.nn.losses.BCEWithLogitsLoss` summed over the labels.
-    {shared}
     Examples
     --------
     >>> from sklearn.datasets import load_iris
@@ -268,7 +266,11 @@ class HandgradRegressor(RegressorMixin, MultilayerPerceptron):
     column. ``loss_`` is the loss summed over the outputs and averaged over the samples
     (MLPRegressor averages the squared error over the outputs too, while following the
     gradient of the sum; the Poisson loss here leaves out the constant ``y log y - y``).
-    {shared}
+
+    The parameters, defaults and attributes are :class:`sklearn.neural_network.MLPRegressor`'s,
+    plus ``backend`` and ``dtype``; what :class:`HandgradClassifier` says of scaling,
+    ``coefs_``, the solvers, ``backend`` and ``dtype`` holds here too.
+
     Examples
     --------
     >>> import numpy as np
@@ -276,7 +278,7 @@ class HandgradRegressor(RegressorMixin, MultilayerPerceptron):
     >>> rng = np.random.default_rng(0)
     >>> X = rng.uniform(-1, 1, (200, 2))
     >>> y = np.sin(3 * X[:, 0]) + X[:, 1] ** 2
-    >>> reg = HandgradRegressor((20,), activation="tanh", solver="lbfgs", random_state=0)
+    >>> reg = HandgradRegressor(hidden_layer_sizes=(20,), activation="tanh", solver="lbfgs")
     >>> reg.fit(X, y).score(X, y) > 0.99, reg.predict(X[:2]).shape
     (True, (2,))
     """
@@ -401,7 +403,3 @@ class HandgradRegressor(RegressorMixin, MultilayerPerceptron):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
-
-
-HandgradClassifier.__doc__ = HandgradClassifier.__doc__.format(shared=_SHARED_DOC)
-HandgradRegressor.__doc__ = HandgradRegressor.__doc__.format(shared=_SHARED_DOC)

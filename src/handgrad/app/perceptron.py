@@ -379,7 +379,7 @@ class MultilayerPerceptron(BaseEstimator):
                     f"(max_iter={self.max_iter})."
                 )
             message += "\nYou might also want to scale the data (e.g. with StandardScaler)."
-            warnings.warn(message, ConvergenceWarning, stacklevel=3)
+            warnings.warn(message, ConvergenceWarning, stacklevel=4)  # the caller of fit
 
     def _fit_stochastic(
         self,
@@ -434,7 +434,7 @@ class MultilayerPerceptron(BaseEstimator):
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                 "optimization hasn't converged yet.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,  # the caller of fit
             )
 
     def _hold_out(self, X: Any, targets: Any, y: Any, sample_weight: Any) -> tuple:
@@ -464,7 +464,7 @@ class MultilayerPerceptron(BaseEstimator):
                 f"batch_size={self.batch_size} is larger than the {n_samples} training "
                 f"samples; using {n_samples}",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,  # the caller of fit
             )
         return int(min(self.batch_size, n_samples))
 

@@ -210,9 +210,8 @@ class MSELoss(_Loss):
         diff = pred - target
         weighted = diff if row_weight is None else diff * _rows(xp, row_weight, target.ndim)
         self._cache = (weighted, scale)
-        return (
-            xp.sum(diff * weighted, axis=tuple(range(pred.ndim - target.ndim, pred.ndim))) * scale
-        )
+        axes = tuple(range(pred.ndim - target.ndim, pred.ndim))  # all but stacked copies
+        return xp.sum(diff * weighted, axis=axes) * scale
 
     def torch_loss(self, output: Any, target: Any) -> Any:
         """The same loss computed by ``torch.nn.MSELoss``. Needs PyTorch."""
