@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import types
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,6 +224,56 @@ def _fit(X=None, y=None, **options):
     return fit(model, hg.CrossEntropyLoss(), optimizer, X, y, **options)
 
 
+class _SumLoss:
+    """A loss of one's own: no row weights."""
+
+    def forward(self, pred, target):
+        self.shape = pred.shape
+        return pred.sum()
+
+    def backward(self):
+        return np.ones(self.shape)
+
+
+def _lbfgs(**options):
+    from handgrad.training.lbfgs import fit_lbfgs
+
+    return fit_lbfgs(
+        hg.mlp([3, 2], rng=0),
+        hg.CrossEntropyLoss(),
+        np.ones((4, 3)),
+        np.array([0, 1, 0, 1]),
+        **options,
+    )
+
+
+def _sklearn():
+    import handgrad.sklearn
+
+    return handgrad.sklearn
+
+
+def _estimator(name, X=None, y=None, **params):
+    X = np.arange(12.0).reshape(6, 2) if X is None else X
+    y = np.array([0, 1, 0, 1, 0, 1]) if y is None else y
+    return getattr(_sklearn(), name)(**params).fit(X, y)
+
+
+def _warm_start_new_class():
+    model = _sklearn().HandgradClassifier((2,), solver="lbfgs", warm_start=True, max_iter=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(np.eye(3), np.array([0, 1, 0]))
+    model.fit(np.eye(3), np.array([0, 1, 2]))
+
+
+def _overflowing_regressor():
+    X = np.finfo(np.float64).max * np.random.default_rng(0).uniform(size=(10, 2))
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        _sklearn().HandgradRegressor(max_iter=5).fit(X, np.ones(10))
+
+
 def _diverge():
     """Features of 1e10 and a rate of 1e300: the first step sends the weights to infinity."""
     X = np.array([[1.0, -1.0, 2.0], [-2.0, 1.0, 0.5], [0.5, 2.0, -1.0], [1.0, 1.0, 1.0]]) * 1e10
@@ -275,6 +326,8 @@ TRIGGERS = {
     "activation-backward-before-forward": lambda: hg.ReLU().backward(np.ones((2, 2))),
     "activation-no-classes": lambda: hg.Softmax().forward(np.ones((2, 0))),
     # losses
+    "bce-shape": lambda: hg.BCEWithLogitsLoss().forward(np.zeros((2, 3)), np.zeros(2)),
+    "poisson-log-input": lambda: hg.PoissonNLLLoss(log_input=1),
     "loss-class-index": lambda: _ce(np.zeros((2, 3)), np.array([0, 3])),
     "loss-negative-class-index": lambda: _ce(np.zeros((2, 3)), np.array([-1, 0])),
     "loss-label-count": lambda: _ce(np.zeros((2, 3)), np.array([0, 1, 2])),
@@ -368,6 +421,32 @@ TRIGGERS = {
     "fit-labels-beyond-outputs": lambda: _fit(y=np.array([0, 1, 5, 1])),
     "fit-validation-length": lambda: _fit(validation=(np.ones((3, 3)), np.array([0, 1]))),
     "fit-diverged": _diverge,
+    "fit-sample-weight-length": lambda: _fit(sample_weight=np.ones(3)),
+    "fit-sample-weight-own-loss": lambda: fit(
+        hg.mlp([3, 2], rng=0),
+        _SumLoss(),
+        SGD(hg.mlp([3, 2], rng=0).params),
+        np.ones((4, 3)),
+        np.array([0, 1, 0, 1]),
+        sample_weight=np.ones(4),
+    ),
+    "lbfgs-max-fun": lambda: _lbfgs(max_fun=0),
+    # scikit-learn estimators
+    "estimator-hyperparameter": lambda: _estimator("HandgradClassifier", learning_rate="cosine"),
+    "estimator-partial-fit-classes": lambda: (
+        _sklearn().HandgradClassifier().partial_fit(np.ones((4, 2)), np.array([0, 1, 0, 1]))
+    ),
+    "estimator-partial-fit-early-stopping": lambda: (
+        _sklearn().HandgradRegressor(early_stopping=True).partial_fit(np.ones((4, 2)), np.ones(4))
+    ),
+    "estimator-warm-start-classes": _warm_start_new_class,
+    "estimator-validation-too-small": lambda: _estimator(
+        "HandgradRegressor", X=np.eye(4), y=np.arange(4.0), early_stopping=True
+    ),
+    "estimator-sample-weight-zero": lambda: (
+        _sklearn().HandgradRegressor().fit(np.eye(4), np.arange(4.0), sample_weight=np.zeros(4))
+    ),
+    "estimator-non-finite": _overflowing_regressor,
     # data
     "dataset-unknown": lambda: load_dataset("mnist"),
     "csv-missing": lambda: load_csv("nope.csv", "label"),

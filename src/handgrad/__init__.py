@@ -20,6 +20,7 @@ from handgrad.gradcheck import (
 from handgrad.interop.oracle import compare_with_autograd
 from handgrad.models import mlp
 from handgrad.nn import (
+    BCEWithLogitsLoss,
     CrossEntropyLoss,
     Layer,
     Linear,
@@ -27,6 +28,7 @@ from handgrad.nn import (
     Module,
     MSELoss,
     NLLLoss,
+    PoissonNLLLoss,
     ReLU,
     Sequential,
     Sigmoid,
@@ -38,6 +40,7 @@ from handgrad.nn import (
 __version__ = "0.2.0"
 
 __all__ = [
+    "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "GradientCheckError",
     "GradientCheckReport",
@@ -49,6 +52,7 @@ __all__ = [
     "Module",
     "NLLLoss",
     "ParameterCheck",
+    "PoissonNLLLoss",
     "ReLU",
     "Sequential",
     "Sigmoid",

@@ -1,5 +1,6 @@
-"""Training a classifier: the options (``TrainConfig``) and ``train_classifier``, the one
-path that ``handgrad train`` and the scikit-learn estimator share."""
+"""Training a classifier: the options (``TrainConfig``) and ``train_classifier``, the path
+of ``handgrad train`` (standardisation, ``models.mlp``, :func:`handgrad.training.fit`; the
+scikit-learn estimators train through the same ``fit``)."""
 
 from __future__ import annotations
 

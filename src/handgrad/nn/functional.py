@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["affine", "log_softmax"]
+__all__ = ["affine", "log_softmax", "softplus"]
 
 
 def affine(x: Any, weight: Any, bias: Any = None) -> Any:
@@ -36,3 +36,19 @@ def log_softmax(xp: Any, x: Any) -> Any:
     """
     shifted = x - xp.max(x, axis=-1, keepdims=True)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+
+
+def softplus(xp: Any, x: Any) -> Any:
+    """``log(1 + exp(x))`` as ``max(x, 0) + log1p(exp(-|x|))``: no overflow for large x,
+    no loss of small values for very negative x.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.core.arrays import namespace
+    >>> from handgrad.nn.functional import softplus
+    >>> x = np.array([-800.0, 0.0, 800.0])
+    >>> softplus(namespace(x), x).tolist()
+    [0.0, 0.6931471805599453, 800.0]
+    """
+    return xp.where(x > 0, x, 0.0) + xp.log1p(xp.exp(-xp.abs(x)))
