@@ -151,11 +151,18 @@ def test_a_digit_string_is_an_index_when_there_is_no_header(tmp_path):
     np.testing.assert_array_equal(ds.X, [[0, 7], [1, 8]])
 
 
-def test_numeric_labels_sort_as_numbers_and_print_as_integers(tmp_path):
+def test_numeric_labels_are_classes_as_written_sorted_by_value(tmp_path):
     text = "x,t\n1,10\n2,2\n3,2.0\n4,9\n5,0.5\n6,-1\n"
     ds = load_csv(write(tmp_path, text), "t")
+    assert ds.class_names == ("-1", "0.5", "2", "2.0", "9", "10")
+    np.testing.assert_array_equal(ds.y, [5, 2, 3, 4, 1, 0])
+
+
+def test_numeric_labels_by_value_on_request(tmp_path):
+    text = "x,t\n1,10\n2,2\n3,2.0\n4,9\n5,0.5\n6,-1\n7,02\n"
+    ds = load_csv(write(tmp_path, text), "t", numeric_labels=True)
     assert ds.class_names == ("-1", "0.5", "2", "9", "10")
-    np.testing.assert_array_equal(ds.y, [4, 2, 2, 3, 1, 0])
+    np.testing.assert_array_equal(ds.y, [4, 2, 2, 3, 1, 0, 2])
 
 
 def test_labels_that_are_not_all_numbers_sort_as_text(tmp_path):
@@ -355,9 +362,11 @@ def test_load_features_reads_back_what_load_csv_trained_on(tmp_path, text):
     np.testing.assert_array_equal(y, ds.y)
 
 
-def test_numeric_labels_are_matched_by_value(tmp_path):
+def test_labels_are_matched_as_written_or_by_value_on_request(tmp_path):
     path = write(tmp_path, "x,t\n1,1.0\n2,0\n3,2\n")
-    _, y = load_features(path, ["x"], target="t", class_names=("0", "1", "2"))
+    with raises_data_error("row 2", "holds class '1.0', which the model does not know"):
+        load_features(path, ["x"], target="t", class_names=("0", "1", "2"))
+    _, y = load_features(path, ["x"], target="t", class_names=("0", "1", "2"), numeric_labels=True)
     np.testing.assert_array_equal(y, [1, 0, 2])
 
 
@@ -464,17 +473,20 @@ def test_split_refuses_bad_sizes(test_size, val_size):
         split(X, y, test_size=test_size, val_size=val_size)
 
 
-@pytest.mark.parametrize(("small", "val_size", "needed"), [(2, 0.1, 3), (1, 0.0, 2)])
-def test_split_names_a_class_too_small_to_stratify(small, val_size, needed):
-    X, y = _imbalanced((20, small, 20))
-    with raises_data_error(f"class 1 has only {small} sample(s)", f"needs {needed}"):
+@pytest.mark.parametrize("val_size", [0.1, 0.0])
+def test_split_names_a_class_of_one_row(val_size):
+    X, y = _imbalanced((20, 1, 20))
+    with raises_data_error("class 1 has only 1 row", "needs 2 of each class"):
         split(X, y, val_size=val_size)
+    with raises_data_error("class 'b' has only 1 row"):
+        split(X, y, val_size=val_size, class_names=["a", "b", "c"])
 
 
-def test_split_with_too_few_test_samples_for_the_classes():
+def test_a_test_part_too_small_for_the_classes_grows_and_says_so():
     X, y = _imbalanced((20, 20, 20))
-    with raises_data_error("cannot split", "change test_size or val_size"):
-        split(X, y, test_size=0.02, val_size=0)
+    s = split(X, y, test_size=0.02, val_size=0)
+    np.testing.assert_array_equal(np.bincount(s.y_test), [1, 1, 1])
+    assert s.note == "the test part holds 3 rows, not 2, for a row of each class"
 
 
 def test_split_checks_shapes():

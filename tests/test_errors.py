@@ -388,7 +388,7 @@ TRIGGERS = {
     "csv-duplicate-column": lambda: load_csv(_csv("a,a,label\n1,2,x\n3,4,y\n"), "label"),
     "csv-header-only": lambda: load_csv(_csv("a,b,label\n"), "label"),
     "csv-only-target": lambda: load_csv(_csv("label\nx\ny\n"), "label"),
-    "split-too-few-per-class": lambda: split(np.ones((6, 2)), np.array([0, 0, 0, 0, 1, 1])),
+    "split-too-few-per-class": lambda: split(np.ones((6, 2)), np.array([0, 0, 0, 0, 0, 1])),
     "split-sizes": lambda: split(np.ones((8, 2)), np.array([0, 1] * 4), test_size=1.5),
     "split-shapes": lambda: split(np.ones((8, 2)), np.array([0, 1] * 3)),
     "features-missing-column": lambda: load_features(_csv(GOOD_CSV), ["a", "c"]),
