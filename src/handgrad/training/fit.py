@@ -115,6 +115,12 @@ class Progress:
 
 
 def _check_data(X: Any, y: Any, prefix: str) -> None:
+    kind = getattr(getattr(y, "dtype", None), "kind", "")
+    if kind in ("U", "S", "O", "V"):
+        raise TypeError(
+            f"{prefix}y must hold integer class indices, got labels of dtype {y.dtype}; turn "
+            "them into indices first, e.g. classes, y = np.unique(labels, return_inverse=True)"
+        )
     check_array(X, f"{prefix}X", ndim=2, layout="(examples, features)")
     check_array(y, f"{prefix}y", ndim=1, layout="(examples,) of class indices", floating=False)
     if namespace(y).isdtype(y.dtype, "real floating"):
@@ -125,6 +131,20 @@ def _check_data(X: Any, y: Any, prefix: str) -> None:
         raise ValueError(
             f"{prefix}X must hold at least one row (example), got shape {tuple(X.shape)}"
         )
+
+
+def _optimizer_order(model: Sequential, optimizer: Optimizer) -> list[int]:
+    """The place of each of the optimizer's arrays among the model's parameters."""
+    place = {id(p): i for i, p in enumerate(model.params.values())}
+    order = [place.get(id(p)) for p in optimizer.params]
+    for name, i in zip(optimizer.names, order, strict=True):
+        if i is None:
+            raise ValueError(
+                f"optimizer updates an array {name!r} that is not a parameter of model, so "
+                "training would change nothing; build the optimizer on this model's params, "
+                "e.g. Adam(model.params) (after any model.to(...))"
+            )
+    return order
 
 
 def evaluate(model: Sequential, loss: Any, X: Any, y: Any) -> tuple[float, float]:
@@ -245,10 +265,11 @@ def fit(
             raise ValueError("patience (early stopping) needs validation data, got none")
     alpha = NON_NEGATIVE.check(alpha, "alpha")
     min_delta = NON_NEGATIVE.check(min_delta, "min_delta")
+    order = _optimizer_order(model, optimizer)
     X, y = _on_model(model, X, y)
     if validation is not None:
         validation = _on_model(model, *validation)
-    run_step = _Step(model, loss, optimizer, X, y, alpha)
+    run_step = _Step(model, loss, optimizer, order, X, y, alpha)
     state = start if start is not None else Progress()
     generator, base_lr = make_rng(rng), optimizer.lr
     if state.rng_state is not None:
@@ -333,7 +354,14 @@ class _Step:
     """
 
     def __init__(
-        self, model: Sequential, loss: Any, optimizer: Optimizer, X: Any, y: Any, alpha: float
+        self,
+        model: Sequential,
+        loss: Any,
+        optimizer: Optimizer,
+        order: list[int],
+        X: Any,
+        y: Any,
+        alpha: float,
     ) -> None:
         layers = chain(model)
         self.xp = xp = namespace(X)
@@ -362,14 +390,13 @@ class _Step:
             for i, owners in enumerate(places)
             if len(owners) > 1
         ]
-        names = list(model.params)
         self.weights = [
             (i, p) for i, (k, p) in enumerate(model.params.items()) if k.endswith("weight")
         ]
-        self.update = (
+        self.update = (  # the optimizer's arrays are the model's, maybe some, in its order
             optimizer.update
-            if optimizer.names == names
-            else lambda grads: optimizer.step(dict(zip(names, grads, strict=True)))
+            if order == list(range(len(places)))
+            else lambda grads: optimizer.update([grads[i] for i in order])
         )
 
     def _index(self, index: Any) -> Any:
