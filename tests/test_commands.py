@@ -278,6 +278,12 @@ def test_labels_are_classes_as_written_unless_numeric_labels_is_given(tmp_path, 
     assert main([*_run_args(data, tmp_path / "run3", "--val-size", "0"), "--numeric-labels"]) == 0
     numeric = load_classifier(tmp_path / "run3" / "model.npz")
     assert numeric.class_names == ("1", str(big), str(big + 1), "NA")
+    spelled = _write_csv(tmp_path / "spelled.csv", ["a", "label"], [["0", "1.0"], ["1", "NA"]])
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "run3" / "model.npz"), str(spelled)]) == 0
+    assert "accuracy" in capsys.readouterr().out  # 1.0 is the class 1, as in training
+    assert main(["evaluate", "--model", str(tmp_path / "run" / "model.npz"), str(spelled)]) == 2
+    assert "holds class '1.0', which the model does not know" in capsys.readouterr().err
 
 
 def test_predict_reads_a_header_of_numbers_by_name(tmp_path, capsys):
@@ -385,7 +391,7 @@ def test_a_closed_pipe_does_not_stop_training(tmp_path, capsys, monkeypatch):
 def test_predict_into_a_pipe_closed_early_ends_quietly(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
-    rows = [[str(v) for v in np.random.default_rng(0).normal(5, 2, 4)] for _ in range(20000)]
+    rows = [[str(v) for v in np.random.default_rng(0).normal(5, 2, 4)] for _ in range(4000)]
     new = _write_csv(tmp_path / "new.csv", None, rows)
     command = [sys.executable, "-m", "handgrad.cli", "predict", "--model", str(out / "model.npz")]
     process = subprocess.Popen([*command, str(new)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -265,6 +265,8 @@ def _run(
     classifier.info.update(dataset=dataset.name, run=run)
     if args.numeric_labels:
         classifier.info["numeric_labels"] = True
+    if args.missing is not None:  # evaluate reads labels as training did
+        classifier.info["missing"] = args.missing
     if history.gradient_check is not None:
         print(f"\n{history.gradient_check}\n")
     metrics = classification_metrics(
@@ -319,7 +321,7 @@ def evaluate(args: argparse.Namespace) -> int:
         target=args.target or classifier.target_name,
         class_names=classifier.class_names,
         sep=args.sep,
-        missing=args.missing,
+        missing=classifier.info.get("missing") if args.missing is None else args.missing,
         numeric_labels=bool(classifier.info.get("numeric_labels")),
     )
     _check_inputs(classifier, X, args.csv)

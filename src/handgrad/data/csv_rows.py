@@ -20,7 +20,16 @@ from pathlib import Path
 from handgrad.core.errors import DataError
 from handgrad.core.files import format_size
 
-__all__ = ["Table", "feature_value", "is_missing", "read_table", "to_float"]
+__all__ = [
+    "Table",
+    "check_missing",
+    "check_separator",
+    "feature_value",
+    "is_missing",
+    "read_table",
+    "separator_name",
+    "to_float",
+]
 
 Rows = list[tuple[int, list[str]]]  # (spreadsheet row number, stripped cells)
 OTHER_SEPARATORS = (";", "\t", "|")
@@ -33,7 +42,15 @@ _LINES_LOOKED_AT = 50
 @dataclass(frozen=True)
 class Table:
     """The non-blank rows of a CSV file, the separator they were split on and, for hints,
-    another separator that all the file's lines agree on (or None)."""
+    another separator that all the file's lines agree on (or None).
+
+    Examples
+    --------
+    >>> from handgrad.data.csv_rows import Table
+    >>> table = Table("data.csv", [(1, ["1,5;2,5;x"])], ",", ";")
+    >>> table.hint()
+    " (data.csv looks separated by ';': give sep=';', or --sep ';' on the command line)"
+    """
 
     path: str | os.PathLike
     rows: Rows
@@ -51,12 +68,26 @@ class Table:
 
 
 def separator_name(separator: str) -> str:
-    """The separator as one writes it on a command line: ``tab`` for a tab."""
+    """The separator as one writes it on a command line: ``tab`` for a tab.
+
+    Examples
+    --------
+    >>> from handgrad.data.csv_rows import separator_name
+    >>> separator_name(";"), separator_name(chr(9))  # a tab
+    ("';'", 'tab')
+    """
     return "tab" if separator == "\t" else repr(separator)
 
 
 def check_separator(sep: str | None) -> str | None:
-    """``sep`` if it is one character that can separate cells (None: find out)."""
+    """``sep`` if it is one character that can separate cells (None: find out).
+
+    Examples
+    --------
+    >>> from handgrad.data.csv_rows import check_separator
+    >>> check_separator(";"), check_separator(None)
+    (';', None)
+    """
     if sep is not None and (not isinstance(sep, str) or len(sep) != 1 or sep in '"\r\n'):
         raise ValueError(
             f"sep must be one character that separates cells, such as ',' or ';', got {sep!r}"
@@ -65,7 +96,14 @@ def check_separator(sep: str | None) -> str | None:
 
 
 def check_missing(missing: Sequence[str] | None) -> frozenset[str] | None:
-    """The strings that mark a missing value, as given (None: the defaults)."""
+    """The strings that mark a missing value, as given (None: the defaults).
+
+    Examples
+    --------
+    >>> from handgrad.data.csv_rows import check_missing
+    >>> sorted(check_missing(["NA", " ? "])), check_missing(None)
+    (['?', 'NA'], None)
+    """
     if missing is None:
         return None
     if isinstance(missing, str) or not all(isinstance(m, str) for m in missing):
@@ -147,7 +185,14 @@ def _text(path: str | os.PathLike) -> str:
 
 
 def to_float(cell: str) -> float | None:
-    """The cell's number, or None when it is not one."""
+    """The cell's number, or None when it is not one.
+
+    Examples
+    --------
+    >>> from handgrad.data.csv_rows import to_float
+    >>> to_float("1e3"), to_float("1,5")
+    (1000.0, None)
+    """
     try:
         return float(cell)
     except ValueError:
@@ -156,14 +201,32 @@ def to_float(cell: str) -> float | None:
 
 def is_missing(cell: str, missing: frozenset[str] | None, *, label: bool = False) -> bool:
     """Whether ``cell`` marks a missing value: an empty cell, or one of ``missing``; without
-    ``missing``, a feature cell ``NA``, ``n/a`` or ``nan`` too (a label never is)."""
+    ``missing``, a feature cell ``NA``, ``n/a`` or ``nan`` too (a label never is).
+
+    Examples
+    --------
+    >>> from handgrad.data.csv_rows import is_missing
+    >>> is_missing("NA", None), is_missing("NA", None, label=True), is_missing("?", {"?"})
+    (True, False, True)
+    """
     if missing is not None:
         return cell == "" or cell in missing
     return cell == "" if label else cell.lower() in _MISSING_FEATURES
 
 
 def feature_value(cell: str, where: str, missing: frozenset[str] | None) -> float:
-    """The number in a feature cell; ``where`` (row, column, file) names it in errors."""
+    """The number in a feature cell; ``where`` (row, column, file) names it in errors.
+
+    Examples
+    --------
+    >>> from handgrad.data.csv_rows import feature_value
+    >>> feature_value("2.5", "row 2, column 'a'", None)
+    2.5
+    >>> feature_value("2,5", "row 2", None)
+    Traceback (most recent call last):
+        ...
+    handgrad.core.errors.DataError: row 2 holds '2,5', which is not a number; write it 2.5
+    """
     if is_missing(cell, missing):
         shown = repr(cell) if cell else "an empty cell"
         raise DataError(f"{where} is missing ({shown}); impute a value or drop that row")

@@ -12,7 +12,14 @@ __all__ = ["class_key", "encode_labels", "numeric_value"]
 
 
 def numeric_value(label: str) -> decimal.Decimal | None:
-    """The label's exact value when it is a finite number, else None."""
+    """The label's exact value when it is a finite number, else None.
+
+    Examples
+    --------
+    >>> from handgrad.data.labels import numeric_value
+    >>> numeric_value("9007199254740993"), numeric_value("1e3"), numeric_value("nan")
+    (Decimal('9007199254740993'), Decimal('1E+3'), None)
+    """
     try:
         value = decimal.Decimal(label)
     except (decimal.InvalidOperation, ValueError):

@@ -55,7 +55,9 @@ def split(
     in each part where it can: a held-out part too small to hold a row of every class is
     made larger, and a class of 2 rows gives one to train on and one to test (none to
     validate); ``note`` says what was changed. A class of one row is refused. The same
-    ``seed`` gives the same split; ``class_names`` name the classes in messages.
+    ``seed`` gives the same split, and where every part holds every class, the same as in
+    handgrad 0.2 (scikit-learn's ``train_test_split``, twice); ``class_names`` name the
+    classes in messages.
 
     Examples
     --------
@@ -91,8 +93,11 @@ def split(
             f"class {names[int(counts.argmin())]} has only 1 row, but a split needs 2 of each "
             "class (one to train on, one to test); add rows of that class or drop it"
         )
-    spare = (counts >= 3) if val_size > 0 else np.zeros(len(counts), dtype=bool)
     n_test, n_val = math.ceil(test_size * len(y)), math.ceil(val_size * len(y))
+    kept = _as_before(X, y, n_test, n_val, seed, len(classes))
+    if kept is not None:
+        return Split(*kept)
+    spare = (counts >= 3) if val_size > 0 else np.zeros(len(counts), dtype=bool)
     test = _share(n_test, counts, counts - 1 - spare)
     notes = [_resized("the test part", int(test.sum()), n_test, [])]
     val = _share(n_val, counts, spare * (counts - test - 1))
@@ -119,6 +124,31 @@ def split(
         y[test_rows],
         note="; ".join(note for note in notes if note),
     )
+
+
+def _as_before(
+    X: np.ndarray, y: np.ndarray, n_test: int, n_val: int, seed: int | None, classes: int
+) -> list[np.ndarray] | None:
+    """The split of handgrad 0.2 (scikit-learn's, drawn from one seed), so that a seed gives
+    the same parts as it did; None when that split cannot keep a row of every class in
+    every part."""
+    rng = np.random.RandomState(seed)
+    split_off = sklearn_module("model_selection").train_test_split
+    try:
+        X_rest, X_test, y_rest, y_test = split_off(
+            X, y, test_size=n_test, stratify=y, random_state=rng
+        )
+        X_train, X_val, y_train, y_val = (
+            split_off(X_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=rng)
+            if n_val
+            else (X_rest, X[:0], y_rest, y[:0])
+        )
+    except ValueError:  # a class too small for it
+        return None
+    parts = (y_train, y_test, y_val) if n_val else (y_train, y_test)
+    if any(len(np.unique(part)) < classes for part in parts):
+        return None
+    return [X_train, y_train, X_val, y_val, X_test, y_test]
 
 
 def _class_name(value: object, class_names: Sequence[str] | None) -> str:
