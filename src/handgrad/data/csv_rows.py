@@ -36,7 +36,8 @@ OTHER_SEPARATORS = (";", "\t", "|")
 _MISSING_FEATURES = frozenset({"", "na", "n/a", "nan"})  # in feature cells, in lower case
 _QUOTED = re.compile(r'"[^"]*"')
 _DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+")
-_LINES_LOOKED_AT = 50
+_LINES_LOOKED_AT = 50  # the first lines, within the first MiB, tell the separator
+_BYTES_LOOKED_AT = 2**20
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,19 @@ def read_table(path: str | os.PathLike, sep: str | None = None) -> Table:
     (';', [(1, ['a', 'b', 'kind']), (2, ['1.5', '2', 'x']), (4, ['3', '4', 'y'])])
     """
     sep = check_separator(sep)
+    try:
+        return _read_table(path, sep)
+    except MemoryError:
+        raise MemoryError(
+            f"reading {path} ({format_size(Path(path).stat().st_size)}) needs more memory "
+            "than is free"
+        ) from None
+
+
+def _read_table(path: str | os.PathLike, sep: str | None) -> Table:
     text = _text(path)
-    lines = [line for line in text.splitlines() if line.strip()][:_LINES_LOOKED_AT]
+    head = text[:_BYTES_LOOKED_AT].splitlines()[: None if len(text) <= _BYTES_LOOKED_AT else -1]
+    lines = [line for line in head if line.strip()][:_LINES_LOOKED_AT]  # whole lines only
     lookalike = next((s for s in OTHER_SEPARATORS if s != sep and _agreeing(lines, s)), None)
     if sep is None:
         sep = ","
@@ -167,11 +179,6 @@ def _text(path: str | os.PathLike) -> str:
         raise DataError(f"no file at {path}; check the path and the working directory") from None
     except IsADirectoryError:
         raise DataError(f"{path} is a directory; give the path of a CSV file in it") from None
-    except MemoryError:
-        raise MemoryError(
-            f"reading {path} ({format_size(Path(path).stat().st_size)}) needs more memory "
-            "than is free"
-        ) from None
     except OSError as err:
         raise DataError(f"cannot read {path} ({err.strerror}); check its permissions") from None
     try:
