@@ -145,6 +145,12 @@ class Progress:
 
 
 def _check_data(X: Any, y: Any, prefix: str) -> None:
+    kind = getattr(getattr(y, "dtype", None), "kind", "")
+    if kind in ("U", "S", "O", "V"):
+        raise TypeError(
+            f"{prefix}y must hold integer class indices, got labels of dtype {y.dtype}; turn "
+            "them into indices first, e.g. classes, y = np.unique(labels, return_inverse=True)"
+        )
     if _is_sparse(X):
         if len(X.shape) != 2:
             raise ValueError(f"{prefix}X must be 2-D (examples, features), got {X.shape}")
@@ -165,6 +171,20 @@ def _check_data(X: Any, y: Any, prefix: str) -> None:
         raise ValueError(
             f"{prefix}X must hold at least one row (example), got shape {tuple(X.shape)}"
         )
+
+
+def _optimizer_order(model: Sequential, optimizer: Optimizer) -> list[int]:
+    """The place of each of the optimizer's arrays among the model's parameters."""
+    place = {id(p): i for i, p in enumerate(model.params.values())}
+    order = [place.get(id(p)) for p in optimizer.params]
+    for name, i in zip(optimizer.names, order, strict=True):
+        if i is None:
+            raise ValueError(
+                f"optimizer updates an array {name!r} that is not a parameter of model, so "
+                "training would change nothing; build the optimizer on this model's params, "
+                "e.g. Adam(model.params) (after any model.to(...))"
+            )
+    return order
 
 
 def evaluate(model: Sequential, loss: Any, X: Any, y: Any) -> tuple[float, float]:
@@ -304,6 +324,7 @@ def fit(
             raise ValueError("patience (early stopping) needs validation data, got none")
     alpha = NON_NEGATIVE.check(alpha, "alpha")
     min_delta = NON_NEGATIVE.check(min_delta, "min_delta")
+    order = _optimizer_order(model, optimizer)
     X, y = _on_model(model, X, y, keep_sparse=True)
     if validation is not None:
         validation = _on_model(model, *validation)
@@ -314,7 +335,7 @@ def fit(
                 f"sample_weight needs one of handgrad's losses (CrossEntropyLoss, MSELoss, "
                 f"BCEWithLogitsLoss, PoissonNLLLoss), got {type(loss).__name__}"
             )
-    run_step = _Step(model, loss, optimizer, X, y, alpha, sample_weight)
+    run_step = _Step(model, loss, optimizer, X, y, alpha, sample_weight, order)
     state = start if start is not None else Progress()
     generator, base_lr = make_rng(rng), optimizer.lr
     if state.rng_state is not None:
@@ -412,6 +433,7 @@ class _Step:
         y: Any,
         alpha: float,
         sample_weight: Any = None,
+        order: list[int] | None = None,
     ) -> None:
         layers = chain(model)
         self.xp = xp = namespace(y)
@@ -450,15 +472,14 @@ class _Step:
             for i, owners in enumerate(places)
             if len(owners) > 1
         ]
-        names = list(model.params)
         self.weights = [
             (i, p) for i, (k, p) in enumerate(model.params.items()) if k.endswith("weight")
         ]
-        if optimizer is not None:
+        if optimizer is not None:  # its arrays are the model's, maybe some, in its order
             self.update = (
                 optimizer.update
-                if optimizer.names == names
-                else lambda grads: optimizer.step(dict(zip(names, grads, strict=True)))
+                if order == list(range(len(places)))
+                else lambda grads: optimizer.update([grads[i] for i in order])
             )
 
     def _index(self, index: Any) -> Any:
