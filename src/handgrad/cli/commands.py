@@ -107,9 +107,11 @@ class _StopOnSigint:
         signal.signal(signal.SIGINT, self._previous)
 
 
-def train(args: argparse.Namespace) -> int:
+def train(args: argparse.Namespace, workers: Any = None) -> int:
     """Train, report test metrics, and write model.npz, history.csv and curves.png; with
-    --checkpoint-every (and on Ctrl-C) checkpoint.npz too."""
+    --checkpoint-every (and on Ctrl-C) checkpoint.npz too. As one of several ``workers``
+    (a :class:`~handgrad.training.distributed.WorkerGroup`), only worker 0 writes."""
+    lead = workers is None or workers.rank == 0
     started = time.perf_counter()
     resume = None
     if args.resume is not None:
@@ -128,6 +130,8 @@ def train(args: argparse.Namespace) -> int:
     dataset = _load(args)
     if args.seed is None:
         args.seed = secrets.randbelow(2**31)
+        if workers is not None:  # every worker takes worker 0's
+            args.seed = workers.broadcast(args.seed)
         print(f"seed {args.seed} (drawn at random; pass --seed {args.seed} to repeat this run)")
     config = TrainConfig(
         hidden=tuple(args.hidden or (20,)),
@@ -185,11 +189,14 @@ def train(args: argparse.Namespace) -> int:
                 feature_names=dataset.feature_names,
                 target_name=dataset.target_name,
                 resume=resume,
-                checkpoint=save,
+                checkpoint=save if lead else None,
                 checkpoint_every=args.checkpoint_every,
                 interrupted=interrupted,
+                parallel=workers,
             )
     except TrainingInterruptedError as err:
+        if not lead:
+            return 130
         print(
             f"handgrad train: {err}; checkpoint saved to {out / 'checkpoint.npz'}; "
             f"go on with: handgrad train --resume {out}",
@@ -199,6 +206,8 @@ def train(args: argparse.Namespace) -> int:
     except TrainingDivergedError as err:
         kept = " (the last checkpoint is kept)" if (out / "checkpoint.npz").exists() else ""
         raise TrainingDivergedError(f"{err}{kept}", epoch=err.epoch, step=err.step) from None
+    if not lead:
+        return 0  # worker 0 reports and writes
     classifier.info["dataset"] = dataset.name
     if history.gradient_check is not None:
         print(f"\n{history.gradient_check}\n")

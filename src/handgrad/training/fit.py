@@ -169,6 +169,7 @@ def fit(
     checkpoint: Callable[[Progress], None] | None = None,
     checkpoint_every: int | None = None,
     interrupted: Callable[[], bool] | None = None,
+    parallel: Any = None,
 ) -> History:
     """Train ``model`` on integer class labels ``y`` with mini-batches; return the history.
 
@@ -212,6 +213,10 @@ def fit(
     interrupted : callable, optional
         Asked after each step; when it returns True, the progress is checkpointed and
         :class:`~handgrad.core.errors.TrainingInterruptedError` is raised (the model is consistent).
+    parallel : WorkerGroup, optional
+        Train as one of several workers (:mod:`handgrad.training.distributed`): each step
+        computes on this worker's share of the batch and all-reduces the gradients, so that
+        every worker ends with the weights of a single process; they stop together.
 
     Raises
     ------
@@ -249,6 +254,8 @@ def fit(
     if validation is not None:
         validation = _on_model(model, *validation)
     run_step = _Step(model, loss, optimizer, X, y, alpha)
+    if parallel is not None:  # one worker of several: a share of each batch, all-reduced
+        run_step, interrupted = parallel.attach(model, run_step, interrupted)
     state = start if start is not None else Progress()
     generator, base_lr = make_rng(rng), optimizer.lr
     if state.rng_state is not None:
