@@ -119,6 +119,9 @@ def launch(args: argparse.Namespace) -> int:
         "LOCAL_WORLD_SIZE": str(n),
         LAUNCHER: str(os.getpid()),
     }
+    # as torchrun: one thread per worker's libraries unless told otherwise (threads that
+    # outnumber the cores spin against each other and slow every step down many times)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
     loopback = _loopback()
     if loopback is not None:
         env.setdefault("GLOO_SOCKET_IFNAME", loopback)

@@ -26,9 +26,7 @@ try:
     import torch
     import torch.distributed as dist
 except ImportError as err:  # pragma: no cover - the torch extra is part of the test setup
-    raise ImportError(
-        "handgrad.distributed needs PyTorch: pip install 'handgrad[torch]'"
-    ) from err
+    raise ImportError("handgrad.distributed needs PyTorch: pip install 'handgrad[torch]'") from err
 
 from handgrad.core.errors import WorkerLostError
 from handgrad.core.random import make_rng
@@ -51,7 +49,8 @@ ENVIRONMENT = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 def _check_rank(rank: int, world_size: int) -> tuple[int, int]:
     world_size = check_positive_int(world_size, "world_size")
-    if isinstance(rank, bool) or not isinstance(rank, int | np.integer) or not 0 <= rank < world_size:
+    integer = isinstance(rank, int | np.integer) and not isinstance(rank, bool)
+    if not integer or not 0 <= rank < world_size:
         raise ValueError(f"rank must be an integer from 0 to {world_size - 1}, got {rank!r}")
     return int(rank), world_size
 
@@ -110,6 +109,11 @@ def shard_batches(
         rank = group.rank() if rank is None else rank
         world_size = group.size() if world_size is None else world_size
     rank, world_size = _check_rank(rank, world_size)
+    if rng is None:
+        raise ValueError(
+            "rng must be a seed or generator that every worker shares (the same batch "
+            "order on each), got None"
+        )
     order = batches(n, batch_size, make_rng(rng), shuffle=shuffle)
     return (index[slice(*_bounds(len(index), rank, world_size))] for index in order)
 
@@ -280,6 +284,8 @@ def init_workers(
     ...     print(workers.rank, workers.world_size)
     0 1
     """
+    check_choice(backend, "backend", ("auto", "gloo", "nccl"))
+    timeout = POSITIVE.check(timeout, "timeout")
     missing = [name for name in ENVIRONMENT if name not in os.environ]
     if missing:
         raise RuntimeError(
@@ -287,11 +293,8 @@ def init_workers(
             "them; start the workers with torchrun or with handgrad train --nproc N"
         )
     rank, world_size = _check_rank(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
-    timeout = POSITIVE.check(timeout, "timeout")
-    cuda = str(device).startswith("cuda")
     if backend == "auto":
-        backend = "nccl" if cuda and dist.is_nccl_available() else "gloo"
-    check_choice(backend, "backend", ("auto", "gloo", "nccl"))
+        backend = "nccl" if str(device).startswith("cuda") and dist.is_nccl_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     try:
@@ -339,14 +342,15 @@ def all_reduce_gradients(model: Any, count: int | None = None, *, group: Any = N
     >>> bool(np.array_equal(model.grads["0.weight"], before))
     True
     """
-    pg = _group(group)
-    places = [(layer, key) for owners in slots(model).values() for layer, key in owners]
     weight = 1 if count is None else count
     if isinstance(weight, bool) or not isinstance(weight, int | np.integer) or weight < 0:
         raise ValueError(f"count must be a number of examples (an integer >= 0), got {count!r}")
+    pg = _group(group)
+    named = [(name, place) for name, owners in slots(model).items() for place in owners]
+    places = [place for _, place in named]
     flat = _Flat([layer.params[key] for layer, key in places], extra=1)
     if weight:
-        missing = [key for layer, key in places if key not in layer.grads]
+        missing = [name for name, (layer, key) in named if key not in layer.grads]
         if missing:
             raise ValueError(
                 f"model has no gradient for {missing[0]!r}: call backward before "
