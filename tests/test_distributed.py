@@ -241,6 +241,10 @@ def test_a_worker_that_does_not_answer_ends_the_run_within_the_timeout():
     assert 0.4 < waited < 1.5
 
 
+def test_broadcast_gives_every_worker_worker_0s_value():
+    assert run_workers(lambda workers: workers.broadcast(100 + workers.rank)) == [100, 100]
+
+
 def test_init_workers_names_what_the_environment_lacks(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)

@@ -9,6 +9,7 @@ waits out a timeout: it is marked ``slow`` and runs with ``HANDGRAD_SLOW=1``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -126,9 +127,10 @@ def test_nproc_is_refused_under_torchrun(monkeypatch, capsys):
     assert "under torchrun, which starts them itself, leave it out" in capsys.readouterr().err
 
 
-# A run to stop in the middle: few steps, each epoch ending with a checkpoint (an fsync).
-LONG_RUN = [*ISSUE_RUN, "--backend", "numpy", "--epochs", "20", "--batch-size", "512"]
-LONG_RUN += ["--checkpoint-every", "1"]
+# A run to stop in the middle: few steps, each epoch ending with a checkpoint (an fsync);
+# its seed drawn at random by worker 0 and sent to the other.
+LONG_RUN = ["train", "--dataset", "digits", "--hidden", "32", "--optimizer", "sgd", "--quiet"]
+LONG_RUN += ["--epochs", "20", "--batch-size", "512", "--checkpoint-every", "1"]
 
 
 def _start(out: Path, *extra: str) -> subprocess.Popen:
@@ -172,8 +174,9 @@ def test_a_killed_worker_ends_the_run_with_status_2_and_it_resumes_with_the_same
     done = _handgrad("train", "--resume", str(out), "--nproc", "2")
     assert done.returncode == 0, done.stderr
     assert "resuming the run in" in done.stdout
-    whole = [*LONG_RUN[:-2], "--out", str(tmp_path / "whole")]  # one process, never stopped
-    assert main(whole) == 0
+    seed = re.search(r"seed (\d+) \(drawn at random", stdout)[1]
+    whole = [*LONG_RUN[:-2], "--seed", seed, "--out", str(tmp_path / "whole")]
+    assert main(whole) == 0  # one process, never stopped, worker 0's seed
     assert _largest_difference(_weights(out), _weights(tmp_path / "whole")) < 1e-10
 
 
@@ -193,8 +196,6 @@ def test_a_hung_worker_ends_the_run_after_the_timeout(tmp_path):
 @slow
 def test_the_guides_own_loop_runs_under_torchrun_as_one_process_would(tmp_path):
     """docs/guides/distributed.md's my_loop.py, on two workers, against fit in one process."""
-    import re
-
     import handgrad as hg
     from handgrad.data import load_dataset
     from handgrad.training import SGD, evaluate, fit

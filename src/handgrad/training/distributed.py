@@ -222,7 +222,7 @@ class WorkerGroup:
         device = "cuda" if _backend(group) == "nccl" else "cpu"
         tensor = torch.tensor([int(value)], dtype=torch.int64, device=device)
         try:
-            group.broadcast([tensor], 0).wait()
+            group.broadcast(tensor, 0).wait()
         except RuntimeError as err:
             raise WorkerLostError(self._lost(err)) from None
         return int(tensor[0])
