@@ -136,7 +136,11 @@ def main() -> None:
         print(json.dumps(worker(name, int(epochs), int(repeats), mode == "parallel")))
         return
     repeats = 1 if args.quick else 3
-    print(f"{os.cpu_count()} cores; one thread per process; best of {repeats} runs per process")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"{os.cpu_count()} cores (load average {load} before the run); one thread per "
+        f"process; best of {repeats} runs per process"
+    )
     for name, (sizes, batch, epochs, quick_epochs) in CASES.items():
         epochs = quick_epochs if args.quick else epochs
         X, _ = data(name)

@@ -167,10 +167,15 @@ class _Flat:
             self.array[a:z].reshape(tuple(x.shape))
             for (a, z), x in zip(self.slices, like, strict=True)
         ]
+        # the scalars, through NumPy where the memory is the host's (no kernel per number)
+        host = self.tensor.device.type == "cpu"
+        self.scalars = self.tensor[start:].numpy() if host else self.array[start:]
+        self.multiply = torch.mul if isinstance(first, torch.Tensor) else np.multiply
 
-    def pack(self, arrays: list[Any]) -> None:
+    def pack(self, arrays: list[Any], scale: float = 1.0) -> None:
+        """Copy ``arrays`` in, each multiplied by ``scale`` (one pass)."""
         for (a, z), x in zip(self.slices, arrays, strict=True):
-            self.array[a:z] = x.reshape(-1)
+            self.multiply(x.reshape(-1), scale, out=self.array[a:z])
 
 
 @dataclass
@@ -211,6 +216,8 @@ class WorkerGroup:
     def all_reduce(self, tensor: Any) -> None:
         """Sum ``tensor`` over every worker, in place; a worker that does not answer within
         the timeout, or has died, raises :class:`~handgrad.core.errors.WorkerLostError`."""
+        if self.world_size == 1:
+            return  # the sum of one
         try:
             _group(self.group).allreduce([tensor]).wait()
         except RuntimeError as err:
@@ -356,11 +363,10 @@ def all_reduce_gradients(model: Any, count: int | None = None, *, group: Any = N
                 f"model has no gradient for {missing[0]!r}: call backward before "
                 "all_reduce_gradients (or pass count=0 for a worker without examples)"
             )
-        flat.pack([layer.grads[key] for layer, key in places])
-        flat.array[: flat.size] *= weight
-    flat.array[flat.size] = weight
+        flat.pack([layer.grads[key] for layer, key in places], weight)
+    flat.scalars[0] = weight
     WorkerGroup(pg.rank(), pg.size(), pg).all_reduce(flat.tensor)
-    total = int(flat.array[flat.size])
+    total = int(flat.scalars[0])
     if total == 0:
         raise ValueError("count was 0 on every worker: there are no examples to average over")
     flat.array[: flat.size] /= total
@@ -384,11 +390,12 @@ class _ShardedStep:
         self.apply, step.update = step.update, self._keep
         self.flat = _Flat(list(model.params.values()), extra=3)
         self.weights, self.batch, self.xp = step.weights, step.batch, step.xp
-        self.kept, self.stop = False, False
+        self.kept, self.stop, self.share = False, False, 1.0
 
     def _keep(self, grads: list[Any]) -> None:
-        """In place of the optimizer's update: keep this worker's gradients for the sum."""
-        self.flat.pack(grads)
+        """In place of the optimizer's update: keep this worker's gradients for the sum,
+        weighted by its share of the batch: sum_r (n_r / b) mean_r = the batch's mean."""
+        self.flat.pack(grads, self.share)
         self.kept = True
 
     def stopping(self) -> bool:
@@ -396,23 +403,18 @@ class _ShardedStep:
         return self.stop
 
     def __call__(self, index: Any) -> tuple[float, int]:
-        flat, b = self.flat, len(index)
+        flat, scalars, b = self.flat, self.flat.scalars, len(index)
         rows = self.workers.shard(index)
         n = len(rows)
-        self.kept = False
+        self.kept, self.share = False, n / b
         value, right = self.step(rows) if n else (0.0, 0)
         if not self.kept:  # an empty share, or a loss that is no longer finite
             flat.array[: flat.size] = 0
-        share = n / b
-        # sum_r (n_r / b) * mean_r = the mean over the whole batch
-        flat.array[: flat.size] *= share
-        flat.array[flat.size] = value * share
-        flat.array[flat.size + 1] = right
-        flat.array[flat.size + 2] = float(self.interrupted is not None and self.interrupted())
+        scalars[0] = value * self.share
+        scalars[1] = right
+        scalars[2] = float(self.interrupted is not None and self.interrupted())
         self.workers.all_reduce(flat.tensor)
-        value = float(flat.array[flat.size])
-        right = int(flat.array[flat.size + 1])
-        self.stop = bool(flat.array[flat.size + 2] > 0)
+        value, right, self.stop = float(scalars[0]), int(scalars[1]), bool(scalars[2] > 0)
         grads = flat.views
         if self.alpha:
             grads = list(grads)
