@@ -158,10 +158,13 @@ def main() -> None:
             run = plain if nproc is None else launch(name, epochs, repeats, nproc)
             per_step = run["seconds"] / steps * 1e3
             reduce = run["reducing"] / steps * 1e3
-            share = f"{run['reducing'] / run['seconds']:6.0%}" if nproc else f"{'-':>6}"
+            if nproc:
+                reduced = f"{reduce:19.3f} {run['reducing'] / run['seconds']:6.0%}"
+            else:
+                reduced = f"{'-':>19} {'-':>6}"
             print(
-                f"  {label:<14} {per_step:8.3f} {reduce if nproc else float('nan'):19.3f} "
-                f"{share} {X.shape[0] * epochs / run['seconds']:10,.0f} "
+                f"  {label:<14} {per_step:8.3f} {reduced} "
+                f"{X.shape[0] * epochs / run['seconds']:10,.0f} "
                 f"{plain['seconds'] / run['seconds']:9.2f}"
             )
             if nproc == 2:
