@@ -17,6 +17,7 @@ import handgrad as hg
 from handgrad.core.arrays import convert, namespace, to_numpy
 from handgrad.core.errors import TrainingInterruptedError, WorkerLostError
 from handgrad.data import batches, load_dataset
+from handgrad.training.checkpoint import load_checkpoint, save_checkpoint
 from handgrad.training.fit import fit
 from handgrad.training.optim import make_optimizer
 
@@ -225,6 +226,61 @@ def test_the_workers_stop_together_when_one_is_asked_to():
         return stopped.value.step
 
     assert run_workers(work) == [asked_at, asked_at]
+
+
+def test_two_workers_stopped_and_resumed_end_as_one_process_never_stopped(tmp_path):
+    path, saved = tmp_path / "checkpoint.npz", threading.Barrier(2)
+    expected, history = _train("numpy", None, "momentum")  # lr 0.01, one process
+
+    def work(workers):
+        X, y = _digits()
+        model = hg.mlp([64, 32, 10], "sigmoid", rng=0)
+        optimizer = make_optimizer("momentum", model.params, 0.01)
+        calls = []
+
+        def save(progress):  # worker 0 alone writes, as the command line does
+            save_checkpoint(
+                path,
+                config={},
+                model=model,
+                optimizer=optimizer,
+                standardiser=None,
+                progress=progress,
+            )
+
+        def interrupted():  # worker 1 is asked to stop in the middle of the second epoch
+            calls.append(1)
+            return workers.rank == 1 and len(calls) == 40
+
+        options = {"epochs": 3, "batch_size": 64, "rng": 0, "parallel": workers}
+        with pytest.raises(TrainingInterruptedError):
+            fit(
+                model,
+                hg.CrossEntropyLoss(),
+                optimizer,
+                X,
+                y,
+                checkpoint=save if workers.rank == 0 else None,
+                interrupted=interrupted,
+                **options,
+            )
+        saved.wait(timeout=10)
+        checkpoint = load_checkpoint(path)
+        position = checkpoint.progress.position
+        model = hg.mlp([64, 32, 10], "sigmoid", rng=1)  # other weights: all come from the file
+        model.load_state_dict(checkpoint.params)
+        optimizer = make_optimizer("momentum", model.params, 0.01)
+        optimizer.load_state_dict(checkpoint.optimizer_state)
+        resumed = fit(
+            model, hg.CrossEntropyLoss(), optimizer, X, y, start=checkpoint.progress, **options
+        )
+        return position, _weights(model), resumed
+
+    for position, weights, resumed in run_workers(work):
+        assert position == 40 - 29  # stopped inside epoch 2 (29 steps an epoch)
+        for name, value in expected.items():
+            assert np.max(np.abs(weights[name] - value)) < 1e-10, name
+        np.testing.assert_allclose(resumed.train_loss, history.train_loss, rtol=1e-12)
 
 
 def test_a_worker_that_does_not_answer_ends_the_run_within_the_timeout():

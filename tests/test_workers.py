@@ -2,8 +2,10 @@
 ``torchrun`` give the weights of one process; a killed worker ends the run with status 2
 and no model; the run resumes from its checkpoint with the same number of workers.
 
-Every run here uses 127.0.0.1 and a free port, and is bounded in time. The hung-worker test
-waits out a timeout: it is marked ``slow`` and runs with ``HANDGRAD_SLOW=1``.
+Every run here uses 127.0.0.1 and a free port, and is bounded in time. The tests marked
+``slow`` (resuming a killed run, a hung worker, the guide's loop under torchrun) start
+more processes or wait out a timeout; they run with ``HANDGRAD_SLOW=1``. Resuming as two
+workers is also tested in one process, in test_distributed.py.
 """
 
 from __future__ import annotations
@@ -158,8 +160,8 @@ def _worker(launcher: subprocess.Popen, rank: int, out: Path) -> int:
     pytest.fail(f"the run ended or stalled before its first checkpoint: {launcher.communicate()}")
 
 
-def test_a_killed_worker_ends_the_run_with_status_2_and_it_resumes_with_the_same_n(tmp_path):
-    out = tmp_path / "run"
+def _killed_run(out: Path) -> str:
+    """A run on two workers whose worker 1 is killed after the first checkpoint; its stdout."""
     launcher = _start(out, "--nproc", "2", "--worker-timeout", "5")
     os.kill(_worker(launcher, 1, out), signal.SIGKILL)
     killed = time.monotonic()
@@ -170,7 +172,17 @@ def test_a_killed_worker_ends_the_run_with_status_2_and_it_resumes_with_the_same
     assert "worker 1 of 2 was killed by signal SIGKILL; the others were stopped and no " in stderr
     assert f"go on from the last checkpoint with: handgrad train --resume {out} --nproc 2" in stderr
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz"]  # no model, no leftovers
+    return stdout
 
+
+def test_a_killed_worker_ends_the_run_with_status_2_and_no_model(tmp_path):
+    _killed_run(tmp_path)
+
+
+@slow
+def test_a_killed_run_resumes_with_the_same_n_to_the_result_of_one_process(tmp_path):
+    out = tmp_path / "run"
+    stdout = _killed_run(out)
     done = _handgrad("train", "--resume", str(out), "--nproc", "2")
     assert done.returncode == 0, done.stderr
     assert "resuming the run in" in done.stdout
