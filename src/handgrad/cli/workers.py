@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,10 +60,12 @@ def _as_worker(args: argparse.Namespace) -> int:
             args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
         device = args.device
     with init_workers(timeout=args.worker_timeout, device=device) as workers:
-        quiet = open(os.devnull, "w") if workers.rank else None  # noqa: SIM115
-        args.quiet = args.quiet or workers.rank != 0
         try:
-            with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
+            with contextlib.ExitStack() as stack:
+                if workers.rank != 0:  # worker 0 alone prints
+                    args.quiet = True
+                    devnull = stack.enter_context(open(os.devnull, "w"))
+                    stack.enter_context(contextlib.redirect_stdout(devnull))
                 return commands.train(args, workers=workers)
         except WorkerLostError as err:
             folder = Path(args.resume or args.out)
@@ -72,9 +75,6 @@ def _as_worker(args: argparse.Namespace) -> int:
                 else ""
             )
             raise WorkerLostError(f"{err}; the run is stopped, no model written{kept}") from None
-        finally:
-            if quiet:
-                quiet.close()
 
 
 @dataclass
@@ -129,10 +129,11 @@ def launch(args: argparse.Namespace) -> int:
     print(f"starting {n} workers on this machine (torch.distributed, 127.0.0.1:{port})")
     sys.stdout.flush()
     workers: list[_Worker] = []
-    with tempfile.TemporaryDirectory(prefix="handgrad-workers-") as logs:
+    with contextlib.ExitStack() as files:
+        logs = Path(files.enter_context(tempfile.TemporaryDirectory(prefix="handgrad-workers-")))
         try:
             for rank in range(n):
-                stderr = None if rank == 0 else open(Path(logs) / f"{rank}.err", "w+b")  # noqa: SIM115
+                stderr = files.enter_context(open(logs / f"{rank}.err", "w+b")) if rank else None
                 process = subprocess.Popen(
                     command,
                     env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
@@ -149,8 +150,6 @@ def launch(args: argparse.Namespace) -> int:
                 if worker.process.poll() is None:
                     worker.process.kill()
                     worker.process.wait()
-                if worker.stderr is not None:
-                    worker.stderr.close()
 
 
 @contextlib.contextmanager
@@ -164,11 +163,9 @@ def _forwarding_signals(workers: list[_Worker]) -> Any:
                 worker.process.send_signal(signum)
 
     previous = {}
-    try:
+    if threading.current_thread() is threading.main_thread():  # only there can it listen
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, forward)
-    except ValueError:  # not the main thread: signals stay as they are
-        pass
     try:
         yield
     finally:

@@ -104,16 +104,16 @@ def shard_batches(
     >>> [b.tolist() for b in shard_batches(5, 2, 0, rank=1, world_size=2)]
     [[4], [0], []]
     """
-    if rank is None or world_size is None:
-        group = _group(None)
-        rank = group.rank() if rank is None else rank
-        world_size = group.size() if world_size is None else world_size
-    rank, world_size = _check_rank(rank, world_size)
     if rng is None:
         raise ValueError(
             "rng must be a seed or generator that every worker shares (the same batch "
             "order on each), got None"
         )
+    if rank is None or world_size is None:
+        group = _group(None)
+        rank = group.rank() if rank is None else rank
+        world_size = group.size() if world_size is None else world_size
+    rank, world_size = _check_rank(rank, world_size)
     order = batches(n, batch_size, make_rng(rng), shuffle=shuffle)
     return (index[slice(*_bounds(len(index), rank, world_size))] for index in order)
 
@@ -204,6 +204,7 @@ class WorkerGroup:
     group: Any = None  # a torch ProcessGroup; None: the default one (init_workers)
     timeout: float | None = None  # the group's, in seconds, for messages
     owns_group: bool = False  # close() destroys the default process group
+    device: str = "cpu"  # where the group's tensors live: "cuda" for NCCL
 
     def __post_init__(self) -> None:
         self.rank, self.world_size = _check_rank(self.rank, self.world_size)
@@ -225,11 +226,9 @@ class WorkerGroup:
 
     def broadcast(self, value: int) -> int:
         """Worker 0's integer ``value``, on every worker (a seed drawn at random)."""
-        group = _group(self.group)
-        device = "cuda" if _backend(group) == "nccl" else "cpu"
-        tensor = torch.tensor([int(value)], dtype=torch.int64, device=device)
+        tensor = torch.tensor([int(value)], dtype=torch.int64, device=self.device)
         try:
-            group.broadcast(tensor, 0).wait()
+            _group(self.group).broadcast(tensor, 0).wait()
         except RuntimeError as err:
             raise WorkerLostError(self._lost(err)) from None
         return int(tensor[0])
@@ -260,13 +259,6 @@ class WorkerGroup:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _backend(group: Any) -> str:
-    try:
-        return str(dist.get_backend(group))
-    except (RuntimeError, ValueError):  # a group made by hand, not registered: gloo here
-        return "gloo"
 
 
 def init_workers(
@@ -317,7 +309,8 @@ def init_workers(
             f"worker {rank} of {world_size} could not join the others at {address} within "
             f"{timeout:g} s: {_reason(err)}"
         ) from None
-    return WorkerGroup(rank, world_size, None, timeout, owns_group=True)
+    device = "cuda" if backend == "nccl" else "cpu"
+    return WorkerGroup(rank, world_size, None, timeout, owns_group=True, device=device)
 
 
 def all_reduce_gradients(model: Any, count: int | None = None, *, group: Any = None) -> int:
