@@ -3,7 +3,7 @@
 and no model; the run resumes from its checkpoint with the same number of workers.
 
 Every run here uses 127.0.0.1 and a free port, and is bounded in time. The tests marked
-``slow`` (resuming a killed run, a hung worker, the guide's loop under torchrun) start
+``slow`` (resuming a killed run, Ctrl-C, a hung worker, the guide's loop under torchrun) start
 more processes or wait out a timeout; they run with ``HANDGRAD_SLOW=1``. Resuming as two
 workers is also tested in one process, in test_distributed.py.
 """
@@ -190,6 +190,17 @@ def test_a_killed_run_resumes_with_the_same_n_to_the_result_of_one_process(tmp_p
     whole = [*LONG_RUN[:-2], "--seed", seed, "--out", str(tmp_path / "whole")]
     assert main(whole) == 0  # one process, never stopped, worker 0's seed
     assert _largest_difference(_weights(out), _weights(tmp_path / "whole")) < 1e-10
+
+
+@slow
+def test_ctrl_c_stops_every_worker_after_the_same_step_and_worker_0_checkpoints(tmp_path):
+    launcher = _start(tmp_path, "--nproc", "2")
+    _worker(launcher, 1, tmp_path)  # the run is under way
+    launcher.send_signal(signal.SIGINT)  # as Ctrl-C: the launcher passes it on
+    _, stderr = launcher.communicate(timeout=LIMIT)
+    assert launcher.returncode == 130, stderr
+    assert stderr.count("checkpoint saved to") == 1  # worker 0's message, once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
 
 
 @slow
