@@ -235,7 +235,7 @@ def test_report_json_table_and_picture(tmp_path):
     ("kwargs", "match"),
     [
         ({"mode": "quick"}, "mode must be one of 'full', 'sample', 'fast'"),
-        ({"method": "gpu"}, "method must be one of 'auto', 'batched', 'loop'"),
+        ({"method": "gpu"}, "method must be one of 'auto', 'batched', 'rows', 'loop'"),
         ({"samples": 0}, "samples must be a positive integer"),
         ({"directions": -1}, "directions must be a positive integer"),
         ({"max_memory": 0}, "max_memory must be a positive integer"),

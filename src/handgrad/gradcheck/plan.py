@@ -1,0 +1,267 @@
+"""Choosing, per array, the fastest way to evaluate perturbed losses that is known to be
+right, before any of it is used.
+
+handgrad's own layers declare that they take stacked copies (``broadcasts = True``, see
+:func:`declares_broadcasting`): a chain of them is batched through
+:class:`~handgrad.gradcheck.finite_differences.BatchedEvaluator` with its shortcuts. For
+anything else each fast route is first tried on the real input (:mod:`.probes`):
+
+- the input of a layer checked by ``check_layer``: its samples alone, many per call, if
+  the layer treats samples independently ("rows"); else copies stacked on a new axis
+  ("batched"); else the loop;
+- a parameter of such a layer: copies of it stacked in its place ("batched"), else the loop;
+- a parameter inside a model checked by ``check_gradients``: batched through the chain when
+  every layer after it and the loss take stacked copies, else the loop.
+
+``method="batched"`` or ``"rows"`` asks for one route: if the probe says no, the check
+stops with the reason instead of running something else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from handgrad.gradcheck import finite_differences as fd
+from handgrad.gradcheck import probes
+from handgrad.gradcheck.routes import (
+    LayerProblem,
+    Route,
+    as_float64,
+    loop_route,
+    rows_route,
+    stacked_input_route,
+    stacked_param_route,
+)
+from handgrad.gradcheck.state import fresh
+from handgrad.nn.registry import LAYER_TYPES
+
+__all__ = ["MIN_BATCHED", "Target", "declares_broadcasting", "layer_planner", "model_planner"]
+
+MIN_BATCHED = 8  # below this many elements a probe costs more than the loop saves
+_PROBE_SEED = 20261
+_FORWARD = ("forward", "forward_unchecked", "_forward")
+
+
+@dataclass
+class Target:
+    """One array to check: its report name, the live array, the params dict that holds it
+    (None for the input), its key there, and the chain position of its layer."""
+
+    name: str
+    array: Any
+    owner: dict | None
+    key: str
+    index: int | None
+    tied: bool = False
+
+
+def declares_broadcasting(layer: Any) -> bool:
+    """True when ``layer`` says it takes stacked copies (``broadcasts = True``) and no class
+    below its handgrad layer type rewrote its forward pass, which the promise was about."""
+    if not getattr(layer, "broadcasts", False):
+        return False
+    for cls in type(layer).__mro__:
+        if LAYER_TYPES.get(cls.__name__) is cls:
+            return True
+        if any(name in vars(cls) for name in _FORWARD):
+            return cls is type(layer) and "broadcasts" in vars(cls)
+    return True
+
+
+@dataclass
+class Planner:
+    """Routes by target name, chosen on first use; ``notes`` says why a faster one was not.
+    ``current()`` gives the loss change (and noise scale) at the arrays' present values."""
+
+    choose: Callable[[Target, int], tuple[Route, str]]
+    current: Callable[[], tuple[float, float]]
+    notes: list[str]
+    routes: dict[str, tuple[Route, str]] = field(default_factory=dict)
+
+    def route(self, target: Target, count: int) -> tuple[Route, str]:
+        """The route for ``target`` and its name ("batched", "rows" or "loop")."""
+        if target.name not in self.routes:
+            self.routes[target.name] = self.choose(target, count)
+        return self.routes[target.name]
+
+
+def _refused(method: str, target: Target, reason: str) -> ValueError:
+    return ValueError(
+        f"method={method!r} cannot check {target.name!r}: {reason}; use method='auto' "
+        "(the fastest way that is right) or 'loop'"
+    )
+
+
+def _tied(target: Target) -> str:
+    return f"{target.name} is held by several layers (tied), which cannot be perturbed at once"
+
+
+def layer_planner(
+    problem: LayerProblem,
+    method: str,
+    max_memory: int,
+    unit: float,
+    chain: list[Any] | None,
+) -> Planner:
+    """Routes for ``check_layer``; ``chain`` is the layers when all of them are handgrad's
+    own (declared to take stacked copies), else None."""
+    rng = np.random.default_rng(_PROBE_SEED)
+    batched: list[fd.BatchedEvaluator] = []
+    notes: list[str] = []
+
+    def head(stack: Any) -> tuple[np.ndarray, np.ndarray]:
+        return problem.changes(as_float64(stack))
+
+    def chain_route(target: Target) -> Route:
+        if not batched:
+            batched.append(fd.BatchedEvaluator(chain, problem.x, head, max_memory))
+        evaluator = batched[0]
+        return lambda flat, disp: evaluator.evaluate(
+            target.index, target.key, target.array, flat, disp
+        )
+
+    def choose(target: Target, count: int) -> tuple[Route, str]:
+        loop = loop_route(problem.current, target.array), "loop"
+        if method == "loop":
+            return loop
+        if target.tied:
+            if method == "batched":
+                raise _refused(method, target, _tied(target))
+            return loop
+        if chain is not None and method in ("auto", "batched"):
+            return chain_route(target), "batched"
+        if method == "auto" and count < MIN_BATCHED:
+            return loop
+        if target.owner is None:
+            return _input_route(problem, method, max_memory, unit, rng, target, notes)
+        if method == "rows":
+            return loop
+        found = probes.probe_stacked_param(problem, target.owner, target.key, unit, rng)
+        if found.ok:
+            route = stacked_param_route(
+                problem, target.owner, target.key, found.layout, found.axis, max_memory
+            )
+            return route, "batched"
+        if method == "batched":
+            raise _refused(method, target, found.reason)
+        notes.append(f"{target.name}: checked by the loop, since {found.reason}")
+        return loop
+
+    return Planner(choose, problem.current, notes)
+
+
+def _input_route(
+    problem: LayerProblem,
+    method: str,
+    max_memory: int,
+    unit: float,
+    rng: np.random.Generator,
+    target: Target,
+    notes: list[str],
+) -> tuple[Route, str]:
+    reasons = []
+    if method in ("auto", "rows"):
+        found = probes.probe_rows(problem, unit, rng)
+        if found.ok:
+            return rows_route(problem, max_memory), "rows"
+        if method == "rows":
+            raise _refused(method, target, found.reason)
+        reasons.append(f"rows: {found.reason}")
+    found = probes.probe_stacking(problem.forward, problem.x, unit, rng)
+    if found.ok:
+        return stacked_input_route(problem, found.axis, max_memory), "batched"
+    if method == "batched":
+        raise _refused(method, target, found.reason)
+    reasons.append(f"batched: {found.reason}")
+    notes.append(f"{target.name}: checked by the loop ({'; '.join(reasons)})")
+    return loop_route(problem.current, problem.x), "loop"
+
+
+def model_planner(
+    layers: list[Any],
+    loss: Any,
+    x: Any,
+    y: Any,
+    loss_at: Callable[[], float],
+    base: float,
+    scale: float,
+    method: str,
+    max_memory: int,
+    unit: float,
+) -> Planner:
+    """Routes for ``check_gradients``: the chain ``layers`` batched after a perturbation
+    where the layers after it and the loss take stacked copies, else the loop."""
+    rng = np.random.default_rng(_PROBE_SEED)
+    trusted = [declares_broadcasting(layer) for layer in layers]
+
+    def forward(i: int, a: Any) -> Any:  # a user's layer gets and gives copies
+        return layers[i].forward(a) if trusted[i] else fresh(layers[i].forward(fresh(a)))
+
+    def head(stack: Any) -> Any:
+        return loss.forward(stack, y)
+
+    evaluators: list[fd.BatchedEvaluator] = []
+    stacks: dict[int, probes.Finding] = {}
+    notes: list[str] = []
+
+    def evaluator() -> fd.BatchedEvaluator:
+        if not evaluators:
+            evaluators.append(fd.BatchedEvaluator(layers, x, head, max_memory, forward))
+        return evaluators[0]
+
+    def takes_stacks(i: int) -> probes.Finding:
+        if i not in stacks:
+            if i == len(layers):
+                if getattr(loss, "broadcasts", False):
+                    stacks[i] = probes.Finding(True)
+                else:
+                    call = lambda a: as_float64(loss.forward(fresh(a), y))  # noqa: E731
+                    stacks[i] = probes.probe_stacking(call, evaluator().inputs[i], unit, rng)
+            elif trusted[i]:
+                stacks[i] = probes.Finding(True)
+            else:
+                call = lambda a, i=i: as_float64(layers[i].forward(fresh(a)))  # noqa: E731
+                stacks[i] = probes.probe_stacking(call, evaluator().inputs[i], unit, rng)
+        return stacks[i]
+
+    def current() -> tuple[float, float]:
+        return loss_at() - base, scale
+
+    def choose(target: Target, count: int) -> tuple[Route, str]:
+        loop = loop_route(current, target.array), "loop"
+        if method == "rows":
+            raise _refused(
+                method, target, "rows perturbs samples of a layer's input (check_layer); "
+                "a model's loss is not one number per sample"
+            )
+        if method == "loop":
+            return loop
+        if target.tied:
+            if method == "batched":
+                raise _refused(method, target, _tied(target))
+            return loop
+        first = 0 if target.index is None else target.index + 1
+        declared = all(trusted[first:]) and getattr(loss, "broadcasts", False)
+        if method == "auto" and count < MIN_BATCHED and not declared:
+            return loop  # a probe would cost more than it saves
+        for i in range(first, len(layers) + 1):
+            found = takes_stacks(i)
+            if not found.ok:
+                what = "the loss" if i == len(layers) else f"layer {i} ({type(layers[i]).__name__})"
+                reason = f"{what} does not take stacked copies: {found.reason}"
+                if method == "batched":
+                    raise _refused(method, target, reason)
+                notes.append(f"{target.name}: checked by the loop, since {reason}")
+                return loop
+
+        def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            values, _ = evaluator().evaluate(target.index, target.key, target.array, flat, disp)
+            return values - base, np.full(flat.shape, scale)
+
+        return route, "batched"
+
+    return Planner(choose, current, notes)

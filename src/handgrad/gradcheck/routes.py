@@ -1,0 +1,235 @@
+"""The losses at perturbed points, four ways, for a layer (or model) checked as a whole.
+
+A *route* is called with elements ``flat`` of one array and displacements ``disp`` (one row
+per element, one column per stencil offset) and returns the change of the loss at each
+displaced point, ``(m, k)``, and each element's noise scale, ``(m,)``: the size of the
+terms that the change was computed from (the rounding noise of a difference is about
+``machine_eps * scale``).
+
+- :func:`loop_route`: one element and one offset per call of the model, in place, restored.
+- :func:`rows_route`: for a layer that treats samples independently, the input's perturbed
+  samples alone, many per call: the copy of sample ``i`` with element ``j`` moved, for
+  many ``(i, j)`` and offsets at once.
+- :func:`stacked_input_route`: copies of the whole input, stacked on a new leading axis.
+- :func:`stacked_param_route`: copies of one parameter stacked on a new leading axis and
+  put in its place for one call.
+
+Which of them may be used for a user's layer is decided first, by :mod:`.probes`; every
+array handed to the layer is the check's own copy, and every output is copied at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from handgrad.core.arrays import convert, namespace, to_numpy
+from handgrad.gradcheck.state import fresh
+
+__all__ = [
+    "LayerProblem",
+    "Route",
+    "loop_route",
+    "rows_route",
+    "stacked_input_route",
+    "stacked_param_route",
+]
+
+Route = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+MAX_COPIES = 512  # copies per call: enough to amortise Python, small enough for the caches
+
+
+def as_float64(a: Any) -> np.ndarray:
+    """A float64 NumPy copy of array ``a`` (any library)."""
+    return np.array(to_numpy(a), dtype=np.float64)
+
+
+@dataclass
+class LayerProblem:
+    """A layer at one input, driven by the upstream gradient ``r``: the loss is
+    ``L = sum(layer.forward(x) * r)``, measured as a change from ``y0 = layer.forward(x)``
+    so that outputs a perturbation does not reach add no rounding noise.
+
+    ``x`` is the check's own copy (perturbed in place by the loop, never handed to the
+    layer: each call gets a fresh copy); ``y0`` and ``r`` are float64 NumPy arrays.
+    """
+
+    layer: Any
+    x: Any
+    y0: np.ndarray
+    r: np.ndarray
+
+    def forward(self, x: Any) -> np.ndarray:
+        """The layer's output at a copy of ``x``, as a float64 NumPy copy."""
+        out = self.layer.forward(fresh(x))
+        if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+            raise TypeError(
+                f"{type(self.layer).__name__}.forward must return an array, "
+                f"got {type(out).__name__}"
+            )
+        return as_float64(out)
+
+    def changes(self, outputs: np.ndarray, base: Any = None, r: Any = None) -> tuple[Any, Any]:
+        """Loss changes and noise scales of ``outputs`` (copies on axis 0) from ``base``."""
+        base = self.y0 if base is None else base
+        r = self.r if r is None else r
+        axes = tuple(range(1, outputs.ndim))
+        moved = outputs != base
+        terms = np.abs(outputs * r) + np.abs(base * r)
+        return np.sum((outputs - base) * r, axis=axes), np.sum(terms * moved, axis=axes) / 2
+
+    def current(self) -> tuple[float, float]:
+        """The loss change and noise scale at the present values of x and the parameters."""
+        out = self.forward(self.x)
+        if out.shape != self.y0.shape:
+            raise ValueError(
+                f"{type(self.layer).__name__}.forward returned shape {out.shape} at a perturbed "
+                f"point but {self.y0.shape} at x; the output's shape must not depend on values"
+            )
+        change, scale = self.changes(out[None])
+        return float(change[0]), float(scale[0])
+
+
+def loop_route(current: Callable[[], tuple[float, float]], array: Any) -> Route:
+    """Move one element of ``array`` in place per evaluation of ``current()``; restore it."""
+
+    def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        losses = np.empty(disp.shape)
+        scales = np.zeros(flat.shape)
+        shape = tuple(array.shape)
+        for i, index in enumerate(flat):
+            where = np.unravel_index(int(index), shape)
+            value = float(array[where])
+            try:
+                for j, d in enumerate(disp[i]):
+                    array[where] = value + float(d)
+                    losses[i, j], scale = current()
+                    scales[i] = max(scales[i], scale)
+            finally:
+                array[where] = value
+        return losses, scales
+
+    return route
+
+
+def _per_call(problem: LayerProblem, elements_per_copy: int, k: int, max_memory: int) -> int:
+    """Elements per call so that their copies (k per element) fit the memory budget."""
+    copies = max(1, min(MAX_COPIES, max_memory // (8 * 4 * max(elements_per_copy, 1))))
+    return max(1, copies // k)
+
+
+def _in_chunks(n: int, size: int):
+    return (slice(start, start + size) for start in range(0, n, size))
+
+
+def _like(values: np.ndarray, array: Any) -> Any:
+    """``values`` (float64 NumPy) as an array of ``array``'s library, dtype and device."""
+    return convert(
+        values, namespace(array), dtype=array.dtype, device=array_api_compat.device(array)
+    )
+
+
+def rows_route(problem: LayerProblem, max_memory: int) -> Route:
+    """Perturbed samples of the input alone, many per call (samples must be independent)."""
+    x = problem.x
+    batch = x.shape[0]
+    samples = as_float64(x).reshape(batch, -1)  # N,S
+    width = samples.shape[1]
+    rows_r = problem.r.reshape(batch, *problem.y0.shape[1:])
+    per_row = width + math.prod(problem.y0.shape[1:])
+
+    def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m, k = disp.shape
+        losses, scales = np.empty((m, k)), np.empty(m)
+        for part in _in_chunks(m, _per_call(problem, per_row, k, max_memory)):
+            sample, column = np.divmod(flat[part], width)
+            rows = np.repeat(samples[sample], k, axis=0)  # P*k,S
+            rows[np.arange(rows.shape[0]), np.repeat(column, k)] += disp[part].reshape(-1)
+            out = problem.forward(_like(rows.reshape(-1, *x.shape[1:]), x))
+            owner = np.repeat(sample, k)
+            expected = (owner.shape[0], *problem.y0.shape[1:])
+            if out.shape != expected:
+                raise ValueError(f"the perturbed samples gave shape {out.shape}, not {expected}")
+            change, scale = problem.changes(out, problem.y0[owner], rows_r[owner])
+            losses[part] = change.reshape(-1, k)
+            scales[part] = scale.reshape(-1, k).max(axis=1)
+        return losses, scales
+
+    return route
+
+
+def _stack(values: np.ndarray, flat: np.ndarray, disp: np.ndarray) -> np.ndarray:
+    """Copies of ``values`` (flat float64), copy ``(i, j)`` with element ``flat[i]`` moved
+    by ``disp[i, j]``: shape (m * k, size)."""
+    m, k = disp.shape
+    copies = np.repeat(values.reshape(1, -1), m * k, axis=0)
+    copies[np.arange(m * k), np.repeat(flat, k)] += disp.reshape(-1)
+    return copies
+
+
+def _copies_first(out: np.ndarray, axis: int, count: int, shape: tuple[int, ...]) -> np.ndarray:
+    moved = np.moveaxis(out, axis, 0) if out.ndim == len(shape) + 1 else out
+    if moved.shape != (count, *shape):
+        raise ValueError(f"the stacked copies gave shape {out.shape}, not {count} of {shape}")
+    return moved
+
+
+def stacked_input_route(problem: LayerProblem, axis: int, max_memory: int) -> Route:
+    """Copies of the whole input on a new leading axis; the outputs hold them on ``axis``."""
+    x = problem.x
+    values = as_float64(x).reshape(-1)
+    size = values.size + problem.y0.size
+
+    def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m, k = disp.shape
+        losses, scales = np.empty((m, k)), np.empty(m)
+        for part in _in_chunks(m, _per_call(problem, size, k, max_memory)):
+            copies = _stack(values, flat[part], disp[part]).reshape(-1, *x.shape)
+            out = problem.forward(_like(copies, x))
+            out = _copies_first(out, axis, copies.shape[0], problem.y0.shape)
+            change, scale = problem.changes(out)
+            losses[part] = change.reshape(-1, k)
+            scales[part] = scale.reshape(-1, k).max(axis=1)
+        return losses, scales
+
+    return route
+
+
+def put_stacked(owner: dict, key: str, stack: Any, call: Callable[[], Any]) -> Any:
+    """Run ``call()`` with ``owner[key]`` replaced by ``stack``; always put the array back."""
+    original = owner[key]
+    owner[key] = stack
+    try:
+        return call()
+    finally:
+        owner[key] = original
+
+
+def stacked_param_route(
+    problem: LayerProblem, owner: dict, key: str, layout: int, axis: int, max_memory: int
+) -> Route:
+    """Copies of parameter ``owner[key]`` stacked as (copies, 1 x layout, *shape) and put in
+    its place for one call; the outputs hold the copies on ``axis``."""
+    p = owner[key]
+    values = as_float64(p).reshape(-1)
+    size = values.size + problem.y0.size
+
+    def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m, k = disp.shape
+        losses, scales = np.empty((m, k)), np.empty(m)
+        for part in _in_chunks(m, _per_call(problem, size, k, max_memory)):
+            copies = _stack(values, flat[part], disp[part])
+            stack = _like(copies.reshape(-1, *([1] * layout), *p.shape), p)
+            out = put_stacked(owner, key, stack, lambda: problem.forward(problem.x))
+            out = _copies_first(out, axis, copies.shape[0], problem.y0.shape)
+            change, scale = problem.changes(out)
+            losses[part] = change.reshape(-1, k)
+            scales[part] = scale.reshape(-1, k).max(axis=1)
+        return losses, scales
+
+    return route
