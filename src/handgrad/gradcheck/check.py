@@ -275,37 +275,29 @@ def _precision(
     )
     low = _low_precision(model, arrays)
     if not low:
-        return plain
-    name, dtype = next(iter(low.items()))
-    twin, twin_loss = promoted_copy(model), promoted_copy(loss)
-    wide = {k: _as_float64(v) for k, v in arrays.items()}
-    reason = ""
-    try:
-        got = output(twin, twin_loss, wide)
-        if not is_array(got) or got.dtype != namespace(got).float64:
-            reason = f"its output stays {getattr(got, 'dtype', type(got).__name__)}"
-        else:
-            want = as_float64(output(model, loss, arrays))
-            unit = float(np.finfo(np.dtype(dtype)).eps)
-            gap = float(np.max(np.abs(as_float64(got) - want), initial=0.0))
-            if not gap <= 1024 * unit * max(float(np.max(np.abs(want), initial=0.0)), 1e-30):
-                reason = f"its float64 output differs from its {dtype} output by {gap:.2g}"
-    except Exception as err:  # the probe's answer: it cannot run in float64
-        reason = f"in float64 it raised {type(err).__name__}: {err}"
-    if not reason:
-        warnings.warn(
-            f"{name} is {dtype}, too coarse for finite differences: the check runs on a "
-            "float64 copy of the model and data",
-            GradientCheckWarning,
-            stacklevel=4,
-        )
-        return replace(plain, model=twin, loss=twin_loss, arrays=wide)
+        out = output(model, loss, arrays)
+        if not (is_array(out) and is_floating(out)) or out.dtype == namespace(out).float64:
+            return plain
+        name, dtype = "the output", float_dtype_name(out)
+        reason = f"its output is {dtype} on float64 input"
+    else:
+        name, dtype = next(iter(low.items()))
+        twin, twin_loss = promoted_copy(model), promoted_copy(loss)
+        wide = {k: _as_float64(v) for k, v in arrays.items()}
+        reason = _promotion_refused(output, (model, loss, arrays), (twin, twin_loss, wide), dtype)
+        if not reason:
+            warnings.warn(
+                f"{name} is {dtype}, too coarse for finite differences: the check runs on a "
+                "float64 copy of the model and data",
+                GradientCheckWarning,
+                stacklevel=4,
+            )
+            return replace(plain, model=twin, loss=twin_loss, arrays=wide)
     eps, threshold = LOW_PRECISION.get(dtype, LOW_PRECISION["float16"])
     eps, threshold = max(opts.eps, eps), max(opts.threshold, threshold)
     note = (
-        f"{name} is {dtype} and the model computes in {dtype} even on float64 input "
-        f"({reason}): checked in {dtype}, steps eps * max(1, |p|) with eps {eps:g}, "
-        f"threshold {threshold:g}"
+        f"{name} is {dtype} and the model computes in {dtype} ({reason}): checked in "
+        f"{dtype}, with steps eps * max(1, |p|), eps {eps:g}, threshold {threshold:g}"
     )
     warnings.warn(note, GradientCheckWarning, stacklevel=4)
     return replace(
@@ -318,6 +310,22 @@ def _precision(
         scaled_steps=True,
         note=note,
     )
+
+
+def _promotion_refused(output: Callable[..., Any], low: tuple, wide: tuple, dtype: str) -> str:
+    """Why the float64 copy ``wide`` does not compute what ``low`` computes, or ""."""
+    try:
+        got = output(*wide)
+    except Exception as err:  # the probe's answer: it cannot run in float64
+        return f"in float64 it raised {type(err).__name__}: {err}"
+    if not is_array(got) or got.dtype != namespace(got).float64:
+        return f"its output stays {getattr(got, 'dtype', type(got).__name__)}"
+    want = as_float64(output(*low))
+    unit = float(np.finfo(np.dtype(dtype)).eps)
+    gap = float(np.max(np.abs(as_float64(got) - want), initial=0.0))
+    if not gap <= 1024 * unit * max(float(np.max(np.abs(want), initial=0.0)), 1e-30):
+        return f"its float64 output differs from its {dtype} output by {gap:.2g}"
+    return ""
 
 
 def _as_float64(v: Any) -> Any:
@@ -372,9 +380,10 @@ def _param_targets(model: Any) -> list[Target]:
 
 def _input_gradient(dx: Any, layer: Any, x: Any) -> np.ndarray:
     if not is_array(dx):
+        got = "None" if dx is None else f"a {type(dx).__name__}"
         raise TypeError(
-            f"{type(layer).__name__}.backward returned {type(dx).__name__}: it must return "
-            f"dL/dx, an array shaped like x {tuple(x.shape)}"
+            f"{type(layer).__name__}.backward returned {got}: it must return dL/dx, an array "
+            f"shaped like x {tuple(x.shape)}"
         )
     return as_float64(dx)
 
@@ -513,8 +522,8 @@ def _check_model(
 
     value = loss_at()
     dx = model.backward(loss.backward())
-    analytic = _analytic_grads(model)
     targets = _param_targets(model)
+    analytic = _analytic_grads(model)
     notes = [precision.note] if precision.note else []
     if not targets:
         if not is_floating(xm):
@@ -645,11 +654,11 @@ def _check_layer(
     r64 = as_float64(r)
     dx = layer.backward(fresh(r))  # backward gets its own copy: it may write into it
     floating = is_floating(xm)
+    targets = ([Target("x", xm, None, "", None)] if floating else []) + _param_targets(layer)
     analytic = {"x": _input_gradient(dx, layer, xm)} if floating else {}
     analytic.update(_analytic_grads(layer))
     problem = LayerProblem(layer, xm, y0, r64)
     probes.check_deterministic(problem, precision.unit)
-    targets = ([Target("x", xm, None, "", None)] if floating else []) + _param_targets(layer)
     notes = [precision.note] if precision.note else []
     if not floating:
         notes.append(f"x holds {xm.dtype} values (indices): its gradient is not checked")

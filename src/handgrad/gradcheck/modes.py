@@ -101,9 +101,10 @@ def _elementwise(
     _warn_if_unresolved(
         values, fd.steps(values, s.eps, s.scaled_steps), target.name, _numpy_dtype(target.array)
     )
-    route, method = planner.route(target, flat.size)
+    way = planner.way(target, flat.size)
     wanted = analytic.reshape(-1)[flat]
-    decision = decide(_element_lines(target, flat, wanted, route, s), s.stencil, s.unit, s.threshold)
+    lines = _element_lines(target, flat, wanted, way.evaluate, s)
+    decision = decide(lines, s.stencil, s.unit, s.threshold)
     shape = tuple(target.array.shape)
     kinks = tuple(
         Kink(
@@ -123,7 +124,7 @@ def _elementwise(
         decision.rel,
         decision.failed,
         kinks=kinks,
-        method=method,
+        method=way.method,
         ignored=decision.kink,
     )
 

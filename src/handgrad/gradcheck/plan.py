@@ -19,6 +19,7 @@ stops with the reason instead of running something else.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,9 +40,18 @@ from handgrad.gradcheck.routes import (
 from handgrad.gradcheck.state import fresh
 from handgrad.nn.registry import LAYER_TYPES
 
-__all__ = ["MIN_BATCHED", "Target", "declares_broadcasting", "layer_planner", "model_planner"]
+__all__ = [
+    "MIN_BATCHED",
+    "Planner",
+    "Target",
+    "Way",
+    "declares_broadcasting",
+    "layer_planner",
+    "model_planner",
+]
 
 MIN_BATCHED = 8  # below this many elements a probe costs more than the loop saves
+_TIMED_AFTER = 64  # evaluations in one call before its time says anything
 _PROBE_SEED = 20261
 _FORWARD = ("forward", "forward_unchecked", "_forward")
 
@@ -73,20 +83,53 @@ def declares_broadcasting(layer: Any) -> bool:
 
 
 @dataclass
-class Planner:
-    """Routes by target name, chosen on first use; ``notes`` says why a faster one was not.
-    ``current()`` gives the loss change (and noise scale) at the arrays' present values."""
+class Way:
+    """How one array's perturbed losses are evaluated: ``evaluate(flat, disp)`` and the
+    method's name for the report."""
 
-    choose: Callable[[Target, int], tuple[Route, str]]
+    evaluate: Route
+    method: str
+
+
+class _Timed(Way):
+    """A probed route that gives way to the loop once a call of at least 64 evaluations
+    shows it costs twice the loop's forward per evaluation (both are right: this is
+    only about speed)."""
+
+    def __init__(
+        self, fast: Route, method: str, loop: Route, per_forward: float, notes: list[str], name: str
+    ) -> None:
+        super().__init__(self._call, method)
+        self._fast, self._loop, self._per_forward = fast, loop, per_forward
+        self._notes, self._name = notes, name
+
+    def _call(self, flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.method == "loop":
+            return self._loop(flat, disp)
+        start = time.perf_counter()
+        result = self._fast(flat, disp)
+        elapsed = time.perf_counter() - start
+        if disp.size >= _TIMED_AFTER and elapsed > 2 * disp.size * self._per_forward:
+            self._notes.append(f"{self._name}: {self.method} was slower than the loop here")
+            self.method = "loop"
+        return result
+
+
+@dataclass
+class Planner:
+    """Ways by target name, chosen on first use; ``notes`` says why a faster one was not
+    used. ``current()`` gives the loss change and noise scale at the arrays' present values."""
+
+    choose: Callable[[Target, int], Way]
     current: Callable[[], tuple[float, float]]
     notes: list[str]
-    routes: dict[str, tuple[Route, str]] = field(default_factory=dict)
+    ways: dict[str, Way] = field(default_factory=dict)
 
-    def route(self, target: Target, count: int) -> tuple[Route, str]:
-        """The route for ``target`` and its name ("batched", "rows" or "loop")."""
-        if target.name not in self.routes:
-            self.routes[target.name] = self.choose(target, count)
-        return self.routes[target.name]
+    def way(self, target: Target, count: int) -> Way:
+        """The way to evaluate ``target`` (``count`` elements of it are to be checked)."""
+        if target.name not in self.ways:
+            self.ways[target.name] = self.choose(target, count)
+        return self.ways[target.name]
 
 
 def _refused(method: str, target: Target, reason: str) -> ValueError:
@@ -100,6 +143,16 @@ def _tied(target: Target) -> str:
     return f"{target.name} is held by several layers (tied), which cannot be perturbed at once"
 
 
+def _per_forward(problem: LayerProblem) -> float:
+    """The least time of three plain forwards at x."""
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        problem.forward(problem.x)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def layer_planner(
     problem: LayerProblem,
     method: str,
@@ -107,25 +160,35 @@ def layer_planner(
     unit: float,
     chain: list[Any] | None,
 ) -> Planner:
-    """Routes for ``check_layer``; ``chain`` is the layers when all of them are handgrad's
+    """Ways for ``check_layer``; ``chain`` is the layers when all of them are handgrad's
     own (declared to take stacked copies), else None."""
     rng = np.random.default_rng(_PROBE_SEED)
-    batched: list[fd.BatchedEvaluator] = []
+    evaluators: list[fd.BatchedEvaluator] = []
     notes: list[str] = []
+    timing: list[float] = []
 
     def head(stack: Any) -> tuple[np.ndarray, np.ndarray]:
         return problem.changes(as_float64(stack))
 
-    def chain_route(target: Target) -> Route:
-        if not batched:
-            batched.append(fd.BatchedEvaluator(chain, problem.x, head, max_memory))
-        evaluator = batched[0]
-        return lambda flat, disp: evaluator.evaluate(
-            target.index, target.key, target.array, flat, disp
+    def chained(target: Target) -> Way:
+        if not evaluators:
+            evaluators.append(fd.BatchedEvaluator(chain, problem.x, head, max_memory))
+        evaluator = evaluators[0]
+        return Way(
+            lambda flat, disp: evaluator.evaluate(
+                target.index, target.key, target.array, flat, disp
+            ),
+            "batched",
         )
 
-    def choose(target: Target, count: int) -> tuple[Route, str]:
-        loop = loop_route(problem.current, target.array), "loop"
+    def timed(target: Target, fast: Route, name: str) -> Way:
+        if not timing:
+            timing.append(_per_forward(problem))
+        loop = loop_route(problem.current, target.array)
+        return _Timed(fast, name, loop, timing[0], notes, target.name)
+
+    def choose(target: Target, count: int) -> Way:
+        loop = Way(loop_route(problem.current, target.array), "loop")
         if method == "loop":
             return loop
         if target.tied:
@@ -133,36 +196,32 @@ def layer_planner(
                 raise _refused(method, target, _tied(target))
             return loop
         if chain is not None and method in ("auto", "batched"):
-            return chain_route(target), "batched"
+            return chained(target)
         if method == "auto" and count < MIN_BATCHED:
             return loop
         if target.owner is None:
-            return _input_route(problem, method, max_memory, unit, rng, target, notes)
-        if method == "rows":
+            found = _input_way(problem, method, max_memory, unit, rng, target)
+        elif method == "rows":
             return loop
-        found = probes.probe_stacked_param(problem, target.owner, target.key, unit, rng)
-        if found.ok:
-            route = stacked_param_route(
-                problem, target.owner, target.key, found.layout, found.axis, max_memory
-            )
-            return route, "batched"
-        if method == "batched":
-            raise _refused(method, target, found.reason)
-        notes.append(f"{target.name}: checked by the loop, since {found.reason}")
-        return loop
+        else:
+            found = _param_way(problem, method, max_memory, unit, rng, target)
+        if isinstance(found, str):
+            notes.append(f"{target.name}: checked by the loop ({found})")
+            return loop
+        return timed(target, *found)
 
     return Planner(choose, problem.current, notes)
 
 
-def _input_route(
+def _input_way(
     problem: LayerProblem,
     method: str,
     max_memory: int,
     unit: float,
     rng: np.random.Generator,
     target: Target,
-    notes: list[str],
-) -> tuple[Route, str]:
+) -> tuple[Route, str] | str:
+    """The input's fastest proven route and its name, or why there is none."""
     reasons = []
     if method in ("auto", "rows"):
         found = probes.probe_rows(problem, unit, rng)
@@ -176,9 +235,27 @@ def _input_route(
         return stacked_input_route(problem, found.axis, max_memory), "batched"
     if method == "batched":
         raise _refused(method, target, found.reason)
-    reasons.append(f"batched: {found.reason}")
-    notes.append(f"{target.name}: checked by the loop ({'; '.join(reasons)})")
-    return loop_route(problem.current, problem.x), "loop"
+    return "; ".join([*reasons, f"batched: {found.reason}"])
+
+
+def _param_way(
+    problem: LayerProblem,
+    method: str,
+    max_memory: int,
+    unit: float,
+    rng: np.random.Generator,
+    target: Target,
+) -> tuple[Route, str] | str:
+    """A parameter's stacked route, or why there is none."""
+    found = probes.probe_stacked_param(problem, target.owner, target.key, unit, rng)
+    if found.ok:
+        route = stacked_param_route(
+            problem, target.owner, target.key, found.layout, found.axis, max_memory
+        )
+        return route, "batched"
+    if method == "batched":
+        raise _refused(method, target, found.reason)
+    return f"batched: {found.reason}"
 
 
 def model_planner(
@@ -193,50 +270,57 @@ def model_planner(
     max_memory: int,
     unit: float,
 ) -> Planner:
-    """Routes for ``check_gradients``: the chain ``layers`` batched after a perturbation
+    """Ways for ``check_gradients``: the chain ``layers`` batched after a perturbation
     where the layers after it and the loss take stacked copies, else the loop."""
     rng = np.random.default_rng(_PROBE_SEED)
     trusted = [declares_broadcasting(layer) for layer in layers]
-
-    def forward(i: int, a: Any) -> Any:  # a user's layer gets and gives copies
-        return layers[i].forward(a) if trusted[i] else fresh(layers[i].forward(fresh(a)))
-
-    def head(stack: Any) -> Any:
-        return loss.forward(stack, y)
-
     evaluators: list[fd.BatchedEvaluator] = []
     stacks: dict[int, probes.Finding] = {}
     notes: list[str] = []
 
+    def forward(i: int, a: Any) -> Any:  # a user's layer gets and gives copies
+        return layers[i].forward(a) if trusted[i] else fresh(layers[i].forward(fresh(a)))
+
     def evaluator() -> fd.BatchedEvaluator:
         if not evaluators:
+            head = lambda stack: loss.forward(stack, y)  # noqa: E731
             evaluators.append(fd.BatchedEvaluator(layers, x, head, max_memory, forward))
         return evaluators[0]
 
     def takes_stacks(i: int) -> probes.Finding:
         if i not in stacks:
-            if i == len(layers):
-                if getattr(loss, "broadcasts", False):
-                    stacks[i] = probes.Finding(True)
-                else:
-                    call = lambda a: as_float64(loss.forward(fresh(a), y))  # noqa: E731
-                    stacks[i] = probes.probe_stacking(call, evaluator().inputs[i], unit, rng)
-            elif trusted[i]:
+            if (i == len(layers) and getattr(loss, "broadcasts", False)) or (
+                i < len(layers) and trusted[i]
+            ):
                 stacks[i] = probes.Finding(True)
             else:
-                call = lambda a, i=i: as_float64(layers[i].forward(fresh(a)))  # noqa: E731
-                stacks[i] = probes.probe_stacking(call, evaluator().inputs[i], unit, rng)
+                call = (lambda a: loss.forward(fresh(a), y)) if i == len(layers) else (
+                    lambda a: layers[i].forward(fresh(a))
+                )
+                found = probes.probe_stacking(
+                    lambda a: as_float64(call(a)), evaluator().inputs[i], unit, rng
+                )
+                stacks[i] = found
         return stacks[i]
 
     def current() -> tuple[float, float]:
         return loss_at() - base, scale
 
-    def choose(target: Target, count: int) -> tuple[Route, str]:
-        loop = loop_route(current, target.array), "loop"
+    def chained(target: Target) -> Way:
+        def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            values, _ = evaluator().evaluate(target.index, target.key, target.array, flat, disp)
+            return values - base, np.full(flat.shape, scale)
+
+        return Way(route, "batched")
+
+    def choose(target: Target, count: int) -> Way:
+        loop = Way(loop_route(current, target.array), "loop")
         if method == "rows":
             raise _refused(
-                method, target, "rows perturbs samples of a layer's input (check_layer); "
-                "a model's loss is not one number per sample"
+                method,
+                target,
+                "rows perturbs samples of a layer's input (check_layer); a model's loss is "
+                "not one number per sample",
             )
         if method == "loop":
             return loop
@@ -257,11 +341,6 @@ def model_planner(
                     raise _refused(method, target, reason)
                 notes.append(f"{target.name}: checked by the loop, since {reason}")
                 return loop
-
-        def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            values, _ = evaluator().evaluate(target.index, target.key, target.array, flat, disp)
-            return values - base, np.full(flat.shape, scale)
-
-        return route, "batched"
+        return chained(target)
 
     return Planner(choose, current, notes)

@@ -402,9 +402,12 @@ def summarize(
         )
     analytic, numeric = np.asarray(analytic, dtype=np.float64), np.asarray(numeric, np.float64)
     diff = np.abs(analytic - numeric)
-    if ignored is not None:
+    if ignored is not None and np.any(ignored):
         diff, rel = np.where(ignored, 0.0, diff), np.where(ignored, 0.0, rel)
-    worst = int(np.argmax(rel))
+        counted = np.flatnonzero(~ignored)
+        worst = int(counted[np.argmax(rel[counted])]) if counted.size else 0
+    else:
+        worst = int(np.argmax(rel))
     index = np.unravel_index(int(flat[worst]), shape) if shape else ()
     return ParameterCheck(
         name=name,
