@@ -490,6 +490,8 @@ def check_gradients(
     named_layers(model)
     _check_input(x)
     check_array(y, "y", floating=False)
+    if not slots(model) and not is_floating(x):
+        raise ValueError("nothing to check: the model has no parameters and x holds integers")
     opts = _options(
         eps=eps, threshold=threshold, mode=mode, samples=samples, directions=directions,
         stencil=stencil, richardson=richardson, scaled_steps=scaled_steps, method=method,
@@ -526,10 +528,6 @@ def _check_model(
     analytic = _analytic_grads(model)
     notes = [precision.note] if precision.note else []
     if not targets:
-        if not is_floating(xm):
-            raise ValueError(
-                "nothing to check: the model has no parameters and x holds integers"
-            )
         analytic["x"] = _input_gradient(dx, model, xm)
         targets = [Target("x", xm, None, "", None)]
         notes.append("the model has no parameters: its input gradient is checked")
