@@ -216,14 +216,14 @@ class TinyNextToLarge:
 
 
 def test_a_wrong_sign_on_a_tiny_gradient_next_to_large_ones_is_caught():
-    x = _x(np.random.default_rng(14), 6, 2) * 100
+    x = _x(np.random.default_rng(14), 6, 2)
     assert hg.check_layer(TinyNextToLarge(), x, rng=0).passed
     report = hg.check_layer(TinyNextToLarge(slip=True), x, rng=0, raise_on_failure=False)
-    assert not report.passed and report["x"].n_failed == 6
-    assert abs(report["x"].analytic) < 1e-8 and report["x"].numeric == pytest.approx(
+    assert not report.passed and report["x"].n_failed >= 4
+    assert abs(report["x"].analytic) < 1e-9 and report["x"].numeric == pytest.approx(
         -report["x"].analytic, rel=1e-3
     )
-    # the old rule, one floor for the whole check, waved it through
+    # one floor for the whole check, as before, waved it through
     assert report["x"].max_abs_diff < report.atol
 
 
@@ -325,7 +325,9 @@ def test_a_random_forward_is_named_as_such():
             self.seed += 1  # a new mask at every call
             return super().forward(x)
 
-    with pytest.raises(hg.gradcheck.RandomLayerError, match="FreshMask is random: two forwards on the same"):
+    with pytest.raises(
+        hg.gradcheck.RandomLayerError, match="FreshMask is random: two forwards on the same"
+    ):
         hg.check_layer(FreshMask(None), np.ones((3, 4)))
     model = hg.Sequential(hg.Linear(4, 4, rng=0), FreshMask(None))
     with pytest.raises(hg.gradcheck.RandomLayerError, match=r"layer 1 \(FreshMask\) is random"):
@@ -412,8 +414,11 @@ class BiasKeepdims:
 
 def test_a_gradient_of_the_wrong_shape_says_whether_its_values_are_right():
     x = _x(np.random.default_rng(19), 3, 5)
-    with pytest.raises(hg.GradientCheckError, match=r"has shape \(1, 5\) but the parameter has "
-                       r"shape \(5,\); its values are right: reshape it to \(5,\)"):
+    with pytest.raises(
+        hg.GradientCheckError,
+        match=r"has shape \(1, 5\) but the parameter has "
+        r"shape \(5,\); its values are right: reshape it to \(5,\)",
+    ):
         hg.check_layer(BiasKeepdims(), x)
     report = hg.check_layer(BiasKeepdims(slip=1.0), x, raise_on_failure=False)
     assert not report.passed and report["b"].values_right is None

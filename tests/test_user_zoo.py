@@ -29,7 +29,9 @@ def run(make, seed, mode, method):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", hg.GradientCheckWarning)
         try:
-            return hg.check_layer(layer, x, mode=mode, method=method, rng=seed, raise_on_failure=False)
+            return hg.check_layer(
+                layer, x, mode=mode, method=method, rng=seed, raise_on_failure=False
+            )
         except ValueError as err:
             if method in ("batched", "rows") and f"method={method!r} cannot check" in str(err):
                 return None

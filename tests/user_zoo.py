@@ -469,7 +469,7 @@ class ConvIm2col:
 
     def forward(self, x):
         w = self.params["w"]
-        n, c, h, wd = x.shape
+        n, _, h, wd = x.shape
         f, _, k, _ = w.shape
         self.shape = x.shape
         self.cols = _im2col(_pad(x, 1), k)  # N*OH*OW, C*k*k
@@ -842,7 +842,9 @@ FAMILIES = {
         ReluOverwritesInput, ReluOverwritesInputSlip, _normal(4, 5)
     ),
     "tanh into a reused buffer": _family(TanhBuffer, TanhBufferSlip, _normal(4, 5)),
-    "softmax by transposes (axis=1)": _family(SoftmaxTransposes, SoftmaxDiagonalSlip, _normal(4, 5)),
+    "softmax by transposes (axis=1)": _family(
+        SoftmaxTransposes, SoftmaxDiagonalSlip, _normal(4, 5)
+    ),
     "softmax in place": _family(SoftmaxInPlace, SoftmaxInPlaceSlip, _normal(4, 5)),
     "mean over axis=1": _family(FeatureMean, FeatureMeanSlip, _normal(4, 5)),
     "layer norm (axis=1)": _family(LayerNorm, LayerNormSlip, _normal(4, 5)),

@@ -270,7 +270,11 @@ def _precision(
     """float64 copies of the model and data where the model computes in float64 then, else
     the originals at their own precision (``output(model, loss, arrays)`` is compared)."""
     plain = _Precision(
-        model, loss, arrays, eps=opts.eps, threshold=opts.threshold,
+        model,
+        loss,
+        arrays,
+        eps=opts.eps,
+        threshold=opts.threshold,
         scaled_steps=opts.scaled_steps,
     )
     low = _low_precision(model, arrays)
@@ -493,8 +497,15 @@ def check_gradients(
     if not slots(model) and not is_floating(x):
         raise ValueError("nothing to check: the model has no parameters and x holds integers")
     opts = _options(
-        eps=eps, threshold=threshold, mode=mode, samples=samples, directions=directions,
-        stencil=stencil, richardson=richardson, scaled_steps=scaled_steps, method=method,
+        eps=eps,
+        threshold=threshold,
+        mode=mode,
+        samples=samples,
+        directions=directions,
+        stencil=stencil,
+        richardson=richardson,
+        scaled_steps=scaled_steps,
+        method=method,
         max_memory=max_memory,
     )
     snapshot = Snapshot(model)
@@ -534,7 +545,15 @@ def _check_model(
     probes.check_deterministic_loss(model, loss_at, value, xm, precision.unit)
     scale = max(abs(value), 1.0)
     planner = model_planner(
-        chain(model), loss, xm, ym, loss_at, value, scale, opts.method, opts.max_memory,
+        chain(model),
+        loss,
+        xm,
+        ym,
+        loss_at,
+        value,
+        scale,
+        opts.method,
+        opts.max_memory,
         precision.unit,
     )
     settings = _settings(opts, precision)
@@ -607,8 +626,15 @@ def check_layer(
     named_layers(layer)
     _check_input(x)
     opts = _options(
-        eps=eps, threshold=threshold, mode=mode, samples=samples, directions=directions,
-        stencil=stencil, richardson=richardson, scaled_steps=scaled_steps, method=method,
+        eps=eps,
+        threshold=threshold,
+        mode=mode,
+        samples=samples,
+        directions=directions,
+        stencil=stencil,
+        richardson=richardson,
+        scaled_steps=scaled_steps,
+        method=method,
         max_memory=max_memory,
     )
     generator = _upstream_rng(rng)
@@ -635,7 +661,9 @@ def _check_layer(
     xm = fresh(precision.arrays["x"])
     y = layer.forward(fresh(xm))
     if not is_array(y):
-        raise TypeError(f"{type(layer).__name__}.forward must return an array, got {type(y).__name__}")
+        raise TypeError(
+            f"{type(layer).__name__}.forward must return an array, got {type(y).__name__}"
+        )
     y0 = as_float64(y)
     if not np.all(np.isfinite(y0)):
         raise NonFiniteLossError(

@@ -17,7 +17,7 @@ from handgrad.core.arrays import convert, namespace
 from handgrad.core.errors import GradientCheckWarning, NonFiniteLossError
 from handgrad.gradcheck import finite_differences as fd
 from handgrad.gradcheck.plan import Planner, Target
-from handgrad.gradcheck.report import Kink, ParameterCheck, relative_errors, summarize
+from handgrad.gradcheck.report import Kink, ParameterCheck, summarize
 from handgrad.gradcheck.routes import Route, as_float64
 from handgrad.gradcheck.verdict import Lines, decide
 
@@ -153,7 +153,9 @@ def _direction_lines(
             for i, row in enumerate(rows):
                 for j, t in enumerate(nominal[i]):
                     change = 0.0
-                    for target, o, v, dtype in zip(targets, originals, vectors[row], dtypes, strict=True):
+                    for target, o, v, dtype in zip(
+                        targets, originals, vectors[row], dtypes, strict=True
+                    ):
                         moved = _rounded(o + t * v, dtype)
                         change += float(np.sum(analytic[target.name] * (moved - o)))
                         target.array[...] = _like(moved, target.array)
@@ -163,7 +165,9 @@ def _direction_lines(
             for target, o in zip(targets, originals, strict=True):
                 target.array[...] = _like(o, target.array)
         if strict and not np.all(np.isfinite(losses)):
-            raise NonFiniteLossError(f"the loss is {losses.ravel().tolist()} along a random direction; use a smaller eps")
+            raise NonFiniteLossError(
+                f"the loss is {losses.ravel().tolist()} along a random direction; use a smaller eps"
+            )
         return losses, scales, nominal, changes
 
     n = len(vectors)
@@ -187,7 +191,11 @@ def _directions_check(
     decision = decide(lines, s.stencil, s.unit, s.threshold)
     rows = []
     for i, name in enumerate(names):
-        kinks = (Kink((), float(decision.analytic[i]), *map(float, decision.slopes[i])),) if decision.kink[i] else ()
+        kinks = (
+            (Kink((), float(decision.analytic[i]), *map(float, decision.slopes[i])),)
+            if decision.kink[i]
+            else ()
+        )
         rows.append(
             summarize(
                 name,
@@ -258,7 +266,11 @@ def shape_mismatch(
         candidates.append(("reshaped", analytic.reshape(shape)))
     flat = np.unique(np.linspace(0, size - 1, min(size, 256)).astype(np.int64))
     values_right = next(
-        (how for how, values in candidates if _elementwise(target, flat, values, planner, s).passed),
+        (
+            how
+            for how, values in candidates
+            if _elementwise(target, flat, values, planner, s).passed
+        ),
         None,
     )
     return ParameterCheck(

@@ -294,8 +294,10 @@ def model_planner(
             ):
                 stacks[i] = probes.Finding(True)
             else:
-                call = (lambda a: loss.forward(fresh(a), y)) if i == len(layers) else (
-                    lambda a: layers[i].forward(fresh(a))
+                call = (
+                    (lambda a: loss.forward(fresh(a), y))
+                    if i == len(layers)
+                    else (lambda a: layers[i].forward(fresh(a)))
                 )
                 found = probes.probe_stacking(
                     lambda a: as_float64(call(a)), evaluator().inputs[i], unit, rng

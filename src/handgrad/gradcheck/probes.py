@@ -60,7 +60,9 @@ def _agree(a: np.ndarray, b: np.ndarray, unit: float) -> bool:
 
 def _raised(err: Exception, what: str) -> Finding:
     text = str(err).splitlines()[0] if str(err) else ""
-    return Finding(False, f"forward raised {type(err).__name__}{': ' + text if text else ''} {what}")
+    return Finding(
+        False, f"forward raised {type(err).__name__}{': ' + text if text else ''} {what}"
+    )
 
 
 def check_deterministic(problem: LayerProblem, unit: float) -> None:
@@ -73,7 +75,9 @@ def check_deterministic(problem: LayerProblem, unit: float) -> None:
         seen = f"shape {problem.y0.shape}, then {again.shape}"
     else:
         where = np.unravel_index(int(np.argmax(np.abs(again - problem.y0))), again.shape)
-        seen = f"output[{', '.join(map(str, where))}] {problem.y0[where]:.6g}, then {again[where]:.6g}"
+        seen = (
+            f"output[{', '.join(map(str, where))}] {problem.y0[where]:.6g}, then {again[where]:.6g}"
+        )
     raise RandomLayerError(
         f"{name} is random: two forwards on the same input gave different outputs ({seen}); "
         "fix its mask or seed (draw a dropout mask once, or seed it) or put it in eval "
@@ -125,8 +129,9 @@ def probe_rows(problem: LayerProblem, unit: float, rng: np.random.Generator) -> 
             return _raised(err, f"on a batch of {rows.size} samples")
         if not _agree(out, y0[rows], unit):
             return Finding(
-                False, f"samples are not independent: {rows.size} of them in another order "
-                "and batch size give other outputs (batch statistics?)"
+                False,
+                f"samples are not independent: {rows.size} of them in another order "
+                "and batch size give other outputs (batch statistics?)",
             )
     return Finding(True, "samples are independent")
 
@@ -174,9 +179,8 @@ def probe_stacking(
         return _raised(err, f"on {count} stacked copies")
     axis = _copies_axis(out, expected, unit)
     if axis is None:
-        return Finding(
-            False, f"{count} stacked copies gave {'shape ' + str(out.shape) if out.shape != expected.shape else 'other values'} than one by one"
-        )
+        seen = f"shape {out.shape}" if out.shape != expected.shape else "other values"
+        return Finding(False, f"{count} stacked copies gave {seen} than one by one")
     return Finding(True, "takes stacked copies", axis=axis)
 
 
@@ -202,7 +206,7 @@ def probe_stacked_param(
     for layout in LAYOUTS:
         stack = _like(copies.reshape(count, *([1] * layout), *p.shape), p)
         try:
-            out = put_stacked(owner, key, stack, lambda s=stack: problem.forward(problem.x))
+            out = put_stacked(owner, key, stack, lambda: problem.forward(problem.x))
         except Exception as err:  # the probe's answer: no, for this layout
             reasons.append(_raised(err, "with stacked parameter copies").reason)
             continue

@@ -75,13 +75,17 @@ class LayerProblem:
         return as_float64(out)
 
     def changes(self, outputs: np.ndarray, base: Any = None, r: Any = None) -> tuple[Any, Any]:
-        """Loss changes and noise scales of ``outputs`` (copies on axis 0) from ``base``."""
+        """Loss changes of ``outputs`` (copies on axis 0) from ``base``, and their noise
+        scales: the size of every term they could have moved, ``sum |y r|``.
+
+        The change is summed from output differences, so that an output that does not
+        move adds no rounding; the scale counts every output all the same, since a move
+        below an output's rounding is lost, not absent."""
         base = self.y0 if base is None else base
         r = self.r if r is None else r
         axes = tuple(range(1, outputs.ndim))
-        moved = outputs != base
         terms = np.abs(outputs * r) + np.abs(base * r)
-        return np.sum((outputs - base) * r, axis=axes), np.sum(terms * moved, axis=axes) / 2
+        return np.sum((outputs - base) * r, axis=axes), np.sum(terms, axis=axes) / 2
 
     def current(self) -> tuple[float, float]:
         """The loss change and noise scale at the present values of x and the parameters."""

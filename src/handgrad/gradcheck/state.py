@@ -137,7 +137,7 @@ class Snapshot:
     def _visit(self, value: Any) -> None:
         if value is None or isinstance(value, bool | int | float | complex | str | bytes):
             return
-        if isinstance(value, _SKIPPED) or isinstance(value, _SKIPPED_METHODS):
+        if isinstance(value, _SKIPPED + _SKIPPED_METHODS):
             return
         if id(value) in self._seen:
             return
@@ -216,7 +216,7 @@ def promoted_copy(root: Any) -> Any:
 def _promote(value: Any, done: dict[int, Any], keep: list[Any]) -> Any:
     if value is None or isinstance(value, bool | int | float | complex | str | bytes):
         return value
-    if isinstance(value, _SKIPPED) or isinstance(value, _SKIPPED_METHODS):
+    if isinstance(value, _SKIPPED + _SKIPPED_METHODS):
         return value
     if id(value) in done:
         return done[id(value)]

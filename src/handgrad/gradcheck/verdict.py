@@ -10,13 +10,15 @@ the terms the loss change was computed from (per element for a layer).
 
 First look: an element passes when ``|a - n| <= threshold * (|a| + |n|)``. Every other
 element, also one inside the noise floor, gets a second look at 0, +-h/2, +-h and, with
-the 4-point stencil, at +-H/2, +-H, +-2H (``H = 1e-3`` in float64, 1000 times less noise):
+the 4-point stencil, at +-H/2, +-H, +-2H (``H = 1e-3`` in float64: a thousand times less
+noise):
 
-1. the 4-point estimates at H and H/2 agree with the Richardson estimate at h: the
-   element passes if the one at H/2 matches ``a`` within its noise and truncation;
-2. else, if the estimates at h and h/2 disagree, or the one-sided slopes keep their jump
-   as the step halves, the loss is not differentiable near the element (a kink): it
-   passes, named, when ``a`` lies between the one-sided slopes, and fails otherwise;
+1. if the 4-point estimates at H and H/2 agree with the Richardson estimate at h, the
+   element passes when the one at H/2 matches ``a`` within its noise and truncation;
+2. else, if the central estimates at h and h/2 disagree, or the jump between the
+   one-sided slopes does not shrink with the step, the loss is not differentiable near
+   the element (a kink): it passes, named, when ``a`` lies between the one-sided slopes,
+   and fails otherwise;
 3. else, if the H scale is unusable (a kink or steep curvature there, or a non-finite
    loss), the Richardson estimate at h decides, within its noise;
 4. else the element fails.
@@ -31,11 +33,11 @@ import numpy as np
 
 from handgrad.gradcheck.finite_differences import Stencil
 
-__all__ = ["NOISE_FACTOR", "SECOND_LOOK", "Decision", "Lines", "decide"]
+__all__ = ["NOISE_FACTOR", "Decision", "Lines", "decide"]
 
 NOISE_FACTOR = 16.0
-# the second look's displacements: ("h" or "H", multiple), in this column order
-SECOND_LOOK = (
+# the second look's displacements, in column order: (step "h" or "H", multiple of it)
+_SECOND_LOOK = (
     ("h", 0.0),
     ("h", 0.5),
     ("h", -0.5),
@@ -48,8 +50,9 @@ SECOND_LOOK = (
     ("H", 2.0),
     ("H", -2.0),
 )
-_FOUR_POINT = (-1 / 12, 8 / 12, -8 / 12, 1 / 12)  # at offsets (2, 1, -1, -2) x step
-_KINK_JUMP_KEPT = 0.25  # the one-sided jump at h/2 is still over half... of the one at h
+_FINE = 5  # the first five columns are on the h scale
+_FOUR_POINT = (-1 / 12, 8 / 12, -8 / 12, 1 / 12)  # at offsets (2, 1, -1, -2) x the step
+_JUMP_KEPT = 0.25  # a kink's one-sided jump stays as the step halves; a smooth one halves
 
 Evaluate = Callable[[np.ndarray, np.ndarray, bool], tuple[np.ndarray, ...]]
 
@@ -84,18 +87,45 @@ class Decision:
     second_looks: int
 
 
-def _estimate(L, A, D, columns, weights):
-    """(numeric, analytic, noise coefficient) of one stencil over ``columns``."""
+@dataclass
+class _Estimate:
+    """One stencil's numeric estimate, the analytic value it compares with, and its noise."""
+
+    numeric: np.ndarray
+    analytic: np.ndarray
+    noise: np.ndarray
+
+    @property
+    def off(self) -> np.ndarray:
+        return self.numeric - self.analytic
+
+    def agrees(self, threshold: float, absolute: np.ndarray) -> np.ndarray:
+        """``|numeric - analytic| <= max(threshold * (|a| + |n|), absolute)``."""
+        size = np.abs(self.numeric) + np.abs(self.analytic)
+        return np.abs(self.off) <= np.maximum(threshold * size, absolute)
+
+    def apart(self, other: _Estimate, threshold: float) -> np.ndarray:
+        """The two numeric estimates disagree beyond their noise and the threshold."""
+        size = np.abs(self.numeric) + np.abs(other.numeric)
+        limit = np.maximum(threshold * size, 2 * (self.noise + other.noise))
+        return np.abs(self.off - other.off) > limit
+
+
+def _stencil(L, A, D, noise_unit, columns, weights) -> _Estimate:
     w = np.asarray(weights)
     den = D[:, columns] @ w
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (L[:, columns] @ w) / den, (A[:, columns] @ w) / den, np.sum(np.abs(w)) / np.abs(den)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a step lost in rounding: NaN
+        return _Estimate(
+            (L[:, columns] @ w) / den,
+            (A[:, columns] @ w) / den,
+            noise_unit * np.sum(np.abs(w)) / np.abs(den),
+        )
 
 
-def _relative(dev, a, n, tol_abs, threshold):
-    scale = np.maximum(np.abs(a) + np.abs(n), tol_abs / threshold)
+def _relative(e: _Estimate, absolute: np.ndarray, threshold: float) -> np.ndarray:
+    scale = np.maximum(np.abs(e.analytic) + np.abs(e.numeric), absolute / threshold)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.where(scale > 0, np.abs(dev) / np.where(scale > 0, scale, 1.0), 0.0)
+        rel = np.where(scale > 0, np.abs(e.off) / np.where(scale > 0, scale, 1.0), 0.0)
     return np.where(np.isnan(rel), np.inf, rel)
 
 
@@ -104,88 +134,113 @@ def decide(lines: Lines, stencil: Stencil, unit: float, threshold: float) -> Dec
     n = lines.h.shape[0]
     nominal = lines.h[:, None] * np.asarray(stencil.offsets)[None, :]
     L, S, D, A = lines.evaluate(np.arange(n), nominal, True)
-    num, ana, coef = _estimate(L, A, D, list(range(len(stencil.offsets))), stencil.weights)
-    dev = num - ana
-    with np.errstate(invalid="ignore"):  # a step lost in rounding: no estimate, NaN
-        floor = NOISE_FACTOR * unit * S * coef
-    settled = np.abs(dev) <= threshold * (np.abs(ana) + np.abs(num))
-    numeric, analytic, tol = num.copy(), ana.copy(), np.zeros(n)
+    with np.errstate(invalid="ignore"):
+        first = _stencil(L, A, D, NOISE_FACTOR * unit * S, list(range(L.shape[1])), stencil.weights)
+        settled = first.agrees(threshold, np.zeros(n))
+    within_floor = first.agrees(threshold, first.noise)
+    numeric, analytic, absolute = first.numeric.copy(), first.analytic.copy(), np.zeros(n)
     failed, kink, slopes = np.zeros(n, bool), np.zeros(n, bool), np.zeros((n, 2))
     rows = np.flatnonzero(~settled)
     if rows.size:
-        look = _second_look(lines, rows, unit, threshold, S[rows])
-        first = ~look["usable"]  # the second look is unusable: the first look decides
-        look["failed"] |= first & (np.abs(dev[rows]) > np.maximum(
-            threshold * (np.abs(ana[rows]) + np.abs(num[rows])), floor[rows]
-        ))
-        for key, target in (("numeric", numeric), ("analytic", analytic), ("tol", tol)):
-            target[rows] = np.where(first, {"numeric": num, "analytic": ana, "tol": floor}[key][rows], look[key])
-        failed[rows], kink[rows], slopes[rows] = look["failed"], look["kink"], look["slopes"]
-    rel = _relative(numeric - analytic, analytic, numeric, tol, threshold)
-    rel = np.where(failed, np.maximum(rel, np.nextafter(threshold, np.inf)), np.where(kink, 0.0, rel))
-    return Decision(numeric, analytic, rel, failed, kink, slopes, int(rows.size))
+        look = _second_look(lines, rows, unit, S[rows], threshold)
+        usable = look.usable  # where it is not, the first look decides within its floor
+        numeric[rows] = np.where(usable, look.chosen.numeric, numeric[rows])
+        analytic[rows] = np.where(usable, look.chosen.analytic, analytic[rows])
+        absolute[rows] = np.where(usable, look.absolute, first.noise[rows])
+        failed[rows] = np.where(usable, look.failed, ~within_floor[rows])
+        kink[rows], slopes[rows] = look.kink & usable, look.slopes
+    chosen = _Estimate(numeric, analytic, absolute)
+    rel = _relative(chosen, absolute, threshold)
+    rel = np.where(failed, np.maximum(rel, np.nextafter(threshold, np.inf)), rel)
+    return Decision(
+        chosen.numeric, chosen.analytic, np.where(kink, 0.0, rel), failed, kink, slopes, rows.size
+    )
 
 
-def _second_look(lines: Lines, rows: np.ndarray, unit: float, threshold: float, S1: np.ndarray):
-    scale = np.array([1.0 if which == "h" else 0.0 for which, _ in SECOND_LOOK])
-    multiple = np.array([m for _, m in SECOND_LOOK])
-    steps = np.where(scale[None, :] > 0, lines.h[rows, None], lines.big[rows, None])
+@dataclass
+class _Look:
+    """What the second look found for its lines."""
+
+    usable: np.ndarray  # the fine points are finite: the second look decides
+    chosen: _Estimate  # the estimate reported
+    absolute: np.ndarray  # its absolute tolerance
+    failed: np.ndarray
+    kink: np.ndarray
+    slopes: np.ndarray  # (m, 2) one-sided slopes, left and right
+
+
+def _second_look(
+    lines: Lines, rows: np.ndarray, unit: float, first_scale: np.ndarray, threshold: float
+) -> _Look:
+    """Evaluate the lines ``rows`` at the second look's displacements and judge them."""
+    fine_scale = np.array([which == "h" for which, _ in _SECOND_LOOK])
+    multiple = np.array([m for _, m in _SECOND_LOOK])
+    steps = np.where(fine_scale[None, :], lines.h[rows, None], lines.big[rows, None])
     L, S, D, A = lines.evaluate(rows, steps * multiple[None, :], False)
-    eps = NOISE_FACTOR * unit * np.maximum(S, S1)
+    noise_unit = NOISE_FACTOR * unit * np.maximum(S, first_scale)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _judge(L, D, A, noise_unit, threshold)
+
+
+def _judge(L, D, A, noise_unit, threshold) -> _Look:
+    """The rules of the module's docstring, on the second look's columns."""
 
     def est(columns, weights):
-        num, ana, coef = _estimate(L, A, D, columns, weights)
-        return num, ana, eps * coef
+        return _stencil(L, A, D, noise_unit, columns, weights)
 
-    c_h, c_h2 = est([3, 4], [1, -1]), est([1, 2], [1, -1])
-    rich = tuple((4 * b - a) / 3 for a, b in zip(c_h[:2], c_h2[:2], strict=True)) + (
-        (4 * c_h2[2] + c_h[2]) / 3,
+    central, half = est([3, 4], [1, -1]), est([1, 2], [1, -1])
+    richardson = _Estimate(  # (4 c(h/2) - c(h)) / 3: O(h^4)
+        (4 * half.numeric - central.numeric) / 3,
+        (4 * half.analytic - central.analytic) / 3,
+        (4 * half.noise + central.noise) / 3,
     )
-    four_h, four_h2 = est([9, 7, 8, 10], _FOUR_POINT), est([7, 5, 6, 8], _FOUR_POINT)
-    right_h, left_h = est([3, 0], [1, -1]), est([0, 4], [1, -1])
-    right_h2, left_h2 = est([1, 0], [1, -1]), est([0, 2], [1, -1])
+    coarse, coarse_half = est([9, 7, 8, 10], _FOUR_POINT), est([7, 5, 6, 8], _FOUR_POINT)
+    right, left = est([3, 0], [1, -1]), est([0, 4], [1, -1])
+    right_half, left_half = est([1, 0], [1, -1]), est([0, 2], [1, -1])
 
-    def dev(e):
-        return e[0] - e[1]
+    fine = np.all(np.isfinite(L[:, :_FINE]), axis=1)
+    consistent = (
+        fine
+        & np.all(np.isfinite(L[:, _FINE:]), axis=1)
+        & ~coarse_half.apart(richardson, threshold)
+        & ~coarse.apart(richardson, threshold)
+    )
+    truncation = np.abs(coarse.off - coarse_half.off) / 8  # ~2x that of the one at H/2
+    resolved_tolerance = 2 * coarse_half.noise + truncation
+    resolved = consistent & coarse_half.agrees(threshold, resolved_tolerance)
 
-    def apart(e, f):  # two estimates disagree beyond their noise and the threshold
-        limit = np.maximum(threshold * (np.abs(e[0]) + np.abs(f[0])), 2 * (e[2] + f[2]))
-        return np.abs(dev(e) - dev(f)) > limit
+    jump, jump_half = right.numeric - left.numeric, right_half.numeric - left_half.numeric
+    jump_noise = 2 * (right_half.noise + left_half.noise + (right.noise + left.noise) / 2)
+    kept = np.abs(jump_half - jump / 2) > np.maximum(_JUMP_KEPT * np.abs(jump), jump_noise)
+    kinked = fine & ~resolved & (central.apart(half, threshold) | kept)
+    slopes = [s.numeric for s in (left, right, left_half, right_half, central, half)]
+    low, high = np.min(slopes, axis=0), np.max(slopes, axis=0)
+    margin = np.maximum(
+        threshold * (np.abs(low) + np.abs(high)), 2 * np.maximum(right_half.noise, left_half.noise)
+    )
+    between = (low - margin <= central.analytic) & (central.analytic <= high + margin)
+    wider = np.abs(jump_half) >= np.abs(jump)
+    pair = np.where(
+        wider[:, None],
+        np.stack([left_half.numeric, right_half.numeric], axis=1),
+        np.stack([left.numeric, right.numeric], axis=1),
+    )
 
-    with np.errstate(invalid="ignore"):
-        fine = np.all(np.isfinite(L[:, :5]), axis=1)
-        coarse = np.all(np.isfinite(L[:, 5:]), axis=1)
-        consistent = fine & coarse & ~apart(four_h2, rich) & ~apart(four_h, rich)
-        trunc = np.abs(dev(four_h) - dev(four_h2)) / 8
-        tol_res = 2 * four_h2[2] + trunc
-        limit_res = np.maximum(threshold * (np.abs(four_h2[1]) + np.abs(four_h2[0])), tol_res)
-        resolved = consistent & (np.abs(dev(four_h2)) <= limit_res)
-        jump_h, jump_h2 = right_h[0] - left_h[0], right_h2[0] - left_h2[0]
-        noise_jump = 2 * (right_h2[2] + left_h2[2] + (right_h[2] + left_h[2]) / 2)
-        kept = np.abs(jump_h2 - jump_h / 2) > np.maximum(_KINK_JUMP_KEPT * np.abs(jump_h), noise_jump)
-        kinked = fine & ~resolved & (apart(c_h, c_h2) | kept)
-        pairs = np.stack([[left_h[0], right_h[0]], [left_h2[0], right_h2[0]]])  # 2,2,m
-        wider = np.abs(pairs[1, 1] - pairs[1, 0]) >= np.abs(pairs[0, 1] - pairs[0, 0])
-        slopes = np.where(wider[None, :], pairs[1], pairs[0]).T  # m,2
-        every = np.stack([left_h[0], right_h[0], left_h2[0], right_h2[0], c_h[0], c_h2[0]])
-        low, high = np.min(every, axis=0), np.max(every, axis=0)
-        tol_kink = np.maximum(threshold * (np.abs(low) + np.abs(high)), 2 * np.maximum(right_h2[2], left_h2[2]))
-        between = (low - tol_kink <= c_h[1]) & (c_h[1] <= high + tol_kink)
-        rich_ok = np.abs(dev(rich)) <= np.maximum(
-            threshold * (np.abs(rich[0]) + np.abs(rich[1])), 2 * rich[2]
-        )
+    fallback = fine & ~consistent & ~kinked  # the H scale is unusable: Richardson at h
+    fallback_ok = richardson.agrees(threshold, 2 * richardson.noise)
     kink = kinked & between
-    use_rich = fine & ~consistent & ~kinked
-    failed = ~resolved & ~kink & ~(use_rich & rich_ok)
-    chosen = np.where(resolved | (consistent & ~kinked), 0, np.where(kinked, 1, 2))
-    options = [(four_h2[0], four_h2[1], tol_res), (c_h2[0], c_h2[1], 2 * c_h2[2]), (rich[0], rich[1], 2 * rich[2])]
-    pick = [np.choose(chosen, [o[i] for o in options]) for i in range(3)]
-    return {
-        "usable": fine,
-        "numeric": pick[0],
-        "analytic": pick[1],
-        "tol": pick[2],
-        "failed": failed & fine,
-        "kink": kink & fine,
-        "slopes": slopes,
-    }
+    failed = fine & ~resolved & ~kink & ~(fallback & fallback_ok)
+    picks = [
+        (coarse_half, resolved_tolerance),
+        (half, 2 * half.noise),
+        (richardson, 2 * richardson.noise),
+    ]
+    which = np.where(consistent & ~kinked, 0, np.where(kinked, 1, 2))
+    chosen = _Estimate(
+        *(
+            np.choose(which, [getattr(e, f) for e, _ in picks])
+            for f in ("numeric", "analytic", "noise")
+        )
+    )
+    absolute = np.choose(which, [tolerance for _, tolerance in picks])
+    return _Look(fine, chosen, absolute, failed, kink, pair)
