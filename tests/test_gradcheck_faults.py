@@ -385,9 +385,10 @@ def test_max_pool_ties_are_kinks():
 def test_float32_layers_are_checked_without_false_failures():
     rng = np.random.default_rng(18)
     x32 = _x(rng, 4, 5).astype(np.float32)
-    with pytest.warns(hg.GradientCheckWarning, match="float64 copy"):
+    with pytest.warns(hg.GradientCheckWarning, match="float64 copy") as caught:
         promoted = hg.check_layer(zoo.Float32Linear(rng), x32, rng=0)
     assert promoted.passed and promoted.precision == "float64"
+    assert caught[0].filename == __file__  # the warning points at the caller
     with pytest.warns(hg.GradientCheckWarning, match="computes in float32"):
         low = hg.check_layer(zoo.Float32Internal(rng), _x(rng, 4, 5), rng=0)
     assert low.passed and low.precision == "float32" and low.threshold == 1e-3

@@ -40,7 +40,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from handgrad.core.arrays import convert, float_dtype_name, is_floating, namespace, to_numpy
+from handgrad.core.arrays import convert, is_floating, namespace, to_numpy
 from handgrad.core.errors import GradientCheckError, GradientCheckWarning, NonFiniteLossError
 from handgrad.core.random import make_rng
 from handgrad.core.validation import (
@@ -53,10 +53,12 @@ from handgrad.core.validation import (
 from handgrad.gradcheck import finite_differences as fd
 from handgrad.gradcheck import probes
 from handgrad.gradcheck.modes import Settings, run_mode, shape_mismatch
-from handgrad.gradcheck.plan import Target, declares_broadcasting, layer_planner, model_planner
+from handgrad.gradcheck.plan import declares_broadcasting, layer_planner, model_planner
+from handgrad.gradcheck.precision import Precision, choose_precision
 from handgrad.gradcheck.report import GradientCheckReport, ParameterCheck
 from handgrad.gradcheck.routes import LayerProblem, as_float64
-from handgrad.gradcheck.state import Snapshot, fresh, is_array, promoted_copy, untracked
+from handgrad.gradcheck.state import Snapshot, fresh, is_array, untracked
+from handgrad.gradcheck.targets import Target, analytic_grads, input_gradient, param_targets
 from handgrad.gradcheck.verdict import NOISE_FACTOR
 from handgrad.nn.module import slots
 from handgrad.nn.protocol import chain, named_layers
@@ -83,11 +85,8 @@ DEFAULT_MAX_MEMORY = 256 * 2**20
 DEFAULT_SAMPLES = 16
 DEFAULT_DIRECTIONS = 4
 RELATIVE_FLOOR = 1e-8
-SECOND_LOOK_EPS = 1e-3
 MODES = ("full", "sample", "fast")
 METHODS = ("auto", "batched", "rows", "loop")
-# a layer that computes in low precision whatever it is given: eps (scaled) and threshold
-LOW_PRECISION = {"float32": (1e-2, 1e-3), "float16": (1e-1, 1e-2)}
 _FLOAT64_EPS = float(np.finfo(np.float64).eps)
 _UPSTREAM_STREAM = 0x5EED  # an int seed's upstream gradient comes from a stream of its own
 
@@ -235,163 +234,6 @@ def _check_input(x: Any) -> None:
         )
 
 
-@dataclass
-class _Precision:
-    """The model, loss and data the check runs on, and at what precision."""
-
-    model: Any
-    loss: Any
-    arrays: dict[str, Any]
-    name: str = "float64"
-    unit: float = _FLOAT64_EPS
-    eps: float = DEFAULT_EPS
-    threshold: float = DEFAULT_THRESHOLD
-    big_eps: float = SECOND_LOOK_EPS
-    scaled_steps: bool = False
-    note: str = ""
-
-
-def _low_precision(model: Any, arrays: dict[str, Any]) -> dict[str, str]:
-    found = {
-        f"parameter {prefix}{key}": value
-        for prefix, layer in named_layers(model)
-        for key, value in getattr(layer, "params", {}).items()
-    }
-    low = {}
-    for name, value in {**arrays, **found}.items():
-        if is_array(value) and is_floating(value) and value.dtype != namespace(value).float64:
-            low[name] = float_dtype_name(value)
-    return low
-
-
-def _precision(
-    model: Any, loss: Any, arrays: dict[str, Any], opts: _Options, output: Callable[..., Any]
-) -> _Precision:
-    """float64 copies of the model and data where the model computes in float64 then, else
-    the originals at their own precision (``output(model, loss, arrays)`` is compared)."""
-    plain = _Precision(
-        model,
-        loss,
-        arrays,
-        eps=opts.eps,
-        threshold=opts.threshold,
-        scaled_steps=opts.scaled_steps,
-    )
-    low = _low_precision(model, arrays)
-    if not low:
-        out = output(model, loss, arrays)
-        if not (is_array(out) and is_floating(out)) or out.dtype == namespace(out).float64:
-            return plain
-        name, dtype = "the output", float_dtype_name(out)
-        reason = f"its output is {dtype} on float64 input"
-    else:
-        name, dtype = next(iter(low.items()))
-        twin, twin_loss = promoted_copy(model), promoted_copy(loss)
-        wide = {k: _as_float64(v) for k, v in arrays.items()}
-        reason = _promotion_refused(output, (model, loss, arrays), (twin, twin_loss, wide), dtype)
-        if not reason:
-            warnings.warn(
-                f"{name} is {dtype}, too coarse for finite differences: the check runs on a "
-                "float64 copy of the model and data",
-                GradientCheckWarning,
-                stacklevel=4,
-            )
-            return replace(plain, model=twin, loss=twin_loss, arrays=wide)
-    eps, threshold = LOW_PRECISION.get(dtype, LOW_PRECISION["float16"])
-    eps, threshold = max(opts.eps, eps), max(opts.threshold, threshold)
-    note = (
-        f"{name} is {dtype} and the model computes in {dtype} ({reason}): checked in "
-        f"{dtype}, with steps eps * max(1, |p|), eps {eps:g}, threshold {threshold:g}"
-    )
-    warnings.warn(note, GradientCheckWarning, stacklevel=4)
-    return replace(
-        plain,
-        name=dtype,
-        unit=float(np.finfo(np.dtype(dtype)).eps),
-        eps=eps,
-        threshold=threshold,
-        big_eps=4 * eps,
-        scaled_steps=True,
-        note=note,
-    )
-
-
-def _promotion_refused(output: Callable[..., Any], low: tuple, wide: tuple, dtype: str) -> str:
-    """Why the float64 copy ``wide`` does not compute what ``low`` computes, or ""."""
-    try:
-        got = output(*wide)
-    except Exception as err:  # the probe's answer: it cannot run in float64
-        return f"in float64 it raised {type(err).__name__}: {err}"
-    if not is_array(got) or got.dtype != namespace(got).float64:
-        return f"its output stays {getattr(got, 'dtype', type(got).__name__)}"
-    want = as_float64(output(*low))
-    unit = float(np.finfo(np.dtype(dtype)).eps)
-    gap = float(np.max(np.abs(as_float64(got) - want), initial=0.0))
-    if not gap <= 1024 * unit * max(float(np.max(np.abs(want), initial=0.0)), 1e-30):
-        return f"its float64 output differs from its {dtype} output by {gap:.2g}"
-    return ""
-
-
-def _as_float64(v: Any) -> Any:
-    if not is_array(v):
-        return v
-    xp = namespace(v)
-    return xp.astype(v, xp.float64) if xp.isdtype(v.dtype, "real floating") else fresh(v)
-
-
-def _analytic_grads(model: Any) -> dict[str, np.ndarray]:
-    """Each parameter's gradient from the last backward, in float64 (a tied parameter's
-    uses summed)."""
-    grads = {}
-    for name, places in slots(model).items():
-        total = None
-        for layer, key in places:
-            if key not in layer.grads:
-                raise ValueError(
-                    f"{type(layer).__name__} has parameter {key!r} but no grads[{key!r}] after "
-                    "backward: backward must write a gradient for every parameter"
-                )
-            grad = layer.grads[key]
-            if not is_array(grad):
-                raise TypeError(
-                    f"{type(layer).__name__}.grads[{key!r}] is {type(grad).__name__} after "
-                    "backward: backward must write an array shaped like the parameter"
-                )
-            total = as_float64(grad) if total is None else total + as_float64(grad)
-        grads[name] = total
-    return grads
-
-
-def _param_targets(model: Any) -> list[Target]:
-    """Every parameter, with the index of the chain element (see ``chain``) that holds it."""
-    position = {
-        id(leaf): i for i, element in enumerate(chain(model)) for _, leaf in named_layers(element)
-    }
-    targets = []
-    for name, places in slots(model).items():
-        layer, key = places[0]
-        array = layer.params[key]
-        if not is_array(array) or not is_floating(array):
-            kind = type(array).__name__ if not is_array(array) else f"an array of {array.dtype}"
-            raise TypeError(
-                f"parameter {name!r} of {type(layer).__name__} is {kind}, not a floating-point "
-                "array: keep it as one (np.array(0.5) for a number) and read it from params "
-                "in forward, so that the check can perturb it in place"
-            )
-        targets.append(Target(name, array, layer.params, key, position[id(layer)], len(places) > 1))
-    return targets
-
-
-def _input_gradient(dx: Any, layer: Any, x: Any) -> np.ndarray:
-    if not is_array(dx):
-        got = "None" if dx is None else f"a {type(dx).__name__}"
-        raise TypeError(
-            f"{type(layer).__name__}.backward returned {got}: it must return dL/dx, an array "
-            f"shaped like x {tuple(x.shape)}"
-        )
-    return as_float64(dx)
-
-
 def _rows(
     targets: list[Target],
     analytic: dict[str, np.ndarray],
@@ -410,7 +252,7 @@ def _rows(
     return mismatched + rows, method
 
 
-def _settings(opts: _Options, precision: _Precision) -> Settings:
+def _settings(opts: _Options, precision: Precision) -> Settings:
     return Settings(
         mode=opts.mode,
         samples=opts.samples,
@@ -526,7 +368,9 @@ def _model_loss(model: Any, loss: Any, arrays: dict[str, Any]) -> Any:
 def _check_model(
     model: Any, loss: Any, x: Any, y: Any, opts: _Options, generator: np.random.Generator
 ) -> GradientCheckReport:
-    precision = _precision(model, loss, {"x": x, "y": y}, opts, _model_loss)
+    precision = choose_precision(
+        model, loss, {"x": x, "y": y}, opts.eps, opts.threshold, opts.scaled_steps, _model_loss
+    )
     model, loss = precision.model, precision.loss
     xm, ym = fresh(precision.arrays["x"]), fresh(precision.arrays["y"])
 
@@ -535,11 +379,11 @@ def _check_model(
 
     value = loss_at()
     dx = model.backward(loss.backward())
-    targets = _param_targets(model)
-    analytic = _analytic_grads(model)
+    targets = param_targets(model)
+    analytic = analytic_grads(model)
     notes = [precision.note] if precision.note else []
     if not targets:
-        analytic["x"] = _input_gradient(dx, model, xm)
+        analytic["x"] = input_gradient(dx, model, xm)
         targets = [Target("x", xm, None, "", None)]
         notes.append("the model has no parameters: its input gradient is checked")
     probes.check_deterministic_loss(model, loss_at, value, xm, precision.unit)
@@ -656,7 +500,9 @@ def _layer_output(layer: Any, loss: Any, arrays: dict[str, Any]) -> Any:
 def _check_layer(
     layer: Any, x: Any, opts: _Options, generator: np.random.Generator
 ) -> GradientCheckReport:
-    precision = _precision(layer, None, {"x": x}, opts, _layer_output)
+    precision = choose_precision(
+        layer, None, {"x": x}, opts.eps, opts.threshold, opts.scaled_steps, _layer_output
+    )
     layer = precision.model
     xm = fresh(precision.arrays["x"])
     y = layer.forward(fresh(xm))
@@ -680,9 +526,9 @@ def _check_layer(
     r64 = as_float64(r)
     dx = layer.backward(fresh(r))  # backward gets its own copy: it may write into it
     floating = is_floating(xm)
-    targets = ([Target("x", xm, None, "", None)] if floating else []) + _param_targets(layer)
-    analytic = {"x": _input_gradient(dx, layer, xm)} if floating else {}
-    analytic.update(_analytic_grads(layer))
+    targets = ([Target("x", xm, None, "", None)] if floating else []) + param_targets(layer)
+    analytic = {"x": input_gradient(dx, layer, xm)} if floating else {}
+    analytic.update(analytic_grads(layer))
     problem = LayerProblem(layer, xm, y0, r64)
     probes.check_deterministic(problem, precision.unit)
     notes = [precision.note] if precision.note else []

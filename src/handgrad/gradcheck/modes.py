@@ -16,9 +16,10 @@ import numpy as np
 from handgrad.core.arrays import convert, namespace
 from handgrad.core.errors import GradientCheckWarning, NonFiniteLossError
 from handgrad.gradcheck import finite_differences as fd
-from handgrad.gradcheck.plan import Planner, Target
+from handgrad.gradcheck.plan import Planner
 from handgrad.gradcheck.report import Kink, ParameterCheck, summarize
 from handgrad.gradcheck.routes import Route, as_float64
+from handgrad.gradcheck.targets import Target
 from handgrad.gradcheck.verdict import Lines, decide
 
 __all__ = ["Settings", "run_mode", "shape_mismatch"]
@@ -90,7 +91,7 @@ def _warn_if_unresolved(values: np.ndarray, h: np.ndarray, name: str, dtype: Any
             f"|p| = {abs(values[worst]):g} (spacing {resolution[worst]:.1e}): the step is lost "
             "in rounding; use a larger eps or scaled_steps=True",
             GradientCheckWarning,
-            stacklevel=5,
+            stacklevel=7,
         )
 
 

@@ -38,12 +38,12 @@ from handgrad.gradcheck.routes import (
     stacked_param_route,
 )
 from handgrad.gradcheck.state import fresh
+from handgrad.gradcheck.targets import Target
 from handgrad.nn.registry import LAYER_TYPES
 
 __all__ = [
     "MIN_BATCHED",
     "Planner",
-    "Target",
     "Way",
     "declares_broadcasting",
     "layer_planner",
@@ -54,19 +54,6 @@ MIN_BATCHED = 8  # below this many elements a probe costs more than the loop sav
 _TIMED_AFTER = 64  # evaluations in one call before its time says anything
 _PROBE_SEED = 20261
 _FORWARD = ("forward", "forward_unchecked", "_forward")
-
-
-@dataclass
-class Target:
-    """One array to check: its report name, the live array, the params dict that holds it
-    (None for the input), its key there, and the chain position of its layer."""
-
-    name: str
-    array: Any
-    owner: dict | None
-    key: str
-    index: int | None
-    tied: bool = False
 
 
 def declares_broadcasting(layer: Any) -> bool:
