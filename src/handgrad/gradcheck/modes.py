@@ -127,6 +127,7 @@ def _elementwise(
         kinks=kinks,
         method=way.method,
         ignored=decision.kink,
+        second_looks=decision.second_looks,
     )
 
 

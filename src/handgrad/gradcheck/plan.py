@@ -52,6 +52,7 @@ __all__ = [
 
 MIN_BATCHED = 8  # below this many elements a probe costs more than the loop saves
 _TIMED_AFTER = 64  # evaluations in one call before its time says anything
+_SLOWER = 1.25  # a probed way this much slower per evaluation than the loop gives way
 _PROBE_SEED = 20261
 _FORWARD = ("forward", "forward_unchecked", "_forward")
 
@@ -80,14 +81,19 @@ class Way:
 
 class _Timed(Way):
     """A probed route that gives way to the loop once a call of at least 64 evaluations
-    shows it costs twice the loop's forward per evaluation (both are right: this is
-    only about speed)."""
+    shows it slower per evaluation than the loop (both are right: this is only speed)."""
 
     def __init__(
-        self, fast: Route, method: str, loop: Route, per_forward: float, notes: list[str], name: str
+        self,
+        fast: Route,
+        method: str,
+        loop: Route,
+        per_evaluation: float,
+        notes: list[str],
+        name: str,
     ) -> None:
         super().__init__(self._call, method)
-        self._fast, self._loop, self._per_forward = fast, loop, per_forward
+        self._fast, self._loop, self._per_evaluation = fast, loop, per_evaluation
         self._notes, self._name = notes, name
 
     def _call(self, flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +102,7 @@ class _Timed(Way):
         start = time.perf_counter()
         result = self._fast(flat, disp)
         elapsed = time.perf_counter() - start
-        if disp.size >= _TIMED_AFTER and elapsed > 2 * disp.size * self._per_forward:
+        if disp.size >= _TIMED_AFTER and elapsed > _SLOWER * disp.size * self._per_evaluation:
             self._notes.append(f"{self._name}: {self.method} was slower than the loop here")
             self.method = "loop"
         return result
@@ -130,12 +136,12 @@ def _tied(target: Target) -> str:
     return f"{target.name} is held by several layers (tied), which cannot be perturbed at once"
 
 
-def _per_forward(problem: LayerProblem) -> float:
-    """The least time of three plain forwards at x."""
+def _per_evaluation(problem: LayerProblem) -> float:
+    """The least time of three evaluations of the loss by the loop."""
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        problem.forward(problem.x)
+        problem.current()
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -155,7 +161,7 @@ def layer_planner(
     timing: list[float] = []
 
     def head(stack: Any) -> tuple[np.ndarray, np.ndarray]:
-        return problem.changes(as_float64(stack))
+        return problem.changes(as_float64(stack)), np.full(stack.shape[0], problem.scale)
 
     def chained(target: Target) -> Way:
         if not evaluators:
@@ -170,7 +176,7 @@ def layer_planner(
 
     def timed(target: Target, fast: Route, name: str) -> Way:
         if not timing:
-            timing.append(_per_forward(problem))
+            timing.append(_per_evaluation(problem))
         loop = loop_route(problem.current, target.array)
         return _Timed(fast, name, loop, timing[0], notes, target.name)
 

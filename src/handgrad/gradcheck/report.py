@@ -62,9 +62,10 @@ class ParameterCheck:
     relative differences, for pictures. A row for a random direction of the fast mode has
     shape ``()`` and compares one directional derivative. ``method`` says how the numeric
     values were computed; ``kinks`` lists elements where the loss is not differentiable
-    within a step (they do not count as failed). When the analytic gradient has the wrong
-    shape, ``values_right`` says whether its values are right once reshaped ("reshaped")
-    or transposed ("transposed").
+    within a step (they do not count as failed); ``second_looks`` counts the elements the
+    first look left open (see :mod:`handgrad.gradcheck.verdict`). When the analytic
+    gradient has the wrong shape, ``values_right`` says whether its values are right once
+    reshaped ("reshaped") or transposed ("transposed").
 
     Examples
     --------
@@ -90,6 +91,7 @@ class ParameterCheck:
     method: str | None = None
     kinks: tuple[Kink, ...] = ()
     values_right: str | None = None
+    second_looks: int = 0
 
     @property
     def size(self) -> int:
@@ -149,6 +151,7 @@ class ParameterCheck:
             "values_right": self.values_right,
             "method": self.method,
             "kinks": [k.to_dict() for k in self.kinks],
+            "second_looks": self.second_looks,
         }
 
 
@@ -382,6 +385,7 @@ def summarize(
     kinks: tuple[Kink, ...] = (),
     method: str | None = None,
     ignored: np.ndarray | None = None,
+    second_looks: int = 0,
 ) -> ParameterCheck:
     """One row from per-element values: relative differences ``rel`` and which elements
     ``failed``; the worst element is the one with the largest ``rel``. Elements marked
@@ -422,4 +426,5 @@ def summarize(
         errors=np.asarray(rel, dtype=np.float64),
         method=method,
         kinks=kinks,
+        second_looks=second_looks,
     )

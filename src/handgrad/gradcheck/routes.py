@@ -52,11 +52,13 @@ def as_float64(a: Any) -> np.ndarray:
 @dataclass
 class LayerProblem:
     """A layer at one input, driven by the upstream gradient ``r``: the loss is
-    ``L = sum(layer.forward(x) * r)``, measured as a change from ``y0 = layer.forward(x)``
-    so that outputs a perturbation does not reach add no rounding noise.
+    ``L = sum(layer.forward(x) * r)``, measured as a change from ``y0 = layer.forward(x)``,
+    ``sum((y - y0) * r)``, so that outputs a perturbation does not move add no rounding.
 
     ``x`` is the check's own copy (perturbed in place by the loop, never handed to the
-    layer: each call gets a fresh copy); ``y0`` and ``r`` are float64 NumPy arrays.
+    layer: each call gets a fresh copy); ``y0`` and ``r`` are float64 NumPy arrays. The
+    noise scale of a change is ``sum |y0 r|``, over every output (``scale``) or over one
+    sample's (``sample_scales``): a move below an output's rounding is lost, not absent.
     """
 
     layer: Any
@@ -64,39 +66,41 @@ class LayerProblem:
     y0: np.ndarray
     r: np.ndarray
 
-    def forward(self, x: Any) -> np.ndarray:
-        """The layer's output at a copy of ``x``, as a float64 NumPy copy."""
+    def __post_init__(self) -> None:
+        terms = np.abs(self.y0 * self.r)
+        self.scale = float(np.sum(terms))
+        self.sample_scales = terms.reshape(terms.shape[0], -1).sum(axis=1) if terms.ndim else terms
+
+    def output(self, x: Any) -> np.ndarray:
+        """The layer's output at a copy of ``x`` as float64 NumPy, a view of what it returned
+        when that is float64 NumPy already: use it before the next call."""
         out = self.layer.forward(fresh(x))
         if not hasattr(out, "shape") or not hasattr(out, "dtype"):
             raise TypeError(
                 f"{type(self.layer).__name__}.forward must return an array, "
                 f"got {type(out).__name__}"
             )
-        return as_float64(out)
+        return np.asarray(to_numpy(out), dtype=np.float64)
 
-    def changes(self, outputs: np.ndarray, base: Any = None, r: Any = None) -> tuple[Any, Any]:
-        """Loss changes of ``outputs`` (copies on axis 0) from ``base``, and their noise
-        scales: the size of every term they could have moved, ``sum |y r|``.
+    def forward(self, x: Any) -> np.ndarray:
+        """The layer's output at a copy of ``x``, as a float64 NumPy copy of its own."""
+        return np.array(self.output(x))
 
-        The change is summed from output differences, so that an output that does not
-        move adds no rounding; the scale counts every output all the same, since a move
-        below an output's rounding is lost, not absent."""
+    def changes(self, outputs: np.ndarray, base: Any = None, r: Any = None) -> np.ndarray:
+        """Loss changes of ``outputs`` (copies on axis 0) from ``base`` (``y0``)."""
         base = self.y0 if base is None else base
         r = self.r if r is None else r
-        axes = tuple(range(1, outputs.ndim))
-        terms = np.abs(outputs * r) + np.abs(base * r)
-        return np.sum((outputs - base) * r, axis=axes), np.sum(terms, axis=axes) / 2
+        return np.sum((outputs - base) * r, axis=tuple(range(1, outputs.ndim)))
 
     def current(self) -> tuple[float, float]:
         """The loss change and noise scale at the present values of x and the parameters."""
-        out = self.forward(self.x)
+        out = self.output(self.x)
         if out.shape != self.y0.shape:
             raise ValueError(
                 f"{type(self.layer).__name__}.forward returned shape {out.shape} at a perturbed "
                 f"point but {self.y0.shape} at x; the output's shape must not depend on values"
             )
-        change, scale = self.changes(out[None])
-        return float(change[0]), float(scale[0])
+        return float(np.sum((out - self.y0) * self.r)), self.scale
 
 
 def loop_route(current: Callable[[], tuple[float, float]], array: Any) -> Route:
@@ -132,7 +136,10 @@ def _in_chunks(n: int, size: int):
 
 
 def _like(values: np.ndarray, array: Any) -> Any:
-    """``values`` (float64 NumPy) as an array of ``array``'s library, dtype and device."""
+    """``values`` (float64 NumPy, the check's own) as an array of ``array``'s library, dtype
+    and device; themselves when that is float64 NumPy."""
+    if type(array) is np.ndarray and array.dtype == values.dtype:
+        return values
     return convert(
         values, namespace(array), dtype=array.dtype, device=array_api_compat.device(array)
     )
@@ -144,7 +151,6 @@ def rows_route(problem: LayerProblem, max_memory: int) -> Route:
     batch = x.shape[0]
     samples = as_float64(x).reshape(batch, -1)  # N,S
     width = samples.shape[1]
-    rows_r = problem.r.reshape(batch, *problem.y0.shape[1:])
     per_row = width + math.prod(problem.y0.shape[1:])
 
     def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -154,14 +160,13 @@ def rows_route(problem: LayerProblem, max_memory: int) -> Route:
             sample, column = np.divmod(flat[part], width)
             rows = np.repeat(samples[sample], k, axis=0)  # P*k,S
             rows[np.arange(rows.shape[0]), np.repeat(column, k)] += disp[part].reshape(-1)
-            out = problem.forward(_like(rows.reshape(-1, *x.shape[1:]), x))
+            out = problem.output(_like(rows.reshape(-1, *x.shape[1:]), x))
             owner = np.repeat(sample, k)
             expected = (owner.shape[0], *problem.y0.shape[1:])
             if out.shape != expected:
                 raise ValueError(f"the perturbed samples gave shape {out.shape}, not {expected}")
-            change, scale = problem.changes(out, problem.y0[owner], rows_r[owner])
-            losses[part] = change.reshape(-1, k)
-            scales[part] = scale.reshape(-1, k).max(axis=1)
+            losses[part] = problem.changes(out, problem.y0[owner], problem.r[owner]).reshape(-1, k)
+            scales[part] = problem.sample_scales[sample]
         return losses, scales
 
     return route
@@ -191,15 +196,13 @@ def stacked_input_route(problem: LayerProblem, axis: int, max_memory: int) -> Ro
 
     def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m, k = disp.shape
-        losses, scales = np.empty((m, k)), np.empty(m)
+        losses = np.empty((m, k))
         for part in _in_chunks(m, _per_call(problem, size, k, max_memory)):
             copies = _stack(values, flat[part], disp[part]).reshape(-1, *x.shape)
-            out = problem.forward(_like(copies, x))
+            out = problem.output(_like(copies, x))
             out = _copies_first(out, axis, copies.shape[0], problem.y0.shape)
-            change, scale = problem.changes(out)
-            losses[part] = change.reshape(-1, k)
-            scales[part] = scale.reshape(-1, k).max(axis=1)
-        return losses, scales
+            losses[part] = problem.changes(out).reshape(-1, k)
+        return losses, np.full(m, problem.scale)
 
     return route
 
@@ -225,15 +228,13 @@ def stacked_param_route(
 
     def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m, k = disp.shape
-        losses, scales = np.empty((m, k)), np.empty(m)
+        losses = np.empty((m, k))
         for part in _in_chunks(m, _per_call(problem, size, k, max_memory)):
             copies = _stack(values, flat[part], disp[part])
             stack = _like(copies.reshape(-1, *([1] * layout), *p.shape), p)
-            out = put_stacked(owner, key, stack, lambda: problem.forward(problem.x))
+            out = put_stacked(owner, key, stack, lambda: problem.output(problem.x))
             out = _copies_first(out, axis, copies.shape[0], problem.y0.shape)
-            change, scale = problem.changes(out)
-            losses[part] = change.reshape(-1, k)
-            scales[part] = scale.reshape(-1, k).max(axis=1)
-        return losses, scales
+            losses[part] = problem.changes(out).reshape(-1, k)
+        return losses, np.full(m, problem.scale)
 
     return route
