@@ -75,9 +75,8 @@ def check_deterministic(problem: LayerProblem, unit: float) -> None:
         seen = f"shape {problem.y0.shape}, then {again.shape}"
     else:
         where = np.unravel_index(int(np.argmax(np.abs(again - problem.y0))), again.shape)
-        seen = (
-            f"output[{', '.join(map(str, where))}] {problem.y0[where]:.6g}, then {again[where]:.6g}"
-        )
+        index = ", ".join(map(str, where))
+        seen = f"output[{index}]: {problem.y0[where]:.6g}, then {again[where]:.6g}"
     raise RandomLayerError(
         f"{name} is random: two forwards on the same input gave different outputs ({seen}); "
         "fix its mask or seed (draw a dropout mask once, or seed it) or put it in eval "
