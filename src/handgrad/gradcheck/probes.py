@@ -4,7 +4,8 @@ tried on the real input and compared with plain evaluation, copy by copy.
 - :func:`check_deterministic`: two forwards on the same input agree, or the layer is random
   and cannot be checked (:class:`~handgrad.core.errors.RandomLayerError`).
 - :func:`probe_rows`: the layer treats samples independently, whatever the batch: samples
-  run in another order, in a smaller batch, and twice in one batch give the same outputs.
+  run in another order, in smaller batches (down to two), and twice in one batch give the
+  same outputs.
 - :func:`probe_stacking`: a call takes copies stacked on a new leading axis: a few
   perturbed copies in one call equal the same copies one by one.
 - :func:`probe_stacked_param`: the layer takes copies of one parameter stacked on a new
@@ -119,7 +120,12 @@ def probe_rows(problem: LayerProblem, unit: float, rng: np.random.Generator) -> 
         return Finding(False, "the output has no batch axis matching the input's")
     batch = x.shape[0]
     order = rng.permutation(batch)
-    batches = [np.concatenate([order, order[:1]]), order[: batch // 2], order[batch // 2 :]]
+    batches = [  # another order, one sample twice, smaller batches (down to the route's 2)
+        np.concatenate([order, order[:1]]),
+        order[: batch // 2],
+        order[batch // 2 :],
+        order[[0, 0]],
+    ]
     values = as_float64(x)
     for rows in (b for b in batches if b.size):
         try:
