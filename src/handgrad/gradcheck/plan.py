@@ -80,21 +80,22 @@ class Way:
 
 
 class _Timed(Way):
-    """A probed route that gives way to the loop once a call of at least 64 evaluations
-    shows it slower per evaluation than the loop (both are right: this is only speed)."""
+    """A probed route that gives way to the loop once two calls in a row, of at least 64
+    evaluations each, were slower per evaluation than the loop timed just then (both are
+    right: this is only speed; ``method="auto"`` only)."""
 
     def __init__(
         self,
         fast: Route,
         method: str,
         loop: Route,
-        per_evaluation: float,
+        per_evaluation: Callable[[], float],
         notes: list[str],
         name: str,
     ) -> None:
         super().__init__(self._call, method)
         self._fast, self._loop, self._per_evaluation = fast, loop, per_evaluation
-        self._notes, self._name = notes, name
+        self._notes, self._name, self._slow = notes, name, 0
 
     def _call(self, flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.method == "loop":
@@ -102,9 +103,12 @@ class _Timed(Way):
         start = time.perf_counter()
         result = self._fast(flat, disp)
         elapsed = time.perf_counter() - start
-        if disp.size >= _TIMED_AFTER and elapsed > _SLOWER * disp.size * self._per_evaluation:
-            self._notes.append(f"{self._name}: {self.method} was slower than the loop here")
-            self.method = "loop"
+        if disp.size >= _TIMED_AFTER:
+            slow = elapsed > _SLOWER * disp.size * self._per_evaluation()
+            self._slow = self._slow + 1 if slow else 0
+            if self._slow == 2:
+                self._notes.append(f"{self._name}: {self.method} was slower than the loop here")
+                self.method = "loop"
         return result
 
 
@@ -158,7 +162,6 @@ def layer_planner(
     rng = np.random.default_rng(_PROBE_SEED)
     evaluators: list[fd.BatchedEvaluator] = []
     notes: list[str] = []
-    timing: list[float] = []
 
     def head(stack: Any) -> tuple[np.ndarray, np.ndarray]:
         return problem.changes(as_float64(stack)), np.full(stack.shape[0], problem.scale)
@@ -175,10 +178,10 @@ def layer_planner(
         )
 
     def timed(target: Target, fast: Route, name: str) -> Way:
-        if not timing:
-            timing.append(_per_evaluation(problem))
+        if method != "auto":  # the method asked for, whatever its speed
+            return Way(fast, name)
         loop = loop_route(problem.current, target.array)
-        return _Timed(fast, name, loop, timing[0], notes, target.name)
+        return _Timed(fast, name, loop, lambda: _per_evaluation(problem), notes, target.name)
 
     def choose(target: Target, count: int) -> Way:
         loop = Way(loop_route(problem.current, target.array), "loop")
