@@ -10,15 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
-from handgrad.core.arrays import convert, namespace
+from handgrad.core.arrays import namespace
 from handgrad.core.errors import GradientCheckWarning, NonFiniteLossError
 from handgrad.gradcheck import finite_differences as fd
 from handgrad.gradcheck.plan import Planner
 from handgrad.gradcheck.report import Kink, ParameterCheck, summarize
-from handgrad.gradcheck.routes import Route, as_float64
+from handgrad.gradcheck.routes import Route, as_float64, like
 from handgrad.gradcheck.targets import Target
 from handgrad.gradcheck.verdict import Lines, decide
 
@@ -28,7 +27,15 @@ __all__ = ["Settings", "run_mode", "shape_mismatch"]
 @dataclass(frozen=True)
 class Settings:
     """How the finite differences are taken: the mode and its sizes, the first look's step
-    and stencil, the second look's step, the tolerance and the precision's roundoff."""
+    and stencil, the second look's step, the tolerance and the precision's roundoff.
+
+    Examples
+    --------
+    >>> from handgrad.gradcheck.finite_differences import make_stencil
+    >>> from handgrad.gradcheck.modes import Settings
+    >>> Settings("full", 16, 4, 1e-6, 1e-3, make_stencil(), False, 1e-6, 2.0**-52).big_eps
+    0.001
+    """
 
     mode: str
     samples: int
@@ -131,12 +138,6 @@ def _elementwise(
     )
 
 
-def _like(values: np.ndarray, array: Any) -> Any:
-    return convert(
-        values, namespace(array), dtype=array.dtype, device=array_api_compat.device(array)
-    )
-
-
 def _direction_lines(
     targets: list[Target],
     analytic: dict[str, np.ndarray],
@@ -160,12 +161,12 @@ def _direction_lines(
                     ):
                         moved = _rounded(o + t * v, dtype)
                         change += float(np.sum(analytic[target.name] * (moved - o)))
-                        target.array[...] = _like(moved, target.array)
+                        target.array[...] = like(moved, target.array)
                     losses[i, j], scale = current()
                     scales[i], changes[i, j] = max(scales[i], scale), change
         finally:
             for target, o in zip(targets, originals, strict=True):
-                target.array[...] = _like(o, target.array)
+                target.array[...] = like(o, target.array)
         if strict and not np.all(np.isfinite(losses)):
             raise NonFiniteLossError(
                 f"the loss is {losses.ravel().tolist()} along a random direction; use a smaller eps"
@@ -223,7 +224,28 @@ def run_mode(
     rng: np.random.Generator,
     s: Settings,
 ) -> tuple[list[ParameterCheck], str]:
-    """The rows of the check in mode ``s.mode``, and the method(s) used."""
+    """The rows of the check in mode ``s.mode``, and the method(s) used.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.gradcheck.finite_differences import make_stencil
+    >>> from handgrad.gradcheck.modes import Settings, run_mode
+    >>> from handgrad.gradcheck.plan import layer_planner
+    >>> from handgrad.gradcheck.routes import LayerProblem
+    >>> from handgrad.gradcheck.targets import analytic_grads, param_targets
+    >>> layer, x, r = hg.Linear(3, 2, rng=0), np.ones((4, 3)), np.ones((4, 2))
+    >>> problem = LayerProblem(layer, x, layer.forward(x), r)
+    >>> _ = layer.backward(r)
+    >>> planner = layer_planner(problem, "auto", 2**20, 2.0**-52, [layer])
+    >>> s = Settings("full", 16, 4, 1e-6, 1e-3, make_stencil(), False, 1e-6, 2.0**-52)
+    >>> rows, method = run_mode(
+    ...     param_targets(layer), analytic_grads(layer), planner, problem.current, None, s
+    ... )
+    >>> [(row.name, row.passed) for row in rows], method
+    ([('weight', True), ('bias', True)], 'batched')
+    """
     if s.mode == "fast" and targets:
         names = [f"random direction {i + 1}" for i in range(s.directions)]
         rows = _directions_check(targets, analytic, current, rng, s, names)
@@ -258,7 +280,22 @@ def shape_mismatch(
     target: Target, analytic: np.ndarray, planner: Planner, s: Settings
 ) -> ParameterCheck:
     """The row for a gradient shaped unlike its array: failed, and saying whether its
-    values are right once transposed or reshaped (checked on up to 256 elements)."""
+    values are right once transposed or reshaped (checked on up to 256 elements).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> layer = hg.Linear(3, 2, rng=0)
+    >>> class KeptDims(hg.Linear):
+    ...     def backward(self, dy):
+    ...         dx = super().backward(dy)
+    ...         self.grads["bias"] = self.grads["bias"][None, :]  # (1, 2) for (2,)
+    ...         return dx
+    >>> report = hg.check_layer(KeptDims(3, 2, rng=0), np.ones((4, 3)), raise_on_failure=False)
+    >>> report["bias"].analytic_shape, report["bias"].values_right
+    ((1, 2), 'reshaped')
+    """
     shape = tuple(target.array.shape)
     size = math.prod(shape)
     candidates = []

@@ -59,7 +59,18 @@ _FORWARD = ("forward", "forward_unchecked", "_forward")
 
 def declares_broadcasting(layer: Any) -> bool:
     """True when ``layer`` says it takes stacked copies (``broadcasts = True``) and no class
-    below its handgrad layer type rewrote its forward pass, which the promise was about."""
+    below its handgrad layer type rewrote its forward pass, which the promise was about.
+
+    Examples
+    --------
+    >>> import handgrad as hg
+    >>> from handgrad.gradcheck.plan import declares_broadcasting
+    >>> class Mine(hg.Tanh):
+    ...     def forward(self, x):
+    ...         return super().forward(x)
+    >>> declares_broadcasting(hg.Tanh()), declares_broadcasting(Mine())
+    (True, False)
+    """
     if not getattr(layer, "broadcasts", False):
         return False
     for cls in type(layer).__mro__:
@@ -73,7 +84,18 @@ def declares_broadcasting(layer: Any) -> bool:
 @dataclass
 class Way:
     """How one array's perturbed losses are evaluated: ``evaluate(flat, disp)`` and the
-    method's name for the report."""
+    method's name for the report.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.plan import Way
+    >>> from handgrad.gradcheck.routes import loop_route
+    >>> p = np.zeros(2)
+    >>> way = Way(loop_route(lambda: (float(p.sum()), 1.0), p), "loop")
+    >>> way.method, way.evaluate(np.array([0]), np.array([[1.0]]))[0].tolist()
+    ('loop', [[1.0]])
+    """
 
     evaluate: Route
     method: str
@@ -115,7 +137,21 @@ class _Timed(Way):
 @dataclass
 class Planner:
     """Ways by target name, chosen on first use; ``notes`` says why a faster one was not
-    used. ``current()`` gives the loss change and noise scale at the arrays' present values."""
+    used. ``current()`` gives the loss change and noise scale at the arrays' present values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.gradcheck.plan import layer_planner
+    >>> from handgrad.gradcheck.routes import LayerProblem
+    >>> from handgrad.gradcheck.targets import param_targets
+    >>> layer, x = hg.Linear(3, 2, rng=0), np.ones((4, 3))
+    >>> problem = LayerProblem(layer, x, layer.forward(x), np.ones((4, 2)))
+    >>> planner = layer_planner(problem, "auto", 2**20, 2.0**-52, [layer])
+    >>> [planner.way(t, 6).method for t in param_targets(layer)]
+    ['batched', 'batched']
+    """
 
     choose: Callable[[Target, int], Way]
     current: Callable[[], tuple[float, float]]
@@ -158,7 +194,7 @@ def layer_planner(
     chain: list[Any] | None,
 ) -> Planner:
     """Ways for ``check_layer``; ``chain`` is the layers when all of them are handgrad's
-    own (declared to take stacked copies), else None."""
+    own (declared to take stacked copies), else None (see :class:`Planner`'s example)."""
     rng = np.random.default_rng(_PROBE_SEED)
     evaluators: list[fd.BatchedEvaluator] = []
     notes: list[str] = []
@@ -267,7 +303,25 @@ def model_planner(
     unit: float,
 ) -> Planner:
     """Ways for ``check_gradients``: the chain ``layers`` batched after a perturbation
-    where the layers after it and the loss take stacked copies, else the loop."""
+    where the layers after it and the loss take stacked copies, else the loop.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.gradcheck.plan import model_planner
+    >>> from handgrad.gradcheck.targets import param_targets
+    >>> model, loss = hg.mlp([3, 4, 2], rng=0), hg.CrossEntropyLoss()
+    >>> x, y = np.ones((2, 3)), np.array([0, 1])
+    >>> def loss_at():
+    ...     return float(loss.forward(model.forward(x), y))
+    >>> base = loss_at()
+    >>> planner = model_planner(
+    ...     model.layers, loss, x, y, loss_at, base, 1.0, "auto", 2**20, 2.0**-52
+    ... )
+    >>> {t.name: planner.way(t, 12).method for t in param_targets(model)}["0.weight"]
+    'batched'
+    """
     rng = np.random.default_rng(_PROBE_SEED)
     trusted = [declares_broadcasting(layer) for layer in layers]
     evaluators: list[fd.BatchedEvaluator] = []

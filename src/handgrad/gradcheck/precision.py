@@ -33,7 +33,8 @@ _FLOAT64_EPS = float(np.finfo(np.float64).eps)
 
 @dataclass
 class Precision:
-    """The model, loss and data the check runs on, and at what precision."""
+    """The model, loss and data the check runs on, and at what precision (see
+    :func:`choose_precision`)."""
 
     model: Any
     loss: Any
@@ -70,7 +71,23 @@ def choose_precision(
     output: Callable[..., Any],
 ) -> Precision:
     """float64 copies of the model and data where the model computes in float64 then, else
-    the originals at their own precision (``output(model, loss, arrays)`` is compared)."""
+    the originals at their own precision (``output(model, loss, arrays)`` is compared).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.gradcheck.precision import choose_precision
+    >>> layer, x = hg.Tanh(), np.ones((2, 3), dtype=np.float32)
+    >>> def output(model, loss, arrays):
+    ...     return model.forward(arrays["x"])
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     chosen = choose_precision(layer, None, {"x": x}, 1e-6, 1e-6, False, output)
+    >>> chosen.name, chosen.arrays["x"].dtype.name, chosen.model is layer
+    ('float64', 'float64', False)
+    """
     plain = Precision(
         model,
         loss,

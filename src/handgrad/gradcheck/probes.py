@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from handgrad.core.errors import RandomLayerError
-from handgrad.gradcheck.routes import LayerProblem, _like, as_float64, put_stacked
+from handgrad.gradcheck.routes import LayerProblem, as_float64, like, put_stacked
 from handgrad.gradcheck.state import fresh
 
 __all__ = [
@@ -42,7 +42,14 @@ LAYOUTS = (0, 1, 2)  # singleton axes tried after the copies axis of a stacked p
 
 @dataclass(frozen=True)
 class Finding:
-    """The answer of a probe: ``ok``, and why not (or which layout and output axis)."""
+    """The answer of a probe: ``ok``, and why not (or which layout and output axis).
+
+    Examples
+    --------
+    >>> from handgrad.gradcheck.probes import Finding
+    >>> Finding(False, "samples are not independent").ok
+    False
+    """
 
     ok: bool
     reason: str = ""
@@ -67,7 +74,20 @@ def _raised(err: Exception, what: str) -> Finding:
 
 
 def check_deterministic(problem: LayerProblem, unit: float) -> None:
-    """Raise :class:`RandomLayerError` unless a second forward at x reproduces ``y0``."""
+    """Raise :class:`RandomLayerError` unless a second forward at x reproduces ``y0``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.routes import LayerProblem
+    >>> class Square:
+    ...     params, grads = {}, {}
+    ...     def forward(self, x):
+    ...         return x * x
+    >>> from handgrad.gradcheck.probes import check_deterministic
+    >>> x = np.ones((2, 2))
+    >>> check_deterministic(LayerProblem(Square(), x, x * x, x), 2.0**-52)  # returns None
+    """
     again = problem.forward(problem.x)
     if again.shape == problem.y0.shape and _agree(again, problem.y0, unit):
         return
@@ -89,7 +109,18 @@ def check_deterministic_loss(
     model: Any, loss_at: Callable[[], float], value: float, x: Any, unit: float
 ) -> None:
     """Raise :class:`RandomLayerError` unless a second evaluation of the loss gives
-    ``value`` again, naming the first layer of the chain whose output changed."""
+    ``value`` again, naming the first layer of the chain whose output changed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.gradcheck.probes import check_deterministic_loss
+    >>> model, x = hg.mlp([2, 2], rng=0), np.ones((1, 2))
+    >>> def loss_at():
+    ...     return float(np.sum(model.forward(x)))
+    >>> check_deterministic_loss(model, loss_at, loss_at(), x, 2.0**-52)  # returns None
+    """
     again = loss_at()
     if abs(again - value) <= AGREEMENT * unit * max(abs(value), 1e-300):
         return
@@ -114,7 +145,26 @@ def check_deterministic_loss(
 
 
 def probe_rows(problem: LayerProblem, unit: float, rng: np.random.Generator) -> Finding:
-    """Whether each output sample depends on its input sample alone, at any batch size."""
+    """Whether each output sample depends on its input sample alone, at any batch size.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.routes import LayerProblem
+    >>> class Square:
+    ...     params, grads = {}, {}
+    ...     def forward(self, x):
+    ...         return x * x
+    >>> from handgrad.gradcheck.probes import probe_rows
+    >>> class Centre(Square):
+    ...     def forward(self, x):
+    ...         return x - x.mean(axis=0)
+    >>> x, rng = np.random.default_rng(0).standard_normal((4, 3)), np.random.default_rng(0)
+    >>> probe_rows(LayerProblem(Square(), x, x * x, x), 2.0**-52, rng).ok
+    True
+    >>> probe_rows(LayerProblem(Centre(), x, x - x.mean(axis=0), x), 2.0**-52, rng).reason[:28]
+    'samples are not independent:'
+    """
     x, y0 = problem.x, problem.y0
     if x.ndim < 1 or y0.ndim < 1 or y0.shape[0] != x.shape[0]:
         return Finding(False, "the output has no batch axis matching the input's")
@@ -129,7 +179,7 @@ def probe_rows(problem: LayerProblem, unit: float, rng: np.random.Generator) -> 
     values = as_float64(x)
     for rows in (b for b in batches if b.size):
         try:
-            out = problem.forward(_like(values[rows], x))
+            out = problem.forward(like(values[rows], x))
         except Exception as err:  # the probe's answer: no
             return _raised(err, f"on a batch of {rows.size} samples")
         if not _agree(out, y0[rows], unit):
@@ -168,18 +218,29 @@ def probe_stacking(
     call: Callable[[Any], np.ndarray], x: Any, unit: float, rng: np.random.Generator
 ) -> Finding:
     """Whether ``call`` (an array -> float64 output) takes copies of ``x`` stacked on a new
-    leading axis: a few perturbed copies in one call equal the copies one by one."""
+    leading axis: a few perturbed copies in one call equal the copies one by one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.probes import probe_stacking
+    >>> x, rng = np.random.default_rng(0).standard_normal((4, 3)), np.random.default_rng(0)
+    >>> probe_stacking(lambda a: np.tanh(a), x, 2.0**-52, rng).ok
+    True
+    >>> probe_stacking(lambda a: a - a.mean(axis=0), x, 2.0**-52, rng).reason
+    '5 stacked copies gave other values than one by one'
+    """
     values = as_float64(x)
     try:
         first = call(x)
         count = _copies_count(tuple(x.shape), first.shape)
         copies = values[None] + _perturbations(rng, values, count, unit)
-        copies = as_float64(_like(copies, x))  # as the call will see them, rounded
-        expected = np.stack([call(_like(c, x)) for c in copies])
+        copies = as_float64(like(copies, x))  # as the call will see them, rounded
+        expected = np.stack([call(like(c, x)) for c in copies])
     except Exception as err:  # the probe's answer: no
         return _raised(err, "on a perturbed copy")
     try:
-        out = call(_like(copies, x))
+        out = call(like(copies, x))
     except Exception as err:  # the probe's answer: no
         return _raised(err, f"on {count} stacked copies")
     axis = _copies_axis(out, expected, unit)
@@ -193,23 +254,40 @@ def probe_stacked_param(
     problem: LayerProblem, owner: dict, key: str, unit: float, rng: np.random.Generator
 ) -> Finding:
     """Whether the layer takes copies of ``owner[key]`` stacked on a new leading axis, put in
-    the parameter's place: their outputs equal the copies set one by one."""
+    the parameter's place: their outputs equal the copies set one by one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.routes import LayerProblem
+    >>> from handgrad.gradcheck.probes import probe_stacked_param
+    >>> class Scale:
+    ...     def __init__(self):
+    ...         self.params, self.grads = {"w": np.array([1.0, 2.0])}, {}
+    ...     def forward(self, x):
+    ...         return x * self.params["w"]
+    >>> layer, x = Scale(), np.ones((3, 2))
+    >>> problem = LayerProblem(layer, x, layer.forward(x), x)
+    >>> found = probe_stacked_param(problem, layer.params, "w", 2.0**-52, np.random.default_rng(0))
+    >>> found.ok, found.layout, found.axis  # copies as (P, 1, 2), outputs (P, 3, 2)
+    (True, 1, 0)
+    """
     p = owner[key]
     values = as_float64(p)
     count = _copies_count(tuple(p.shape), problem.y0.shape, tuple(problem.x.shape))
-    copies = as_float64(_like(values[None] + _perturbations(rng, values, count, unit), p))
+    copies = as_float64(like(values[None] + _perturbations(rng, values, count, unit), p))
     expected = []
     try:
         for copy in copies:
-            p[...] = _like(copy, p)
+            p[...] = like(copy, p)
             expected.append(problem.forward(problem.x))
     except Exception as err:  # the probe's answer: no
         return _raised(err, "with a perturbed parameter")
     finally:
-        p[...] = _like(values, p)
+        p[...] = like(values, p)
     reasons = []
     for layout in LAYOUTS:
-        stack = _like(copies.reshape(count, *([1] * layout), *p.shape), p)
+        stack = like(copies.reshape(count, *([1] * layout), *p.shape), p)
         try:
             out = put_stacked(owner, key, stack, lambda: problem.forward(problem.x))
         except Exception as err:  # the probe's answer: no, for this layout

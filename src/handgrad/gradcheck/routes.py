@@ -34,7 +34,10 @@ from handgrad.gradcheck.state import fresh
 __all__ = [
     "LayerProblem",
     "Route",
+    "as_float64",
+    "like",
     "loop_route",
+    "put_stacked",
     "rows_route",
     "stacked_input_route",
     "stacked_param_route",
@@ -45,7 +48,15 @@ MAX_COPIES = 512  # copies per call: enough to amortise Python, small enough for
 
 
 def as_float64(a: Any) -> np.ndarray:
-    """A float64 NumPy copy of array ``a`` (any library)."""
+    """A float64 NumPy copy of array ``a`` (any library).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from handgrad.gradcheck.routes import as_float64
+    >>> as_float64(torch.ones(2, dtype=torch.float32, requires_grad=True)).dtype.name
+    'float64'
+    """
     return np.array(to_numpy(a), dtype=np.float64)
 
 
@@ -59,6 +70,20 @@ class LayerProblem:
     layer: each call gets a fresh copy); ``y0`` and ``r`` are float64 NumPy arrays. The
     noise scale of a change is ``sum |y0 r|``, over every output (``scale``) or over one
     sample's (``sample_scales``): a move below an output's rounding is lost, not absent.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.routes import LayerProblem
+    >>> class Square:
+    ...     params, grads = {}, {}
+    ...     def forward(self, x):
+    ...         return x * x
+    >>> x = np.array([[1.0, 2.0]])
+    >>> problem = LayerProblem(Square(), x.copy(), x * x, np.ones((1, 2)))
+    >>> problem.x[0, 1] += 0.5  # the loss change: 2.5^2 - 2^2
+    >>> problem.current()
+    (2.25, 5.0)
     """
 
     layer: Any
@@ -104,7 +129,18 @@ class LayerProblem:
 
 
 def loop_route(current: Callable[[], tuple[float, float]], array: Any) -> Route:
-    """Move one element of ``array`` in place per evaluation of ``current()``; restore it."""
+    """Move one element of ``array`` in place per evaluation of ``current()``; restore it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.routes import loop_route
+    >>> p = np.array([1.0, 2.0])
+    >>> route = loop_route(lambda: (float(np.sum(p**2)) - 5.0, 5.0), p)
+    >>> changes, scales = route(np.array([1]), np.array([[0.5, -0.5]]))
+    >>> changes.tolist(), p.tolist()  # 2.5^2 - 4 and 1.5^2 - 4; p put back
+    ([[2.25, -1.75]], [1.0, 2.0])
+    """
 
     def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         losses = np.empty(disp.shape)
@@ -135,9 +171,18 @@ def _in_chunks(n: int, size: int):
     return (slice(start, start + size) for start in range(0, n, size))
 
 
-def _like(values: np.ndarray, array: Any) -> Any:
+def like(values: np.ndarray, array: Any) -> Any:
     """``values`` (float64 NumPy, the check's own) as an array of ``array``'s library, dtype
-    and device; themselves when that is float64 NumPy."""
+    and device; themselves when that is float64 NumPy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from handgrad.gradcheck.routes import like
+    >>> like(np.array([0.5]), torch.zeros(1, dtype=torch.float32))
+    tensor([0.5000])
+    """
     if type(array) is np.ndarray and array.dtype == values.dtype:
         return values
     return convert(
@@ -146,7 +191,22 @@ def _like(values: np.ndarray, array: Any) -> Any:
 
 
 def rows_route(problem: LayerProblem, max_memory: int) -> Route:
-    """Perturbed samples of the input alone, many per call (samples must be independent)."""
+    """Perturbed samples of the input alone, many per call (samples must be independent).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.routes import LayerProblem, rows_route
+    >>> class Square:
+    ...     params, grads = {}, {}
+    ...     def forward(self, x):
+    ...         return x * x
+    >>> x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> route = rows_route(LayerProblem(Square(), x, x * x, np.ones((2, 2))), 2**20)
+    >>> changes, scales = route(np.array([1, 2]), np.array([[0.5, -0.5], [0.5, -0.5]]))
+    >>> changes.tolist(), scales.tolist()  # x[0, 1] and x[1, 0] moved, in one call
+    ([[2.25, -1.75], [3.25, -2.75]], [5.0, 25.0])
+    """
     x = problem.x
     batch = x.shape[0]
     samples = as_float64(x).reshape(batch, -1)  # N,S
@@ -160,7 +220,7 @@ def rows_route(problem: LayerProblem, max_memory: int) -> Route:
             sample, column = np.divmod(flat[part], width)
             rows = np.repeat(samples[sample], k, axis=0)  # P*k,S
             rows[np.arange(rows.shape[0]), np.repeat(column, k)] += disp[part].reshape(-1)
-            out = problem.output(_like(rows.reshape(-1, *x.shape[1:]), x))
+            out = problem.output(like(rows.reshape(-1, *x.shape[1:]), x))
             owner = np.repeat(sample, k)
             expected = (owner.shape[0], *problem.y0.shape[1:])
             if out.shape != expected:
@@ -189,7 +249,21 @@ def _copies_first(out: np.ndarray, axis: int, count: int, shape: tuple[int, ...]
 
 
 def stacked_input_route(problem: LayerProblem, axis: int, max_memory: int) -> Route:
-    """Copies of the whole input on a new leading axis; the outputs hold them on ``axis``."""
+    """Copies of the whole input on a new leading axis; the outputs hold them on ``axis``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.routes import LayerProblem, stacked_input_route
+    >>> class Square:
+    ...     params, grads = {}, {}
+    ...     def forward(self, x):
+    ...         return x * x
+    >>> x = np.array([[1.0, 2.0]])
+    >>> route = stacked_input_route(LayerProblem(Square(), x, x * x, np.ones((1, 2))), 0, 2**20)
+    >>> route(np.array([1]), np.array([[0.5, -0.5]]))[0].tolist()
+    [[2.25, -1.75]]
+    """
     x = problem.x
     values = as_float64(x).reshape(-1)
     size = values.size + problem.y0.size
@@ -199,7 +273,7 @@ def stacked_input_route(problem: LayerProblem, axis: int, max_memory: int) -> Ro
         losses = np.empty((m, k))
         for part in _in_chunks(m, _per_call(problem, size, k, max_memory)):
             copies = _stack(values, flat[part], disp[part]).reshape(-1, *x.shape)
-            out = problem.output(_like(copies, x))
+            out = problem.output(like(copies, x))
             out = _copies_first(out, axis, copies.shape[0], problem.y0.shape)
             losses[part] = problem.changes(out).reshape(-1, k)
         return losses, np.full(m, problem.scale)
@@ -208,7 +282,16 @@ def stacked_input_route(problem: LayerProblem, axis: int, max_memory: int) -> Ro
 
 
 def put_stacked(owner: dict, key: str, stack: Any, call: Callable[[], Any]) -> Any:
-    """Run ``call()`` with ``owner[key]`` replaced by ``stack``; always put the array back."""
+    """Run ``call()`` with ``owner[key]`` replaced by ``stack``; always put the array back.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.routes import put_stacked
+    >>> params = {"w": np.ones(2)}
+    >>> put_stacked(params, "w", np.zeros((3, 2)), lambda: params["w"].shape), params["w"].shape
+    ((3, 2), (2,))
+    """
     original = owner[key]
     owner[key] = stack
     try:
@@ -221,7 +304,23 @@ def stacked_param_route(
     problem: LayerProblem, owner: dict, key: str, layout: int, axis: int, max_memory: int
 ) -> Route:
     """Copies of parameter ``owner[key]`` stacked as (copies, 1 x layout, *shape) and put in
-    its place for one call; the outputs hold the copies on ``axis``."""
+    its place for one call; the outputs hold the copies on ``axis``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.routes import LayerProblem, stacked_param_route
+    >>> class Scale:
+    ...     def __init__(self):
+    ...         self.params, self.grads = {"w": np.array([1.0, 2.0])}, {}
+    ...     def forward(self, x):
+    ...         return x * self.params["w"]  # copies (P, 1, 2) broadcast over the batch
+    >>> layer, x = Scale(), np.ones((3, 2))
+    >>> problem = LayerProblem(layer, x, layer.forward(x), np.ones((3, 2)))
+    >>> route = stacked_param_route(problem, layer.params, "w", 1, 0, 2**20)
+    >>> route(np.array([0, 1]), np.array([[0.5, -0.5], [0.5, -0.5]]))[0].tolist()  # 3 rows
+    [[1.5, -1.5], [1.5, -1.5]]
+    """
     p = owner[key]
     values = as_float64(p).reshape(-1)
     size = values.size + problem.y0.size
@@ -231,7 +330,7 @@ def stacked_param_route(
         losses = np.empty((m, k))
         for part in _in_chunks(m, _per_call(problem, size, k, max_memory)):
             copies = _stack(values, flat[part], disp[part])
-            stack = _like(copies.reshape(-1, *([1] * layout), *p.shape), p)
+            stack = like(copies.reshape(-1, *([1] * layout), *p.shape), p)
             out = put_stacked(owner, key, stack, lambda: problem.output(problem.x))
             out = _copies_first(out, axis, copies.shape[0], problem.y0.shape)
             losses[part] = problem.changes(out).reshape(-1, k)

@@ -65,7 +65,18 @@ def fresh(a: Any) -> Any:
 
 @contextlib.contextmanager
 def untracked() -> Iterator[None]:
-    """Run the block with PyTorch's autograd off, when PyTorch is loaded."""
+    """Run the block with PyTorch's autograd off, when PyTorch is loaded.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from handgrad.gradcheck.state import untracked
+    >>> w = torch.zeros(2, requires_grad=True)
+    >>> with untracked():
+    ...     w[0] = 1.0  # in place on a leaf that requires grad: allowed here
+    >>> w.tolist()
+    [1.0, 0.0]
+    """
     torch = sys.modules.get("torch")
     if torch is None:
         yield

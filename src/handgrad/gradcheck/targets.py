@@ -21,7 +21,8 @@ __all__ = ["Target", "analytic_grads", "input_gradient", "param_targets"]
 @dataclass
 class Target:
     """One array to check: its report name, the live array, the params dict that holds it
-    (None for the input), its key there, and the chain position of its layer."""
+    (None for the input), its key there, and the chain position of its layer (see
+    :func:`param_targets`)."""
 
     name: str
     array: Any
@@ -33,7 +34,19 @@ class Target:
 
 def analytic_grads(model: Any) -> dict[str, np.ndarray]:
     """Each parameter's gradient from the last backward, in float64 (a tied parameter's
-    uses summed)."""
+    uses summed).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.gradcheck.targets import analytic_grads
+    >>> layer = hg.Linear(3, 2, rng=0)
+    >>> _ = layer.forward(np.ones((4, 3)))
+    >>> _ = layer.backward(np.ones((4, 2)))
+    >>> analytic_grads(layer)["bias"].tolist()
+    [4.0, 4.0]
+    """
     grads = {}
     for name, places in slots(model).items():
         total = None
@@ -55,7 +68,15 @@ def analytic_grads(model: Any) -> dict[str, np.ndarray]:
 
 
 def param_targets(model: Any) -> list[Target]:
-    """Every parameter, with the index of the chain element (see ``chain``) that holds it."""
+    """Every parameter, with the index of the chain element (see ``chain``) that holds it.
+
+    Examples
+    --------
+    >>> import handgrad as hg
+    >>> from handgrad.gradcheck.targets import param_targets
+    >>> [(t.name, t.index, t.key) for t in param_targets(hg.mlp([3, 4, 2]))][:2]
+    [('0.weight', 0, 'weight'), ('0.bias', 0, 'bias')]
+    """
     position = {
         id(leaf): i for i, element in enumerate(chain(model)) for _, leaf in named_layers(element)
     }
@@ -75,6 +96,20 @@ def param_targets(model: Any) -> list[Target]:
 
 
 def input_gradient(dx: Any, layer: Any, x: Any) -> np.ndarray:
+    """``dx``, what ``layer.backward`` returned, in float64, or a TypeError that says what
+    it must return.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.targets import input_gradient
+    >>> input_gradient(np.ones(2, dtype=np.float32), None, np.ones(2)).dtype.name
+    'float64'
+    >>> input_gradient(None, object(), np.ones((2, 3)))
+    Traceback (most recent call last):
+        ...
+    TypeError: object.backward returned None: it must return dL/dx, an array shaped like x (2, 3)
+    """
     if not is_array(dx):
         got = "None" if dx is None else f"a {type(dx).__name__}"
         raise TypeError(

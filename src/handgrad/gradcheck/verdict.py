@@ -66,6 +66,15 @@ class Lines:
     ``L``, the noise scales (one per line), the displacements as stored ``D`` and the
     analytic changes ``A`` (``a * D`` for an element). With ``strict`` a non-finite loss
     raises. ``h`` and ``big`` are the first and second look's steps per line.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.verdict import Lines
+    >>> def evaluate(rows, nominal, strict):  # L(t) = sin(t) around 0, analytic 1
+    ...     return np.sin(nominal), np.ones(rows.size), nominal, nominal
+    >>> Lines(evaluate, np.array([1e-6]), np.array([1e-3])).h
+    array([1.e-06])
     """
 
     evaluate: Evaluate
@@ -76,7 +85,8 @@ class Lines:
 @dataclass
 class Decision:
     """Per line: the numeric and analytic values reported, the relative difference, and
-    whether it failed or sits at a kink (with the one-sided slopes there)."""
+    whether it failed or sits at a kink (with the one-sided slopes there). See
+    :func:`decide`."""
 
     numeric: np.ndarray
     analytic: np.ndarray
@@ -130,7 +140,23 @@ def _relative(e: _Estimate, absolute: np.ndarray, threshold: float) -> np.ndarra
 
 
 def decide(lines: Lines, stencil: Stencil, unit: float, threshold: float) -> Decision:
-    """Decide every line: the first look, then the second for those it leaves open."""
+    """Decide every line: the first look, then the second for those it leaves open.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.finite_differences import make_stencil
+    >>> from handgrad.gradcheck.verdict import Lines, decide
+    >>> def evaluate(rows, nominal, strict):  # max(t, 0) at 0; 1e-10 t, claimed -1e-10
+    ...     slope = np.array([[1.0], [1e-10]])[rows]
+    ...     losses = np.where(rows[:, None] == 0, np.maximum(nominal, 0), slope * nominal)
+    ...     analytic = np.array([[0.0], [-1e-10]])[rows]
+    ...     return losses, np.ones(rows.size), nominal, analytic * nominal
+    >>> lines = Lines(evaluate, np.full(2, 1e-6), np.full(2, 1e-3))
+    >>> d = decide(lines, make_stencil(), 2.0**-52, 1e-6)
+    >>> d.kink.tolist(), d.failed.tolist(), d.slopes[0].tolist()  # a kink; a wrong sign
+    ([True, False], [False, True], [0.0, 1.0])
+    """
     n = lines.h.shape[0]
     nominal = lines.h[:, None] * np.asarray(stencil.offsets)[None, :]
     L, S, D, A = lines.evaluate(np.arange(n), nominal, True)
