@@ -302,7 +302,7 @@ class BatchedEvaluator:
                 return Columns(self.inputs[i + 1], state.columns, self.forward(i, state.values))
             columns = shortcuts.forward_columns(layer)
             if columns is not None:
-                return columns(self.inputs[i], state.columns, state.values)
+                return columns(self.inputs[i], state.columns, state.values, y=self.inputs[i + 1])
             state = state.dense()
         return self.forward(i, state)
 
@@ -321,7 +321,8 @@ class BatchedEvaluator:
         layer, x = self.layers[k], self.inputs[k]
         shortcut = shortcuts.perturbed_columns(layer)
         if shortcut is not None and x.ndim == 2:  # the shortcut takes (B, in)
-            columns, values = shortcut(x, name, convert(flat, xp, device=device), moves)
+            index = convert(flat, xp, device=device)
+            columns, values = shortcut(x, name, index, moves, y=self.inputs[k + 1])
             return Columns(self.inputs[k + 1], columns, values)
         copies = []  # no shortcut: one forward of this layer per copy, in place and restored
         shape = tuple(p.shape)
