@@ -56,8 +56,8 @@ from handgrad.gradcheck.modes import Settings, run_mode, shape_mismatch
 from handgrad.gradcheck.plan import declares_broadcasting, layer_planner, model_planner
 from handgrad.gradcheck.precision import Precision, choose_precision
 from handgrad.gradcheck.report import GradientCheckReport, ParameterCheck
-from handgrad.gradcheck.routes import LayerProblem, as_float64
-from handgrad.gradcheck.state import Snapshot, fresh, is_array, untracked
+from handgrad.gradcheck.routes import LayerProblem, as_float64, output_array
+from handgrad.gradcheck.state import Snapshot, fresh, untracked
 from handgrad.gradcheck.targets import Target, analytic_grads, input_gradient, param_targets
 from handgrad.gradcheck.verdict import NOISE_FACTOR
 from handgrad.nn.module import slots
@@ -505,11 +505,7 @@ def _check_layer(
     )
     layer = precision.model
     xm = fresh(precision.arrays["x"])
-    y = layer.forward(fresh(xm))
-    if not is_array(y):
-        raise TypeError(
-            f"{type(layer).__name__}.forward must return an array, got {type(y).__name__}"
-        )
+    y = output_array(layer.forward(fresh(xm)), layer)
     y0 = as_float64(y)
     if not np.all(np.isfinite(y0)):
         raise NonFiniteLossError(

@@ -228,7 +228,7 @@ def probe_stacking(
     >>> probe_stacking(lambda a: np.tanh(a), x, 2.0**-52, rng).ok
     True
     >>> probe_stacking(lambda a: a - a.mean(axis=0), x, 2.0**-52, rng).reason
-    '5 stacked copies gave other values than one by one'
+    '5 stacked copies gave other values, not what they give one by one'
     """
     values = as_float64(x)
     try:
@@ -246,7 +246,7 @@ def probe_stacking(
     axis = _copies_axis(out, expected, unit)
     if axis is None:
         seen = f"shape {out.shape}" if out.shape != expected.shape else "other values"
-        return Finding(False, f"{count} stacked copies gave {seen} than one by one")
+        return Finding(False, f"{count} stacked copies gave {seen}, not what they give one by one")
     return Finding(True, "takes stacked copies", axis=axis)
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "as_float64",
     "like",
     "loop_route",
+    "output_array",
     "put_stacked",
     "rows_route",
     "stacked_input_route",
@@ -58,6 +59,30 @@ def as_float64(a: Any) -> np.ndarray:
     'float64'
     """
     return np.array(to_numpy(a), dtype=np.float64)
+
+
+def output_array(out: Any, layer: Any) -> Any:
+    """What ``layer.forward`` returned, as an array: a number (``np.mean(...)``) becomes a
+    0-d NumPy array; anything else that is not an array is refused.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.routes import output_array
+    >>> output_array(np.float64(2.5), None).shape
+    ()
+    >>> output_array([1.0], object())
+    Traceback (most recent call last):
+        ...
+    TypeError: object.forward must return an array, got list
+    """
+    if isinstance(out, float | int | np.generic) and not isinstance(out, bool):
+        return np.asarray(out)
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+        raise TypeError(
+            f"{type(layer).__name__}.forward must return an array, got {type(out).__name__}"
+        )
+    return out
 
 
 @dataclass
@@ -99,13 +124,9 @@ class LayerProblem:
     def output(self, x: Any) -> np.ndarray:
         """The layer's output at a copy of ``x`` as float64 NumPy, a view of what it returned
         when that is float64 NumPy already: use it before the next call."""
-        out = self.layer.forward(fresh(x))
-        if not hasattr(out, "shape") or not hasattr(out, "dtype"):
-            raise TypeError(
-                f"{type(self.layer).__name__}.forward must return an array, "
-                f"got {type(out).__name__}"
-            )
-        return np.asarray(to_numpy(out), dtype=np.float64)
+        return np.asarray(
+            to_numpy(output_array(self.layer.forward(fresh(x)), self.layer)), np.float64
+        )
 
     def forward(self, x: Any) -> np.ndarray:
         """The layer's output at a copy of ``x``, as a float64 NumPy copy of its own."""
