@@ -53,7 +53,7 @@ from handgrad.core.validation import (
 from handgrad.gradcheck import finite_differences as fd
 from handgrad.gradcheck import probes
 from handgrad.gradcheck.modes import Settings, run_mode, shape_mismatch
-from handgrad.gradcheck.plan import declares_broadcasting, layer_planner, model_planner
+from handgrad.gradcheck.plan import Planner, declares_broadcasting, layer_planner, model_planner
 from handgrad.gradcheck.precision import Precision, choose_precision
 from handgrad.gradcheck.report import GradientCheckReport, ParameterCheck
 from handgrad.gradcheck.routes import LayerProblem, as_float64, output_array
@@ -218,10 +218,8 @@ def _noise_floor(loss_scale: float, eps: float) -> float:
 def _upstream_rng(rng: Any) -> np.random.Generator:
     """The generator of the upstream gradient (and samples, directions): an int seed gets a
     stream of its own, so that ``x`` drawn from the same seed is not ``r``."""
-    generator = make_rng(rng)
-    if isinstance(rng, int):
-        return np.random.default_rng([rng, _UPSTREAM_STREAM])
-    return generator
+    generator = make_rng(rng)  # refuses what is not a seed, a generator or None
+    return np.random.default_rng([rng, _UPSTREAM_STREAM]) if isinstance(rng, int) else generator
 
 
 def _check_input(x: Any) -> None:
@@ -237,7 +235,7 @@ def _check_input(x: Any) -> None:
 def _rows(
     targets: list[Target],
     analytic: dict[str, np.ndarray],
-    planner: Any,
+    planner: Planner,
     current: Callable[[], tuple[float, float]],
     rng: np.random.Generator,
     settings: Settings,
@@ -282,8 +280,9 @@ _CHECK_OPTIONS = """
     method : {"auto", "batched", "rows", "loop"}
         Many perturbed copies per call; many perturbed samples of the input per call (a
         layer that treats samples independently); or one element at a time. "auto" takes
-        the fastest that a probe on the real input proves right; the others refuse, with
-        the reason, a model they do not fit. The report says which was used per array.
+        the fastest that a probe on the real input proves right; "batched" and "rows"
+        refuse, with the reason, a model they do not fit. The report says which was used
+        per array.
     max_memory : int
         Bytes the stacked copies may take per call (256 MiB).
     rng : int or numpy.random.Generator
@@ -318,7 +317,8 @@ def check_gradients(
     protocol. A model without parameters has its input gradient checked instead (``x`` of
     integers, such as indices, is never perturbed). Afterwards the model is as it was
     (parameters bit for bit, buffers, mode, every attribute), except that ``grads`` hold
-    the analytic gradients of this batch.
+    the analytic gradients of this batch (a float32 model checked as a float64 copy keeps
+    its own).
 
     Examples
     --------
@@ -444,7 +444,8 @@ def check_layer(
     array ``"x"``; an ``x`` of integers (indices, as for an embedding) is not perturbed and
     only the parameters are checked. The layer gets its own copies of ``x`` and ``r`` at
     every call, and afterwards it is as it was (parameters bit for bit, buffers, mode,
-    every attribute), except that ``grads`` hold the analytic gradients at ``x``. A layer
+    every attribute), except that ``grads`` hold the analytic gradients at ``x`` (a
+    float32 layer checked as a float64 copy keeps its own). A layer
     whose forward gives different outputs on the same input raises
     :class:`~handgrad.core.errors.RandomLayerError`.
 
