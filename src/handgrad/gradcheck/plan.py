@@ -51,8 +51,8 @@ __all__ = [
 ]
 
 MIN_BATCHED = 8  # below this many elements a probe costs more than the loop saves
-_TIMED_AFTER = 64  # evaluations in one call before its time says anything
-_SLOWER = 1.25  # a probed way this much slower per evaluation than the loop gives way
+_RACE_FAST, _RACE_LOOP = 256, 32  # losses each side of the race evaluates
+_SLOWER = 1.25  # a probed way this much slower per loss than the loop gives way
 _PROBE_SEED = 20261
 _FORWARD = ("forward", "forward_unchecked", "_forward")
 
@@ -102,36 +102,37 @@ class Way:
 
 
 class _Timed(Way):
-    """A probed route that gives way to the loop once two calls in a row, of at least 64
-    evaluations each, were slower per evaluation than the loop timed just then (both are
-    right: this is only speed; ``method="auto"`` only)."""
+    """A probed route raced against the loop on the first elements it is given: the fast
+    route evaluates enough of them for 256 losses, the loop the next ones for 32, and the
+    faster per loss takes the rest, now and later (both are right: this is only speed;
+    ``method="auto"`` only)."""
 
-    def __init__(
-        self,
-        fast: Route,
-        method: str,
-        loop: Route,
-        per_evaluation: Callable[[], float],
-        notes: list[str],
-        name: str,
-    ) -> None:
+    def __init__(self, fast: Route, method: str, loop: Route, notes: list[str], name: str) -> None:
         super().__init__(self._call, method)
-        self._fast, self._loop, self._per_evaluation = fast, loop, per_evaluation
-        self._notes, self._name, self._slow = notes, name, 0
+        self._fast, self._loop, self._notes, self._name = fast, loop, notes, name
+        self._raced = False
 
     def _call(self, flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.method == "loop":
-            return self._loop(flat, disp)
-        start = time.perf_counter()
-        result = self._fast(flat, disp)
-        elapsed = time.perf_counter() - start
-        if disp.size >= _TIMED_AFTER:
-            slow = elapsed > _SLOWER * disp.size * self._per_evaluation()
-            self._slow = self._slow + 1 if slow else 0
-            if self._slow == 2:
-                self._notes.append(f"{self._name}: {self.method} was slower than the loop here")
-                self.method = "loop"
-        return result
+        if self._raced:
+            return (self._loop if self.method == "loop" else self._fast)(flat, disp)
+        m, k = disp.shape
+        fast_part = -(-_RACE_FAST // k)  # elements for that many losses, rounded up
+        loop_part = -(-_RACE_LOOP // k)
+        if fast_part + loop_part >= m:
+            return self._fast(flat, disp)
+        parts = [slice(0, fast_part), slice(fast_part, fast_part + loop_part)]
+        results, times = [], []
+        for route, part in zip((self._fast, self._loop), parts, strict=True):
+            start = time.perf_counter()
+            results.append(route(flat[part], disp[part]))
+            times.append((time.perf_counter() - start) / (part.stop - part.start))
+        self._raced = True
+        if times[0] > _SLOWER * times[1]:
+            self._notes.append(f"{self._name}: {self.method} was slower than the loop here")
+            self.method = "loop"
+        rest = slice(parts[1].stop, m)
+        results.append(self._call(flat[rest], disp[rest]))
+        return tuple(np.concatenate(values) for values in zip(*results, strict=True))
 
 
 @dataclass
@@ -176,16 +177,6 @@ def _tied(target: Target) -> str:
     return f"{target.name} is held by several layers (tied), which cannot be perturbed at once"
 
 
-def _per_evaluation(problem: LayerProblem) -> float:
-    """The least time of three evaluations of the loss by the loop."""
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        problem.current()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def layer_planner(
     problem: LayerProblem,
     method: str,
@@ -216,8 +207,7 @@ def layer_planner(
     def timed(target: Target, fast: Route, name: str) -> Way:
         if method != "auto":  # the method asked for, whatever its speed
             return Way(fast, name)
-        loop = loop_route(problem.current, target.array)
-        return _Timed(fast, name, loop, lambda: _per_evaluation(problem), notes, target.name)
+        return _Timed(fast, name, loop_route(problem.current, target.array), notes, target.name)
 
     def choose(target: Target, count: int) -> Way:
         loop = Way(loop_route(problem.current, target.array), "loop")
