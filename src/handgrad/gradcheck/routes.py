@@ -133,10 +133,14 @@ class LayerProblem:
         return np.array(self.output(x))
 
     def changes(self, outputs: np.ndarray, base: Any = None, r: Any = None) -> np.ndarray:
-        """Loss changes of ``outputs`` (copies on axis 0) from ``base`` (``y0``)."""
-        base = self.y0 if base is None else base
-        r = self.r if r is None else r
-        return np.sum((outputs - base) * r, axis=tuple(range(1, outputs.ndim)))
+        """Loss changes of ``outputs`` (copies on axis 0) from ``base`` and ``r`` (one per
+        copy; ``y0`` and ``r`` when not given)."""
+        moved = outputs.reshape(outputs.shape[0], -1) - (
+            self.y0.reshape(1, -1) if base is None else base.reshape(outputs.shape[0], -1)
+        )
+        if r is None:
+            return moved @ self.r.reshape(-1)
+        return np.einsum("ij,ij->i", moved, r.reshape(outputs.shape[0], -1))
 
     def current(self) -> tuple[float, float]:
         """The loss change and noise scale at the present values of x and the parameters."""
