@@ -15,7 +15,7 @@ terms that the change was computed from (the rounding noise of a difference is a
   put in its place for one call.
 
 Which of them may be used for a user's layer is decided first, by :mod:`.probes`; every
-array handed to the layer is the check's own copy, and every output is copied at once.
+array handed to the layer is the check's own copy, and every output is read (or copied) before the next call.
 """
 
 from __future__ import annotations
