@@ -207,6 +207,66 @@ class _ScaleWithShortGrad(_Scale):
         return dy * self.params["w"]
 
 
+class _ScaleWithKeptDims(_Scale):
+    def backward(self, dy):
+        self.grads = {"w": np.sum(dy * self.x, axis=0, keepdims=True)}  # (1, 3) for (3,)
+        return dy * self.params["w"]
+
+
+class _ScaleWithFloatGrad(_Scale):
+    def backward(self, dy):
+        self.grads = {"w": float(np.sum(dy * self.x))}
+        return dy * self.params["w"]
+
+
+class _ScaleReturningNothing(_Scale):
+    def backward(self, dy):
+        super().backward(dy)
+
+
+class _FloatScale(_Scale):
+    def __init__(self):
+        super().__init__()
+        self.params = {"w": 2.0}
+
+
+class _ListOutput(_Scale):
+    def forward(self, x):
+        return x.tolist()
+
+
+class _Infinite(_Scale):
+    def forward(self, x):
+        return np.full(x.shape, np.inf)
+
+
+class _Dropout(_Scale):
+    """A new mask at every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.params, self.rng = {}, np.random.default_rng(0)
+
+    def forward(self, x):
+        self.mask = self.rng.random(x.shape) > 0.5
+        return x * self.mask
+
+    def backward(self, dy):
+        return dy * self.mask
+
+
+class _BatchCentre(_Scale):
+    def __init__(self):
+        super().__init__()
+        self.params = {}
+
+    def forward(self, x):
+        return x - x.mean(axis=0)
+
+    def backward(self, dy):
+        return dy - dy.mean(axis=0)
+
+
 class _ListParams:
     params: list = []  # noqa: RUF012 (the bad input itself)
     grads: dict = {}  # noqa: RUF012
@@ -544,6 +604,27 @@ TRIGGERS = {
     "gradcheck-wrong-gradient": lambda: hg.check_layer(
         _Square(), np.random.default_rng(0).standard_normal((4, 3))
     ),
+    "gradcheck-grad-shape-values-right": lambda: hg.check_layer(
+        _ScaleWithKeptDims(), np.random.default_rng(0).standard_normal((2, 3))
+    ),
+    "gradcheck-grad-not-array": lambda: hg.check_layer(_ScaleWithFloatGrad(), np.ones((2, 3))),
+    "gradcheck-backward-none": lambda: hg.check_layer(_ScaleReturningNothing(), np.ones((2, 3))),
+    "gradcheck-param-not-array": lambda: hg.check_layer(_FloatScale(), np.ones((2, 3))),
+    "gradcheck-forward-not-array": lambda: hg.check_layer(_ListOutput(), np.ones((2, 3))),
+    "gradcheck-forward-not-finite": lambda: hg.check_layer(_Infinite(), np.ones((2, 3))),
+    "gradcheck-complex-x": lambda: hg.check_layer(_Scale(), np.ones((2, 3), dtype=complex)),
+    "gradcheck-nothing-to-check": lambda: hg.check_layer(_BatchCentre(), np.ones((2, 3), int)),
+    "gradcheck-random-layer": lambda: hg.check_layer(_Dropout(), np.ones((2, 3))),
+    "gradcheck-random-model": lambda: hg.check_gradients(
+        hg.Sequential(hg.Linear(3, 3, rng=0), _Dropout()),
+        hg.MSELoss(),
+        np.ones((2, 3)),
+        np.ones((2, 3)),
+    ),
+    "gradcheck-method-refused": lambda: hg.check_layer(
+        _BatchCentre(), np.random.default_rng(0).standard_normal((4, 3)), method="rows"
+    ),
+    "gradcheck-rows-for-a-model": lambda: _check(method="rows"),
     "numgrad-non-scalar": lambda: hg.numerical_gradient(lambda x: x * 2, np.ones(3)),
     "numgrad-not-array": lambda: hg.numerical_gradient(lambda x: 0.0, [1.0, 2.0]),
     "numgrad-non-finite": lambda: hg.numerical_gradient(
@@ -745,6 +826,7 @@ TRIGGERS = {
     "cli-check-import": _cli("check", "nosuchmodule:Layer"),
     "cli-check-target-form": _cli("check", "nosuchmodule"),
     "cli-check-input-shape-without-target": _cli("check", "--input-shape", "8,10"),
+    "cli-check-method-rows": _cli("check", "--method", "rows"),
 }
 
 
@@ -795,6 +877,7 @@ def test_the_types_in_the_table_are_documented_ones():
         "DataError",
         "ModelFileError",
         "NonFiniteLossError",
+        "RandomLayerError",
         "TrainingDivergedError",
         "GradientCheckError",
         "FileNotFoundError",

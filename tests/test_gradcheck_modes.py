@@ -209,8 +209,9 @@ def test_a_non_finite_loss_names_the_element_in_the_batched_method():
 def test_a_step_below_float64_resolution_warns():
     layer = hg.Linear(2, 2, rng=0)
     layer.params["weight"][0, 0] = 1e12
-    with pytest.warns(hg.GradientCheckWarning, match="below what float64 resolves"):
+    with pytest.warns(hg.GradientCheckWarning, match="below what float64 resolves") as caught:
         hg.check_layer(layer, np.ones((1, 2)), raise_on_failure=False)
+    assert caught[0].filename == __file__  # the warning points at the caller
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         hg.check_layer(layer, np.ones((1, 2)), scaled_steps=True, raise_on_failure=False)
@@ -235,7 +236,7 @@ def test_report_json_table_and_picture(tmp_path):
     ("kwargs", "match"),
     [
         ({"mode": "quick"}, "mode must be one of 'full', 'sample', 'fast'"),
-        ({"method": "gpu"}, "method must be one of 'auto', 'batched', 'loop'"),
+        ({"method": "gpu"}, "method must be one of 'auto', 'batched', 'rows', 'loop'"),
         ({"samples": 0}, "samples must be a positive integer"),
         ({"directions": -1}, "directions must be a positive integer"),
         ({"max_memory": 0}, "max_memory must be a positive integer"),

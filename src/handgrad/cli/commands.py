@@ -351,15 +351,23 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_options(args: argparse.Namespace) -> dict:
+def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Two independent generators from one seed: the data's and the check's (the upstream
+    gradient, samples, directions), so that the upstream gradient is never the input."""
+    data, check = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(data), np.random.default_rng(check)
+
+
+def _check_options(args: argparse.Namespace, rng: np.random.Generator) -> dict:
     return {
         "eps": args.eps,
         "threshold": args.threshold,
         "mode": args.mode,
+        "method": args.method,
         "samples": args.samples,
         "directions": args.directions,
         "stencil": args.stencil,
-        "rng": args.seed,
+        "rng": rng,
         "raise_on_failure": False,
     }
 
@@ -387,8 +395,9 @@ def _import_layer(spec: str) -> Any:
 def _check_own_layer(args: argparse.Namespace) -> int:
     layer = _import_layer(args.layer)
     shape = args.input_shape or (8, 10)
-    x = np.random.default_rng(args.seed).standard_normal(shape)
-    report = check_layer(layer, x, **_check_options(args))
+    data, check = _streams(args.seed)
+    x = data.standard_normal(shape)
+    report = check_layer(layer, x, **_check_options(args, check))
     if args.plot:
         report.plot(args.plot)
     if args.json:
@@ -430,13 +439,13 @@ def _check_mlp(args: argparse.Namespace) -> dict:
         f"\n== MLP {'-'.join(map(str, sizes))} ({args.activation}) + CrossEntropyLoss, "
         f"random batch of {args.batch_size}, backend {args.backend} =="
     )
-    rng = np.random.default_rng(args.seed)
+    rng, check = _streams(args.seed)
     model = mlp(sizes, args.activation, rng=rng, backend=args.backend)
     xp = get_namespace(args.backend)
     x = convert(rng.standard_normal((args.batch_size, args.inputs)), xp)
     y = convert(rng.integers(0, args.classes, size=args.batch_size), xp)
     loss = CrossEntropyLoss()
-    report = check_gradients(model, loss, x, y, **_check_options(args))
+    report = check_gradients(model, loss, x, y, **_check_options(args, check))
     print(report)
     if args.plot:
         report.plot(args.plot)

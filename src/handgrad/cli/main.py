@@ -25,7 +25,7 @@ from handgrad.app.trainer import CONSTRAINTS, TrainConfig
 from handgrad.cli import commands, workers
 from handgrad.core.arrays import BACKENDS
 from handgrad.core.validation import FRACTION, POSITIVE, POSITIVE_INT, Constraint
-from handgrad.gradcheck.check import DEFAULT_EPS, DEFAULT_THRESHOLD, MODES
+from handgrad.gradcheck.check import DEFAULT_EPS, DEFAULT_THRESHOLD, METHODS, MODES
 from handgrad.gradcheck.finite_differences import STENCILS
 from handgrad.nn.registry import activation_names
 
@@ -266,6 +266,13 @@ def _add_check(commands_: argparse._SubParsersAction) -> None:
         choices=MODES,
         default="full",
         help="every element, a sample per array, or random directions (full)",
+    )
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="auto",
+        help="many perturbed copies per call (batched), many perturbed samples per call "
+        "(rows), one element at a time (loop), or the fastest that is proven right (auto)",
     )
     p.add_argument("--samples", type=_POSITIVE_INT, default=16, help="for --mode sample")
     p.add_argument("--directions", type=_POSITIVE_INT, default=4, help="for --mode fast")

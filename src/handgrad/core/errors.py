@@ -12,6 +12,7 @@ __all__ = [
     "HandgradError",
     "ModelFileError",
     "NonFiniteLossError",
+    "RandomLayerError",
     "TrainingDivergedError",
     "TrainingInterruptedError",
     "WorkerLostError",
@@ -104,6 +105,31 @@ class NonFiniteLossError(HandgradError, ValueError):
     ... except NonFiniteLossError as err:
     ...     print(type(err).__name__, isinstance(err, ValueError))
     NonFiniteLossError True
+    """
+
+
+class RandomLayerError(HandgradError, ValueError):
+    """A gradient check found a layer whose forward pass gives different outputs on the same
+    input (a dropout mask drawn anew each call): no finite difference can check it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.core.errors import RandomLayerError
+    >>> class Dropout:  # a new mask at every call
+    ...     def __init__(self):
+    ...         self.params, self.grads, self.rng = {}, {}, np.random.default_rng(0)
+    ...     def forward(self, x):
+    ...         self.mask = self.rng.random(x.shape) > 0.5
+    ...         return x * self.mask
+    ...     def backward(self, dy):
+    ...         return dy * self.mask
+    >>> try:
+    ...     hg.check_layer(Dropout(), np.ones((2, 3)))
+    ... except RandomLayerError as err:
+    ...     print(str(err).split(":")[0], isinstance(err, ValueError))
+    Dropout is random True
     """
 
 

@@ -239,12 +239,14 @@ class BatchedEvaluator:
         x: Any,
         head: Callable[[Any], Any],
         max_memory: int,
+        forward: Callable[[int, Any], Any] | None = None,
     ) -> None:
         self.layers = list(layers)
         self.head = head
+        self.forward = forward or (lambda i, a: self.layers[i].forward(a))
         self.inputs = [x]
-        for layer in self.layers:
-            self.inputs.append(layer.forward(self.inputs[-1]))
+        for i in range(len(self.layers)):
+            self.inputs.append(self.forward(i, self.inputs[-1]))
         self.xp = namespace(x)
         self.device = array_api_compat.device(x)
         self.max_memory = max_memory
@@ -264,30 +266,45 @@ class BatchedEvaluator:
 
         ``k`` is the index of the layer that owns ``p``, or None when ``p`` is the input.
         """
-        out = np.empty(flat.shape, dtype=np.float64)
-        size = self.chunk_size(k)
-        for start in range(0, flat.shape[0], size):
-            part, moves = flat[start : start + size], d[start : start + size]
-            state = self._perturbed(k, name, p, part, moves)
+        values, _ = self.evaluate(k, name, p, flat, np.asarray(d, dtype=np.float64)[:, None])
+        return values[:, 0]
+
+    def evaluate(
+        self, k: int | None, name: str, p: Any, flat: np.ndarray, disp: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """What ``head`` gives for each element ``flat[i]`` moved by each ``disp[i, j]``,
+        (m, k); and the noise scales, (m,), when ``head`` returns (values, scales). The
+        copies of one element share a pass."""
+        m, offsets = disp.shape
+        values, scales = np.empty((m, offsets)), None
+        per_pass = max(1, self.chunk_size(k) // offsets)
+        for start in range(0, m, per_pass):
+            part = slice(start, start + per_pass)
+            elements, moves = np.repeat(flat[part], offsets), disp[part].reshape(-1)
+            state = self._perturbed(k, name, p, elements, moves)
             for i in range(0 if k is None else k + 1, len(self.layers)):
                 state = self._through(i, state)
-            values = self.head(state.dense() if isinstance(state, Columns) else state)
-            if tuple(values.shape) != (part.shape[0],):
-                raise ValueError(f"the loss of stacked copies has shape {tuple(values.shape)}")
-            out[start : start + size] = np.asarray(to_numpy(values), dtype=np.float64)
-        return out
+            out = self.head(state.dense() if isinstance(state, Columns) else state)
+            got, scale = out if isinstance(out, tuple) else (out, None)
+            if tuple(got.shape) != (elements.shape[0],):
+                raise ValueError(f"the loss of stacked copies has shape {tuple(got.shape)}")
+            values[part] = np.asarray(to_numpy(got), dtype=np.float64).reshape(-1, offsets)
+            if scale is not None:
+                scales = np.zeros(m) if scales is None else scales
+                scales[part] = np.asarray(scale, dtype=np.float64).reshape(-1, offsets).max(axis=1)
+        return values, scales
 
     def _through(self, i: int, state: Any) -> Any:
         """Run layer i on the copies, keeping them sparse where the layer allows."""
         layer = self.layers[i]
         if isinstance(state, Columns):
             if getattr(layer, "elementwise", False):
-                return Columns(self.inputs[i + 1], state.columns, layer.forward(state.values))
+                return Columns(self.inputs[i + 1], state.columns, self.forward(i, state.values))
             columns = shortcuts.forward_columns(layer)
             if columns is not None:
-                return columns(self.inputs[i], state.columns, state.values)
+                return columns(self.inputs[i], state.columns, state.values, y=self.inputs[i + 1])
             state = state.dense()
-        return layer.forward(state)
+        return self.forward(i, state)
 
     def _perturbed(self, k: int | None, name: str, p: Any, flat: np.ndarray, d: np.ndarray) -> Any:
         """The perturbed copies right after the perturbation: Columns or a dense stack."""
@@ -304,7 +321,8 @@ class BatchedEvaluator:
         layer, x = self.layers[k], self.inputs[k]
         shortcut = shortcuts.perturbed_columns(layer)
         if shortcut is not None and x.ndim == 2:  # the shortcut takes (B, in)
-            columns, values = shortcut(x, name, convert(flat, xp, device=device), moves)
+            index = convert(flat, xp, device=device)
+            columns, values = shortcut(x, name, index, moves, y=self.inputs[k + 1])
             return Columns(self.inputs[k + 1], columns, values)
         copies = []  # no shortcut: one forward of this layer per copy, in place and restored
         shape = tuple(p.shape)
@@ -313,7 +331,7 @@ class BatchedEvaluator:
             value = float(p[where])
             try:
                 p[where] = value + float(move)
-                copies.append(layer.forward(x))
+                copies.append(self.forward(k, x))
             finally:
                 p[where] = value
         return xp.stack(copies)

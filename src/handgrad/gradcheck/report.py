@@ -14,7 +14,44 @@ import numpy as np
 from handgrad.core.files import atomic_write
 from handgrad.core.tables import format_table
 
-__all__ = ["GradientCheckReport", "ParameterCheck", "compare"]
+__all__ = ["GradientCheckReport", "Kink", "ParameterCheck", "compare", "summarize"]
+
+
+@dataclass(frozen=True)
+class Kink:
+    """An element where the loss is not differentiable within a step or two: the
+    finite-difference estimates at two step sizes disagree with each other (ReLU at 0, a
+    max-pool tie, ``abs``). ``left`` and ``right`` are the one-sided slopes there; the
+    analytic value lies between them (else the element counts as failed).
+
+    Examples
+    --------
+    >>> from handgrad.gradcheck.report import Kink
+    >>> Kink((0, 2), analytic=0.0, left=0.0, right=1.0).describe("x")
+    'not differentiable near x[0, 2]: one-sided slopes 0 and 1, analytic 0'
+    """
+
+    index: tuple[int, ...]
+    analytic: float
+    left: float
+    right: float
+
+    def describe(self, name: str) -> str:
+        """One phrase: where, both slopes and the analytic value."""
+        where = f"[{', '.join(map(str, self.index))}]" if self.index else ""
+        return (
+            f"not differentiable near {name}{where}: one-sided slopes {self.left:.6g} and "
+            f"{self.right:.6g}, analytic {self.analytic:.6g}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {
+            "index": list(self.index),
+            "analytic": _finite_or_none(self.analytic),
+            "left": _finite_or_none(self.left),
+            "right": _finite_or_none(self.right),
+        }
 
 
 @dataclass(frozen=True)
@@ -23,7 +60,12 @@ class ParameterCheck:
 
     ``checked`` elements were compared (all of them in full mode); ``errors`` holds their
     relative differences, for pictures. A row for a random direction of the fast mode has
-    shape ``()`` and compares one directional derivative.
+    shape ``()`` and compares one directional derivative. ``method`` says how the numeric
+    values were computed; ``kinks`` lists elements where the loss is not differentiable
+    within a step (they do not count as failed); ``second_looks`` counts the elements the
+    first look left open (see :mod:`handgrad.gradcheck.verdict`). When the analytic
+    gradient has the wrong shape, ``values_right`` says whether its values are right once
+    reshaped ("reshaped") or transposed ("transposed").
 
     Examples
     --------
@@ -46,6 +88,10 @@ class ParameterCheck:
     checked: int = -1
     analytic_shape: tuple[int, ...] | None = None
     errors: np.ndarray | None = field(default=None, repr=False, compare=False)
+    method: str | None = None
+    kinks: tuple[Kink, ...] = ()
+    values_right: str | None = None
+    second_looks: int = 0
 
     @property
     def size(self) -> int:
@@ -65,18 +111,27 @@ class ParameterCheck:
     def describe(self) -> str:
         """One sentence on this check: where it is worst, or why it failed."""
         if self.analytic_shape is not None:
+            fix = {
+                "reshaped": f"; its values are right: reshape it to {self.shape}",
+                "transposed": f"; its values are right transposed: transpose it to {self.shape}",
+            }.get(self.values_right or "", "")
             return (
                 f"gradient check failed for {self.name!r}: the analytic gradient has shape "
-                f"{self.analytic_shape} but the parameter has shape {self.shape}"
+                f"{self.analytic_shape} but the parameter has shape {self.shape}{fix}"
             )
         verdict = "passed" if self.passed else "failed"
         where = f"; worst at index {self.worst_index}" if self.shape else ""
-        return (
+        text = (
             f"gradient check {verdict} for {self.name!r} (shape {self.shape}): "
             f"{self.n_failed} of {self.n_checked} elements off{where}: "
             f"analytic {self.analytic:.6e}, numeric {self.numeric:.6e}, "
             f"relative difference {self.max_rel_diff:.2e}"
         )
+        if self.kinks:
+            more = len(self.kinks) - 1
+            others = f" (and {more} more, not counted)" if more else " (not counted)"
+            text += f"; {self.kinks[0].describe(self.name)}{others}"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (NaN and infinity become None)."""
@@ -93,6 +148,10 @@ class ParameterCheck:
             "analytic": _finite_or_none(self.analytic),
             "numeric": _finite_or_none(self.numeric),
             "analytic_shape": None if self.analytic_shape is None else list(self.analytic_shape),
+            "values_right": self.values_right,
+            "method": self.method,
+            "kinks": [k.to_dict() for k in self.kinks],
+            "second_looks": self.second_looks,
         }
 
 
@@ -125,6 +184,8 @@ class GradientCheckReport:
     mode: str = "full"
     method: str = "loop"
     stencil: str = "central"
+    precision: str = "float64"
+    notes: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -149,10 +210,11 @@ class GradientCheckReport:
 
     def __str__(self) -> str:
         header = (
-            f"gradient check ({self.mode}, {self.method}, float64, {self.stencil}): "
+            f"gradient check ({self.mode}, {self.method}, {self.precision}, {self.stencil}): "
             f"eps={self.eps:g}, threshold={self.threshold:g}, noise floor={self.atol:.1e}, "
             f"loss={self.loss:.6g}"
         )
+        methods = any(c.method for c in self.checks)
         rows = [
             [
                 c.name,
@@ -164,6 +226,7 @@ class GradientCheckReport:
                 f"{c.analytic:.6e}",
                 f"{c.numeric:.6e}",
                 str(c.n_failed),
+                *([c.method or "-"] if methods else []),
                 "ok" if c.passed else "FAIL",
             ]
             for c in self.worst_first()
@@ -179,12 +242,21 @@ class GradientCheckReport:
                 "analytic",
                 "numeric",
                 "off",
+                *(["method"] if methods else []),
                 "",
             ],
             rows,
         )
         passed = sum(c.passed for c in self.checks)
-        return f"{header}\n{table}\n{passed} of {len(self.checks)} checks passed (worst first)"
+        lines = [header, table, f"{passed} of {len(self.checks)} checks passed (worst first)"]
+        for c in self.checks:
+            if c.kinks:
+                more = f" (and {len(c.kinks) - 1} more)" if len(c.kinks) > 1 else ""
+                lines.append(f"note: {c.kinks[0].describe(c.name)}{more}; not counted as off")
+            if c.analytic_shape is not None:
+                lines.append(f"note: {c.describe()}")
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data."""
@@ -193,6 +265,8 @@ class GradientCheckReport:
             "mode": self.mode,
             "method": self.method,
             "stencil": self.stencil,
+            "precision": self.precision,
+            "notes": list(self.notes),
             "eps": self.eps,
             "threshold": self.threshold,
             "noise_floor": self.atol,
@@ -259,12 +333,13 @@ def compare(
     analytic: np.ndarray,
     numeric: np.ndarray,
     threshold: float,
-    atol: float,
+    atol: Any,
 ) -> ParameterCheck:
     """Compare analytic and numeric values of the elements ``flat`` of an array of ``shape``.
 
     An element is off when ``|a - n| > max(threshold * (|a| + |n|), atol)``; the relative
-    difference reported is ``|a - n| / max(|a| + |n|, atol / threshold)``.
+    difference reported is ``|a - n| / max(|a| + |n|, atol / threshold)``. ``atol`` is one
+    number or one per element.
 
     Examples
     --------
@@ -275,14 +350,68 @@ def compare(
     >>> check.passed, check.n_failed, check.worst_index, round(check.max_rel_diff, 4)  # 0.1 / 8.1
     (False, 1, (1, 1), 0.0123)
     """
-    if flat.size == 0:
-        return ParameterCheck(name, shape, 0.0, 0.0, (), 0.0, 0.0, 0, checked=0)
+    rel = relative_errors(analytic, numeric, threshold, atol)
+    return summarize(name, shape, flat, analytic, numeric, rel, rel > threshold)
+
+
+def relative_errors(analytic: Any, numeric: Any, threshold: float, atol: Any) -> np.ndarray:
+    """``|a - n| / max(|a| + |n|, atol / threshold)`` per element; NaN counts as infinite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.report import relative_errors
+    >>> rel = relative_errors(np.array([1.0, 1e-12]), np.array([1.1, 0.0]), 1e-6, 1e-9)
+    >>> [f"{r:.3g}" for r in rel]  # 0.1 / 2.1; 1e-12 / (1e-9 / 1e-6)
+    ['0.0476', '1e-09']
+    """
+    analytic, numeric = np.asarray(analytic, dtype=np.float64), np.asarray(numeric, np.float64)
     diff = np.abs(analytic - numeric)
-    scale = np.maximum(np.abs(analytic) + np.abs(numeric), atol / threshold)
+    scale = np.maximum(np.abs(analytic) + np.abs(numeric), np.asarray(atol) / threshold)
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.where(scale > 0, diff / np.where(scale > 0, scale, 1.0), 0.0)
-    rel = np.where(np.isnan(rel), np.inf, rel)  # a NaN analytic gradient is never close
-    worst = int(np.argmax(rel))
+    return np.where(np.isnan(rel), np.inf, rel)  # a NaN gradient is never close
+
+
+def summarize(
+    name: str,
+    shape: tuple[int, ...],
+    flat: np.ndarray,
+    analytic: np.ndarray,
+    numeric: np.ndarray,
+    rel: np.ndarray,
+    failed: np.ndarray,
+    *,
+    kinks: tuple[Kink, ...] = (),
+    method: str | None = None,
+    ignored: np.ndarray | None = None,
+    second_looks: int = 0,
+) -> ParameterCheck:
+    """One row from per-element values: relative differences ``rel`` and which elements
+    ``failed``; the worst element is the one with the largest ``rel``. Elements marked
+    ``ignored`` (kinks) count in neither the largest difference nor ``rel``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.report import summarize
+    >>> a, n = np.array([1.0, 2.0]), np.array([1.0, -2.0])
+    >>> row = summarize("b", (2,), np.arange(2), a, n, np.array([0.0, 1.0]), np.array([0, 1]) > 0)
+    >>> row.n_failed, row.worst_index, row.numeric
+    (1, (1,), -2.0)
+    """
+    if flat.size == 0:
+        return ParameterCheck(
+            name, shape, 0.0, 0.0, (), 0.0, 0.0, 0, checked=0, method=method, kinks=kinks
+        )
+    analytic, numeric = np.asarray(analytic, dtype=np.float64), np.asarray(numeric, np.float64)
+    diff = np.abs(analytic - numeric)
+    if ignored is not None and np.any(ignored):
+        diff, rel = np.where(ignored, 0.0, diff), np.where(ignored, 0.0, rel)
+        counted = np.flatnonzero(~ignored)
+        worst = int(counted[np.argmax(rel[counted])]) if counted.size else 0
+    else:
+        worst = int(np.argmax(rel))
     index = np.unravel_index(int(flat[worst]), shape) if shape else ()
     return ParameterCheck(
         name=name,
@@ -292,7 +421,10 @@ def compare(
         worst_index=tuple(int(i) for i in index),
         analytic=float(analytic[worst]),
         numeric=float(numeric[worst]),
-        n_failed=int(np.count_nonzero(rel > threshold)),
+        n_failed=int(np.count_nonzero(failed)),
         checked=int(flat.size),
-        errors=rel,
+        errors=np.asarray(rel, dtype=np.float64),
+        method=method,
+        kinks=kinks,
+        second_looks=second_looks,
     )

@@ -29,13 +29,13 @@ def _keeps_forward(layer: Any, cls: type) -> bool:
 
 
 def _linear_perturbed_columns(
-    layer: Linear, x: Any, name: str, index: Any, moves: Any
+    layer: Linear, x: Any, name: str, index: Any, moves: Any, y: Any = None
 ) -> tuple[Any, Any]:
     """Outputs for ``x`` (batch, in) when element ``index[i]`` (flat) of ``params[name]``
     moves by ``moves[i]``, one copy per i: the changed column (output unit) of each copy and
-    its values, (P,) and (P, batch)."""
+    its values, (P,) and (P, batch). ``y`` is the unperturbed output, if known."""
     xp = namespace(x, layer.params["weight"])
-    y = affine(x, layer.params["weight"], layer.params.get("bias"))
+    y = affine(x, layer.params["weight"], layer.params.get("bias")) if y is None else y
     if name == "weight":
         rows, cols = index // layer.in_features, index % layer.in_features
         # (W + s e_i e_j^T) x = W x + s x_j e_i: only unit i changes, by s x_j
@@ -45,11 +45,12 @@ def _linear_perturbed_columns(
     return rows, xp.take(y, rows, axis=1).mT + change
 
 
-def _linear_forward_columns(layer: Linear, x: Any, columns: Any, values: Any) -> Any:
+def _linear_forward_columns(layer: Linear, x: Any, columns: Any, values: Any, y: Any = None) -> Any:
     """Outputs, (P, batch, out), for copies of ``x`` (batch, in) whose column
-    ``columns[i]`` is replaced by ``values[i]`` (batch,)."""
+    ``columns[i]`` is replaced by ``values[i]`` (batch,). ``y`` is the output at ``x``, if
+    known."""
     xp = namespace(x, layer.params["weight"])
-    y = affine(x, layer.params["weight"], layer.params.get("bias"))
+    y = affine(x, layer.params["weight"], layer.params.get("bias")) if y is None else y
     # a new column j adds (v - x_j) W[:, j]^T: a rank-one change per copy
     delta = values - xp.take(x, columns, axis=1).mT  # P,B
     weight_columns = xp.take(layer.params["weight"], columns, axis=1).mT  # P,out
@@ -57,14 +58,14 @@ def _linear_forward_columns(layer: Linear, x: Any, columns: Any, values: Any) ->
 
 
 def perturbed_columns(layer: Any) -> Callable[..., tuple[Any, Any]] | None:
-    """``f(x, name, index, moves) -> (columns, values)`` for ``layer``, or None."""
+    """``f(x, name, index, moves, y=None) -> (columns, values)`` for ``layer``, or None."""
     if _keeps_forward(layer, Linear):
-        return lambda *args: _linear_perturbed_columns(layer, *args)
+        return lambda *args, **kwargs: _linear_perturbed_columns(layer, *args, **kwargs)
     return None
 
 
 def forward_columns(layer: Any) -> Callable[..., Any] | None:
-    """``f(x, columns, values) -> (copies, batch, out)`` for ``layer``, or None."""
+    """``f(x, columns, values, y=None) -> (copies, batch, out)`` for ``layer``, or None."""
     if _keeps_forward(layer, Linear):
-        return lambda *args: _linear_forward_columns(layer, *args)
+        return lambda *args, **kwargs: _linear_forward_columns(layer, *args, **kwargs)
     return None
