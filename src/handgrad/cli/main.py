@@ -63,6 +63,13 @@ def _add_train(commands_: argparse._SubParsersAction) -> None:
     source.add_argument("--data", metavar="FILE.csv", help="your own CSV file (needs --target)")
     p.add_argument("--target", metavar="COL", help="the CSV's class column: name or 0-based index")
     p.add_argument(
+        "--model",
+        choices=CONSTRAINTS["model"].values,
+        default=_DEFAULT.model,
+        help="mlp (default: --hidden, --activation) or cnn (rows of pixels of square images, "
+        "e.g. digits' 8x8: conv, relu, max pool, conv, relu, dense)",
+    )
+    p.add_argument(
         "--hidden",
         type=_POSITIVE_INT,
         action="append",

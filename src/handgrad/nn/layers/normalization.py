@@ -171,7 +171,8 @@ class _BatchNorm(_Normalization):
         mode (updating the running ones), with the running statistics in evaluation mode."""
         check_array(x, "x")
         if x.ndim not in self.ranks:
-            raise ValueError(f"x must be a {self.layout} array, got shape {tuple(x.shape)}")
+            ranks = " or ".join(f"{n}-D" for n in self.ranks)
+            raise ValueError(f"x must be a {ranks} array {self.layout}, got shape {tuple(x.shape)}")
         if x.shape[1] != self.num_features:
             raise ValueError(
                 f"x must have {self.num_features} channels (axis 1) for {self!r}, got shape "
@@ -277,7 +278,7 @@ class BatchNorm1d(_BatchNorm):
     """
 
     ranks = (2, 3)
-    layout = "2-D (batch, features) or 3-D (batch, channels, length)"
+    layout = "(batch, features) or (batch, channels, length)"
 
 
 @register_layer
@@ -299,7 +300,7 @@ class BatchNorm2d(_BatchNorm):
     """
 
     ranks = (4,)
-    layout = "4-D (batch, channels, height, width)"
+    layout = "(batch, channels, height, width)"
 
 
 @register_layer
