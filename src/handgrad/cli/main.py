@@ -67,7 +67,7 @@ def _add_train(commands_: argparse._SubParsersAction) -> None:
         choices=CONSTRAINTS["model"].values,
         default=_DEFAULT.model,
         help="mlp (default: --hidden, --activation) or cnn (rows of pixels of square images, "
-        "e.g. digits' 8x8: conv, relu, max pool, conv, relu, dense)",
+        "e.g. digits' 8x8: conv, relu, max pool, conv, relu, dropout, dense)",
     )
     p.add_argument(
         "--hidden",
@@ -86,7 +86,8 @@ def _add_train(commands_: argparse._SubParsersAction) -> None:
         "--lr",
         type=_POSITIVE,
         default=None,
-        help="learning rate (default 0.01 for adam, 0.1 for sgd and momentum)",
+        help="learning rate (default 0.01 for adam, 0.1 for sgd and momentum; a tenth of "
+        "that for --model cnn)",
     )
     p.add_argument("--epochs", type=_POSITIVE_INT, default=_DEFAULT.epochs)
     p.add_argument("--batch-size", type=_POSITIVE_INT, default=_DEFAULT.batch_size)
