@@ -89,6 +89,22 @@ def test_a_batch_norm_network_trains_and_a_last_batch_of_one_is_named():
         fit(model, hg.CrossEntropyLoss(), Adam(model.params), X, y, epochs=1, shuffle=False)
 
 
+def test_fits_gradient_check_runs_in_evaluation_mode():
+    """No fresh dropout mask per pass (which no finite difference survives), and the
+    check's many passes leave the running statistics alone."""
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((16, 3)), rng.integers(0, 2, 16)
+    model = hg.Sequential(
+        hg.Linear(3, 4, rng=0), hg.Tanh(), hg.Dropout(0.5, rng=0), hg.BatchNorm1d(4),
+        hg.Linear(4, 2, rng=1),
+    )  # fmt: skip
+    history = fit(
+        model, hg.CrossEntropyLoss(), Adam(model.params), X, y, epochs=1, batch_size=8, check=True
+    )
+    assert history.gradient_check.passed
+    assert int(model[3].buffers["num_batches_tracked"]) == 2  # the two training steps only
+
+
 def _every_new_layer(rng):
     """A network that holds every layer type of the vision family, Conv1d included."""
     image = hg.Sequential(

@@ -15,7 +15,7 @@ from handgrad.nn.registry import build_layer, layer_spec, spec_shapes
 torch = pytest.importorskip("torch")
 
 TOL = 1e-12
-few = settings(max_examples=12, deadline=None)
+few = settings(max_examples=8, deadline=None)
 
 
 @st.composite

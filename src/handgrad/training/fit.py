@@ -240,6 +240,8 @@ def fit(
     check : bool
         Gradient-check the model on the first batch before the first step (raises
         :class:`~handgrad.GradientCheckError` if it fails); the report is kept in the history.
+        The check runs in evaluation mode, where every forward pass computes the same
+        function (no fresh dropout masks) and leaves the running statistics alone.
     progress : bool
         Show a tqdm progress bar (one tick per epoch) with the running loss and accuracy.
     start : Progress, optional
@@ -308,8 +310,10 @@ def fit(
             total_loss, correct = state.totals
             for position in range(state.position, len(order)):
                 index = order[position]
-                if check and state.step == 0:
-                    history.gradient_check = check_gradients(model, loss, *run_step.batch(index))
+                if check and state.step == 0:  # in evaluation mode: no dropout mask drawn
+                    with in_mode(model, False):  # anew, no running statistic moved per pass
+                        batch = run_step.batch(index)
+                        history.gradient_check = check_gradients(model, loss, *batch)
                 value, right = run_step(index)
                 state.step += 1
                 if not math.isfinite(value):
