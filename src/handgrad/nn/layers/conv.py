@@ -214,7 +214,7 @@ class _ConvNd(Module):
         weight = xp.reshape(self.params["weight"], (g, self.out_channels // g, -1))  # G,O/G,C/G*K
         y = xp.reshape(weight @ cols, (n, self.out_channels, *out))  # N,O,oh,ow
         if "bias" in self.params:
-            y = y + xp.reshape(self.params["bias"], (-1, 1, 1))
+            y += xp.reshape(self.params["bias"], (-1, 1, 1))  # y is new: add in place
         self._cols, self._images, self._padded = cols, tuple(images.shape), tuple(padded.shape)
         self._y = xp.reshape(y, (*lead, self.out_channels, *out[2 - self.dims :]))
         return self._y
