@@ -75,7 +75,17 @@ def test_float32_models_compare_in_float32():
     model = hg.mlp([4, 3, 2], rng=rng, dtype="float32")
     x = rng.standard_normal((5, 4)).astype(np.float32)
     comparison = hg.compare_with_autograd(model, hg.CrossEntropyLoss(), x, rng.integers(0, 2, 5))
-    assert comparison.rtol == 1e-5 and comparison.passed
+    assert comparison.threshold == 1e-5 and comparison.passed
+
+
+def test_rtol_is_the_deprecated_name_of_threshold():
+    rng = np.random.default_rng(3)
+    model, x = hg.mlp([4, 3, 2], rng=rng), rng.standard_normal((5, 4))
+    with pytest.warns(DeprecationWarning, match="rtol is deprecated: pass threshold"):
+        comparison = hg.compare_with_autograd(
+            model, hg.CrossEntropyLoss(), x, rng.integers(0, 2, 5), rtol=1e-9
+        )
+    assert comparison.threshold == 1e-9 == comparison.rtol
 
 
 def test_to_torch_module_and_unknown_losses():

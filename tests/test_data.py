@@ -151,11 +151,18 @@ def test_a_digit_string_is_an_index_when_there_is_no_header(tmp_path):
     np.testing.assert_array_equal(ds.X, [[0, 7], [1, 8]])
 
 
-def test_numeric_labels_sort_as_numbers_and_print_as_integers(tmp_path):
+def test_numeric_labels_are_classes_as_written_sorted_by_value(tmp_path):
     text = "x,t\n1,10\n2,2\n3,2.0\n4,9\n5,0.5\n6,-1\n"
     ds = load_csv(write(tmp_path, text), "t")
+    assert ds.class_names == ("-1", "0.5", "2", "2.0", "9", "10")
+    np.testing.assert_array_equal(ds.y, [5, 2, 3, 4, 1, 0])
+
+
+def test_numeric_labels_by_value_on_request(tmp_path):
+    text = "x,t\n1,10\n2,2\n3,2.0\n4,9\n5,0.5\n6,-1\n7,02\n"
+    ds = load_csv(write(tmp_path, text), "t", numeric_labels=True)
     assert ds.class_names == ("-1", "0.5", "2", "9", "10")
-    np.testing.assert_array_equal(ds.y, [4, 2, 2, 3, 1, 0])
+    np.testing.assert_array_equal(ds.y, [4, 2, 2, 3, 1, 0, 2])
 
 
 def test_labels_that_are_not_all_numbers_sort_as_text(tmp_path):
@@ -355,9 +362,11 @@ def test_load_features_reads_back_what_load_csv_trained_on(tmp_path, text):
     np.testing.assert_array_equal(y, ds.y)
 
 
-def test_numeric_labels_are_matched_by_value(tmp_path):
+def test_labels_are_matched_as_written_or_by_value_on_request(tmp_path):
     path = write(tmp_path, "x,t\n1,1.0\n2,0\n3,2\n")
-    _, y = load_features(path, ["x"], target="t", class_names=("0", "1", "2"))
+    with raises_data_error("row 2", "holds class '1.0', which the model does not know"):
+        load_features(path, ["x"], target="t", class_names=("0", "1", "2"))
+    _, y = load_features(path, ["x"], target="t", class_names=("0", "1", "2"), numeric_labels=True)
     np.testing.assert_array_equal(y, [1, 0, 2])
 
 
@@ -464,17 +473,20 @@ def test_split_refuses_bad_sizes(test_size, val_size):
         split(X, y, test_size=test_size, val_size=val_size)
 
 
-@pytest.mark.parametrize(("small", "val_size", "needed"), [(2, 0.1, 3), (1, 0.0, 2)])
-def test_split_names_a_class_too_small_to_stratify(small, val_size, needed):
-    X, y = _imbalanced((20, small, 20))
-    with raises_data_error(f"class 1 has only {small} sample(s)", f"needs {needed}"):
+@pytest.mark.parametrize("val_size", [0.1, 0.0])
+def test_split_names_a_class_of_one_row(val_size):
+    X, y = _imbalanced((20, 1, 20))
+    with raises_data_error("class 1 has only 1 row", "needs 2 of each class"):
         split(X, y, val_size=val_size)
+    with raises_data_error("class 'b' has only 1 row"):
+        split(X, y, val_size=val_size, class_names=["a", "b", "c"])
 
 
-def test_split_with_too_few_test_samples_for_the_classes():
+def test_a_test_part_too_small_for_the_classes_grows_and_says_so():
     X, y = _imbalanced((20, 20, 20))
-    with raises_data_error("cannot split", "change test_size or val_size"):
-        split(X, y, test_size=0.02, val_size=0)
+    s = split(X, y, test_size=0.02, val_size=0)
+    np.testing.assert_array_equal(np.bincount(s.y_test), [1, 1, 1])
+    assert s.note == "the test part holds 3 rows, not 2, for a row of each class"
 
 
 def test_split_checks_shapes():
@@ -583,3 +595,111 @@ def test_batches_are_reproducible_and_fresh_each_epoch():
 def test_batches_refuse_bad_arguments(n, batch_size, rng, error):
     with pytest.raises(error):
         batches(n, batch_size, rng)
+
+
+# issue 15: headers, labels, missing values, separators
+
+
+def test_a_header_of_numbers_is_a_header_when_it_names_the_target(tmp_path):
+    ds = load_csv(write(tmp_path, "400,500,600\n1,2,a\n3,4,b\n"), "600")
+    assert ds.feature_names == ("400", "500") and ds.target_name == "600"
+    np.testing.assert_array_equal(ds.X, [[1, 2], [3, 4]])
+
+
+def test_load_features_takes_a_first_row_of_the_models_names_as_a_header(tmp_path):
+    X, _ = load_features(write(tmp_path, "500,9,400\n1,2,3\n4,5,6\n"), ["400", "500"])
+    np.testing.assert_array_equal(X, [[3, 1], [6, 4]])  # by name, in the model's order
+    X, y = load_features(
+        write(tmp_path, "7,500,400\nb,1,2\na,3,4\n", name="t.csv"),
+        ["400", "500"],
+        target="7",
+        class_names=("a", "b"),
+    )
+    np.testing.assert_array_equal(X, [[2, 1], [4, 3]])
+    np.testing.assert_array_equal(y, [1, 0])
+
+
+def test_column_numbers_of_a_model_without_a_header_are_not_a_header(tmp_path):
+    X, _ = load_features(write(tmp_path, "0,1\n5,6\n"), ["0", "1"])  # the names are positions
+    np.testing.assert_array_equal(X, [[0, 1], [5, 6]])
+
+
+def test_labels_that_differ_as_written_are_two_classes(tmp_path):
+    big = 2**53  # float(big) == float(big + 1)
+    text = f"x,t\n1,01\n2,1\n3,{big}\n4,{big + 1}\n5,1\n"
+    ds = load_csv(write(tmp_path, text), "t")
+    assert ds.class_names == ("01", "1", str(big), str(big + 1))
+    np.testing.assert_array_equal(ds.y, [0, 1, 2, 3, 1])
+    _, y = load_features(
+        write(tmp_path, text, "e.csv"), ["x"], target="t", class_names=ds.class_names
+    )
+    np.testing.assert_array_equal(y, ds.y)
+
+
+def test_na_is_a_label_unless_missing_says_otherwise(tmp_path):
+    path = write(tmp_path, "x,t\n1,NA\n2,yes\n3,n/a\n")
+    assert load_csv(path, "t").class_names == ("NA", "n/a", "yes")
+    with raises_data_error("row 2, column 't'", "has no label ('NA')"):
+        load_csv(path, "t", missing=["NA", "n/a"])
+    with raises_data_error("row 3, column 'x'", "is missing ('?')"):
+        load_csv(write(tmp_path, "x,t\n1,a\n?,b\n", "q.csv"), "t", missing=["?"])
+    with raises_data_error("row 3, column 'x'", "holds 'NA', which is not a number"):
+        load_csv(write(tmp_path, "x,t\n1,a\nNA,b\n", "n.csv"), "t", missing=["?"])
+
+
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+def test_a_file_without_commas_is_read_with_the_separator_its_lines_agree_on(tmp_path, separator):
+    text = "\n".join(
+        separator.join(row) for row in [["a", "b", "t"], ["1.5", "2", "x"], ["3", "4", "y"]]
+    )
+    ds = load_csv(write(tmp_path, text), "t")
+    assert ds.feature_names == ("a", "b") and ds.class_names == ("x", "y")
+    np.testing.assert_array_equal(ds.X, [[1.5, 2], [3, 4]])
+
+
+def test_a_separator_can_be_given_and_a_decimal_comma_is_named(tmp_path):
+    path = write(tmp_path, "a;b;t\n1,5;2;x\n3;4,25;y\n")
+    with raises_data_error("looks separated by ';', not by commas", "sep=';'"):
+        load_csv(path, "t")
+    with raises_data_error("row 2, column 'a'", "holds '1,5', which is not a number; write it 1.5"):
+        load_csv(path, "t", sep=";")
+    ds = load_csv(write(tmp_path, "a;b;t\n1.5;2;x\n3;4.25;y\n", "p.csv"), "t", sep=";")
+    np.testing.assert_array_equal(ds.X, [[1.5, 2], [3, 4.25]])
+    with pytest.raises(ValueError, match="sep must be one character"):
+        load_csv(path, "t", sep=";;")
+
+
+def test_a_file_too_large_for_memory_is_named_with_its_size(tmp_path, monkeypatch):
+    path = write(tmp_path, "a,t\n" + "1,x\n" * 300)
+
+    def no_memory(self):
+        raise MemoryError
+
+    monkeypatch.setattr(type(path), "read_bytes", no_memory)
+    with pytest.raises(
+        MemoryError, match=r"reading .*data\.csv \(1.2 KiB\) needs more memory than is free"
+    ):
+        load_csv(path, "t")
+
+
+def test_the_fingerprint_changes_with_any_value_or_name_and_only_then(tmp_path):
+    base = "a,b,t\n1,2,x\n3,4,y\n"
+    prints = {
+        text: load_csv(write(tmp_path, text), "t").fingerprint()
+        for text in (base, base.replace("4", "4.0"), base.replace("4", "5"), base.replace("y", "z"))
+    }
+    first, same, value, label = prints.values()
+    assert first == same and len({first, value, label}) == 3
+
+
+def test_a_split_of_two_rows_per_class_has_no_validation_part_and_says_so():
+    s = split(np.arange(6.0)[:, None], np.array([0, 0, 1, 1, 2, 2]), seed=0)
+    assert (len(s.y_train), len(s.y_val), len(s.y_test)) == (3, 0, 3)
+    assert set(s.y_train) == set(s.y_test) == {0, 1, 2}
+    assert "no validation part: every class has 2 rows" in s.note
+
+
+def test_standardising_a_column_that_overflows_names_it():
+    X = np.array([[1.0, 1e308], [2.0, 1e308], [3.0, 0.0]])
+    with raises_data_error("feature 'b' holds values as large as 1e+308", "mean overflows"):
+        Standardiser().fit(X, ["a", "b"])

@@ -8,9 +8,12 @@ names in them are relative paths.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import types
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from handgrad.core.errors import (
     NonFiniteLossError,
     TrainingDivergedError,
 )
+from handgrad.core.files import atomic_write, locked_folder
 from handgrad.data import (
     Standardiser,
     batches,
@@ -43,6 +47,7 @@ from handgrad.training.optim import SGD, Adam, make_optimizer
 from handgrad.training.schedules import make_schedule
 
 ERRORS_MD = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+DATA = Path(__file__).resolve().parent / "data"
 CLI_TYPES = ("exit 2",)
 
 
@@ -224,6 +229,56 @@ def _fit(X=None, y=None, **options):
     return fit(model, hg.CrossEntropyLoss(), optimizer, X, y, **options)
 
 
+class _SumLoss:
+    """A loss of one's own: no row weights."""
+
+    def forward(self, pred, target):
+        self.shape = pred.shape
+        return pred.sum()
+
+    def backward(self):
+        return np.ones(self.shape)
+
+
+def _lbfgs(**options):
+    from handgrad.training.lbfgs import fit_lbfgs
+
+    return fit_lbfgs(
+        hg.mlp([3, 2], rng=0),
+        hg.CrossEntropyLoss(),
+        np.ones((4, 3)),
+        np.array([0, 1, 0, 1]),
+        **options,
+    )
+
+
+def _sklearn():
+    import handgrad.sklearn
+
+    return handgrad.sklearn
+
+
+def _estimator(name, X=None, y=None, **params):
+    X = np.arange(12.0).reshape(6, 2) if X is None else X
+    y = np.array([0, 1, 0, 1, 0, 1]) if y is None else y
+    return getattr(_sklearn(), name)(**params).fit(X, y)
+
+
+def _warm_start_new_class():
+    model = _sklearn().HandgradClassifier((2,), solver="lbfgs", warm_start=True, max_iter=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(np.eye(3), np.array([0, 1, 0]))
+    model.fit(np.eye(3), np.array([0, 1, 2]))
+
+
+def _overflowing_regressor():
+    X = np.finfo(np.float64).max * np.random.default_rng(0).uniform(size=(10, 2))
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        _sklearn().HandgradRegressor(max_iter=5).fit(X, np.ones(10))
+
+
 def _diverge():
     """Features of 1e10 and a rate of 1e300: the first step sends the weights to infinity."""
     X = np.array([[1.0, -1.0, 2.0], [-2.0, 1.0, 0.5], [0.5, 2.0, -1.0], [1.0, 1.0, 1.0]]) * 1e10
@@ -240,6 +295,11 @@ def _cli(*argv: str):
     return lambda: main(list(argv))
 
 
+def _folder_in_use():
+    with locked_folder(".", {"run": "a1b2c3d4"}), locked_folder(".", {"run": "e5f6"}):
+        pass
+
+
 def _predict_without_feature():
     _write("new.csv", "a,b\n1,2\n3,4\n")
     return main(["predict", "--model", _model_file(), "new.csv"])
@@ -250,7 +310,101 @@ def _evaluate_without_target():
     return main(["evaluate", "--model", _model_file(), "new.csv"])
 
 
+def _zip_model(replace: dict[str, bytes], method=zipfile.ZIP_STORED) -> str:
+    """The good model file with members replaced or added, as raw ``.npy`` bytes."""
+    path = _model_file()
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    with zipfile.ZipFile(path, "w", compression=method) as archive:
+        for name, data in {**members, **replace}.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _header_claims_more() -> str:
+    data = _npy(np.ones((4, 3)))
+    return _zip_model({"param/0.weight.npy": data[:128].replace(b"(4, 3)", b"(4, 9)") + data[128:]})
+
+
+def _device_as_model():
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    return load_classifier("/dev/zero")
+
+
+def _fit_with_foreign_optimizer():
+    model, other = hg.mlp([3, 2], rng=0), hg.mlp([3, 2], rng=1)
+    return fit(
+        model, hg.CrossEntropyLoss(), SGD(other.params), np.ones((4, 3)), np.array([0, 1] * 2)
+    )
+
+
+def _train(*extra: str, data: str | None = None, out: str = "run") -> int:
+    source = ["--data", data, "--target", "label"] if data else ["--dataset", "iris"]
+    args = ["train", *source, "--epochs", "2", "--hidden", "3", "--seed", "0", "--quiet"]
+    return main([*args, "--out", out, *extra])
+
+
+def _resume_foreign():
+    _train("--checkpoint-every", "1")  # run A and its checkpoint
+    _train()  # run B into the same folder
+    return main(["train", "--resume", "run"])
+
+
+CHANGING = "a,b,label\n" + "".join(f"{i},{i % 4},{'xy'[i % 2]}\n" for i in range(12))
+
+
+def _resume_changed_data():
+    _train("--checkpoint-every", "1", data=_write("data.csv", CHANGING))
+    _write("data.csv", CHANGING.replace("3,3,", "3,0,"))
+    return main(["train", "--resume", "run"])
+
+
+def _resume_other_options():
+    _train("--checkpoint-every", "1")
+    return main(["train", "--resume", "run", "--epochs", "9"])
+
+
+def _resume_without_identity():
+    Path("run").mkdir()
+    Path("run/checkpoint.npz").write_bytes((DATA / "checkpoint-v1.npz").read_bytes())
+    return main(["train", "--resume", "run"])
+
+
+def _train_into_folder_in_use():
+    Path("run").mkdir()
+    with locked_folder("run", {"run": "a1b2c3d4", "started": "now"}):
+        return _train()
+
+
+def _predict_too_large():
+    model = hg.mlp([2, 2], rng=0)
+    scaler = Standardiser.from_arrays(np.zeros(2), np.full(2, 0.5))
+    path = save_classifier("model.npz", Classifier(model, scaler, ("x", "y"), ("a", "b"), "label"))
+    _write("new.csv", "a,b\n1,2\n1e308,2\n")
+    return main(["predict", "--model", str(path), "new.csv"])
+
+
 NAN_X = np.array([[1.0, np.nan, 3.0], [4.0, 5.0, 6.0]])
+
+
+def _fit_own_loss_with_weights():
+    model = hg.mlp([3, 2], rng=0)
+    fit(
+        model,
+        _SumLoss(),
+        SGD(model.params),
+        np.ones((4, 3)),
+        np.array([0, 1, 0, 1]),
+        sample_weight=np.ones(4),
+    )
+
 
 TRIGGERS = {
     # layers
@@ -298,6 +452,8 @@ TRIGGERS = {
     "unflatten-size": lambda: hg.Unflatten(1, (1, 8, 8)).forward(np.ones((2, 30))),
     "gelu-approximate": lambda: hg.GELU("fast"),
     # losses
+    "bce-shape": lambda: hg.BCEWithLogitsLoss().forward(np.zeros((2, 3)), np.zeros(2)),
+    "poisson-log-input": lambda: hg.PoissonNLLLoss(log_input=1),
     "loss-class-index": lambda: _ce(np.zeros((2, 3)), np.array([0, 3])),
     "loss-negative-class-index": lambda: _ce(np.zeros((2, 3)), np.array([-1, 0])),
     "loss-label-count": lambda: _ce(np.zeros((2, 3)), np.array([0, 1, 2])),
@@ -368,6 +524,12 @@ TRIGGERS = {
     "optimizer-lr-nan": lambda: Adam(hg.mlp([2, 2]).params, lr=float("nan")),
     "optimizer-params": lambda: SGD({}, lr=0.1),
     "optimizer-grads-missing": lambda: SGD(hg.mlp([2, 2]).params).step({}),
+    "optimizer-grad-shape": lambda: SGD(hg.mlp([2, 2]).params).step(
+        {"0.weight": np.ones(3), "0.bias": np.ones(2)}
+    ),
+    "optimizer-grad-not-array": lambda: SGD(hg.mlp([2, 2]).params).step(
+        {"0.weight": [[0.0, 0.0], [0.0, 0.0]], "0.bias": np.ones(2)}
+    ),
     "sgd-momentum": lambda: SGD(hg.mlp([2, 2]).params, momentum=1.0),
     "sgd-nesterov-without-momentum": lambda: SGD(hg.mlp([2, 2]).params, nesterov=True),
     "sgd-weight-decay": lambda: SGD(hg.mlp([2, 2]).params, weight_decay=-1e-4),
@@ -390,8 +552,29 @@ TRIGGERS = {
     "fit-length": lambda: _fit(y=np.array([0, 1, 0])),
     "fit-float-labels": lambda: _fit(y=np.array([0.0, 1.0, 0.0, 1.0])),
     "fit-labels-beyond-outputs": lambda: _fit(y=np.array([0, 1, 5, 1])),
+    "fit-string-labels": lambda: _fit(y=np.array(["a", "b", "a", "b"])),
+    "fit-foreign-optimizer": _fit_with_foreign_optimizer,
     "fit-validation-length": lambda: _fit(validation=(np.ones((3, 3)), np.array([0, 1]))),
     "fit-diverged": _diverge,
+    "fit-sample-weight-length": lambda: _fit(sample_weight=np.ones(3)),
+    "fit-sample-weight-own-loss": lambda: _fit_own_loss_with_weights(),
+    "lbfgs-max-fun": lambda: _lbfgs(max_fun=0),
+    # scikit-learn estimators
+    "estimator-hyperparameter": lambda: _estimator("HandgradClassifier", learning_rate="cosine"),
+    "estimator-partial-fit-classes": lambda: (
+        _sklearn().HandgradClassifier().partial_fit(np.ones((4, 2)), np.array([0, 1, 0, 1]))
+    ),
+    "estimator-partial-fit-early-stopping": lambda: (
+        _sklearn().HandgradRegressor(early_stopping=True).partial_fit(np.ones((4, 2)), np.ones(4))
+    ),
+    "estimator-warm-start-classes": _warm_start_new_class,
+    "estimator-validation-too-small": lambda: _estimator(
+        "HandgradRegressor", X=np.eye(4), y=np.arange(4.0), early_stopping=True
+    ),
+    "estimator-sample-weight-zero": lambda: (
+        _sklearn().HandgradRegressor().fit(np.eye(4), np.arange(4.0), sample_weight=np.zeros(4))
+    ),
+    "estimator-non-finite": _overflowing_regressor,
     # data
     "dataset-unknown": lambda: load_dataset("mnist"),
     "csv-missing": lambda: load_csv("nope.csv", "label"),
@@ -399,6 +582,14 @@ TRIGGERS = {
     "csv-empty": lambda: load_csv(_csv("\n\n"), "label"),
     "csv-not-utf8": lambda: load_csv(_write("data.csv", b"a,b,label\n1,\xff,x\n"), "label"),
     "csv-bad-quote": lambda: load_csv(_csv('a,b,label\n1,"2"x,y\n'), "label"),
+    "csv-separator": lambda: load_csv(_csv("a;b;label\n1,5;2;x\n3;4,5;y\n"), "label"),
+    "csv-separator-hint": lambda: load_csv(_csv("1,5;2,5;x\n3,5;4,5;y\n"), 2),
+    "csv-decimal-comma": lambda: load_csv(_csv("a;b;label\n1,5;2;x\n3;4;y\n"), "label", sep=";"),
+    "csv-sep": lambda: load_csv(_csv(GOOD_CSV), "label", sep="ab"),
+    "csv-missing-type": lambda: load_csv(_csv(GOOD_CSV), "label", missing="NA"),
+    "csv-label-marked-missing": lambda: load_csv(
+        _csv("a,b,label\n1,2,x\n3,4,NA\n"), "label", missing=["NA"]
+    ),
     "csv-ragged": lambda: load_csv(_csv("a,b,label\n1,2,x\n3,4\n"), "label"),
     "csv-non-numeric": lambda: load_csv(_csv("a,b,label\n1,2,x\n3,abc,y\n"), "label"),
     "csv-missing-value": lambda: load_csv(_csv("a,b,label\n1,,x\n3,4,y\n"), "label"),
@@ -412,7 +603,7 @@ TRIGGERS = {
     "csv-duplicate-column": lambda: load_csv(_csv("a,a,label\n1,2,x\n3,4,y\n"), "label"),
     "csv-header-only": lambda: load_csv(_csv("a,b,label\n"), "label"),
     "csv-only-target": lambda: load_csv(_csv("label\nx\ny\n"), "label"),
-    "split-too-few-per-class": lambda: split(np.ones((6, 2)), np.array([0, 0, 0, 0, 1, 1])),
+    "split-too-few-per-class": lambda: split(np.ones((6, 2)), np.array([0, 0, 0, 0, 0, 1])),
     "split-sizes": lambda: split(np.ones((8, 2)), np.array([0, 1] * 4), test_size=1.5),
     "split-shapes": lambda: split(np.ones((8, 2)), np.array([0, 1] * 3)),
     "features-missing-column": lambda: load_features(_csv(GOOD_CSV), ["a", "c"]),
@@ -426,10 +617,23 @@ TRIGGERS = {
     "standardiser-not-fitted": lambda: Standardiser().transform(np.ones((2, 3))),
     "standardiser-width": lambda: Standardiser().fit(np.ones((4, 3))).transform(np.ones((2, 2))),
     "standardiser-scale": lambda: Standardiser.from_arrays(np.zeros(2), np.array([1.0, 0.0])),
+    "standardiser-overflow": lambda: Standardiser().fit(np.array([[1.0, 1e200], [2.0, -1e200]])),
     "batches-rng": lambda: batches(10, 3, rng=0),
     # model files
     "model-missing": lambda: load_classifier("nope.npz"),
     "model-not-zip": lambda: load_classifier(_write("model.npz", b"not a zip file")),
+    "model-csv": lambda: load_classifier(_csv(GOOD_CSV)),
+    "model-folder": lambda: load_classifier("."),
+    "model-device": _device_as_model,
+    "model-not-npy": lambda: load_classifier(_zip_model({"notes.txt": b"hello"})),
+    "model-unknown-array": lambda: load_classifier(_zip_model({"other.npy": _npy(np.ones(2))})),
+    "model-declared-size": lambda: load_classifier(
+        _zip_model({"param/0.bias.npy": _npy(np.zeros(5000))})
+    ),
+    "model-zip-bomb": lambda: load_classifier(
+        _zip_model({"param/0.weight.npy": _npy(np.zeros((4, 2**20)))}, zipfile.ZIP_DEFLATED)
+    ),
+    "model-header-size": lambda: load_classifier(_header_claims_more()),
     "model-object-arrays": lambda: load_classifier(
         _edited_model_file(
             edit_arrays=lambda a: a.update({"param/0.weight": np.array([{}], dtype=object)})
@@ -452,6 +656,10 @@ TRIGGERS = {
     "model-bad-scaler": lambda: load_classifier(
         _edited_model_file(edit_arrays=lambda a: a.update({"scaler/scale": np.zeros(3)}))
     ),
+    # files
+    "write-no-folder": lambda: atomic_write("nodir/x.csv", "w").__enter__(),
+    "write-folder": lambda: atomic_write(".", "w").__enter__(),
+    "folder-in-use": _folder_in_use,
     # the command line
     "cli-train-lr": _cli("train", "--lr", "-1"),
     "cli-train-epochs": _cli("train", "--epochs", "0"),
@@ -464,6 +672,31 @@ TRIGGERS = {
     "cli-train-model": _cli("train", "--model", "resnet"),
     "cli-train-cnn-not-square": _cli("train", "--model", "cnn", "--quiet"),
     "cli-train-cnn-hidden": _cli("train", "--model", "cnn", "--hidden", "8"),
+    "cli-train-sep": _cli("train", "--data", "data.csv", "--target", "label", "--sep", "ab"),
+    "cli-train-csv-option-without-data": _cli("train", "--sep", ";"),
+    "cli-train-patience-without-validation": _cli("train", "--patience", "3", "--val-size", "0"),
+    "cli-train-too-large": lambda: _train(
+        data=_write("data.csv", CHANGING.replace("3,3,", "3,1e308,"))
+    ),
+    "cli-train-memory": _cli("train", "--hidden", "100000000000"),
+    "cli-train-folder-in-use": _train_into_folder_in_use,
+    "cli-train-resume-no-folder": _cli("train", "--resume", "nope"),
+    "cli-train-resume-foreign": _resume_foreign,
+    "cli-train-resume-data-changed": _resume_changed_data,
+    "cli-train-resume-options": _resume_other_options,
+    "cli-train-resume-no-identity": _resume_without_identity,
+    "cli-predict-csv-as-model": lambda: main(["predict", "--model", _csv(GOOD_CSV), "data.csv"]),
+    "cli-predict-output-no-folder": lambda: main(
+        [
+            "predict",
+            "--model",
+            _model_file(),
+            _write("new.csv", "a,b,c\n1,2,3\n"),
+            "--output",
+            "nodir/x.csv",
+        ]
+    ),
+    "cli-predict-too-large": _predict_too_large,
     "cli-predict-missing-model": _cli("predict", "--model", "nope.npz", "new.csv"),
     "cli-predict-missing-feature": _predict_without_feature,
     "cli-evaluate-missing-target": _evaluate_without_target,
@@ -522,6 +755,8 @@ def test_the_types_in_the_table_are_documented_ones():
         "NonFiniteLossError",
         "TrainingDivergedError",
         "GradientCheckError",
+        "FileNotFoundError",
+        "IsADirectoryError",
         *CLI_TYPES,
     }
     assert {row.error_type for row in ROWS} <= known

@@ -33,9 +33,9 @@ import handgrad as hg
 from handgrad.app.classifier import Classifier
 from handgrad.app.model_files import load_classifier, save_classifier
 from handgrad.core.errors import DataError, HandgradError, ModelFileError, TrainingDivergedError
-from handgrad.data import Dataset, Standardiser, load_csv, load_features
+from handgrad.data import Dataset, Standardiser, load_csv, load_features, split
 from handgrad.training.fit import History, fit
-from handgrad.training.optim import SGD
+from handgrad.training.optim import SGD, Adam
 
 pytestmark = pytest.mark.fuzz
 
@@ -131,7 +131,7 @@ CELLS = st.one_of(st.sampled_from(CELL_TEXT), st.text(max_size=4))
 NAMES = st.sampled_from(["a", "b", "c", "label", "x", "0", "1", "2", ""])
 TARGETS = st.one_of(NAMES, st.integers(-2, 6), st.sampled_from(["00", "-1", "9999999999999"]))
 CLEAN_NAMES = st.text(alphabet="abcdxyz_ .", min_size=1, max_size=4)
-LABELS = ["x", "y", "z", "0", "1", "2.0", "1.0", "-1"]
+LABELS = ["x", "y", "z", "0", "1", "2.0", "1.0", "-1", "01", "NA", str(2**53), str(2**53 + 1)]
 NUMBERS = st.one_of(
     st.integers(-1000, 1000).map(str),
     st.floats(allow_nan=False, allow_infinity=False).map(repr),
@@ -249,6 +249,54 @@ def test_load_features_gives_arrays_or_a_data_error(workdir, case, with_target):
         assert y.shape == (X.shape[0],) and ((y >= 0) & (y < len(case.classes))).all()
 
 
+@FUZZ
+@given(case=csv_files())
+def test_labels_are_classes_exactly_as_written(workdir, case):
+    path = workdir / "labels.csv"
+    path.write_bytes(case.content)
+    try:
+        data = load_csv(path, case.target)
+    except DataError:
+        return
+    labels = [data.class_names[i] for i in data.y]  # each row's class, by name
+    assert sorted(set(labels)) == sorted(data.class_names)
+    assert len(set(data.class_names)) == len(data.class_names)
+    try:  # the same file, asked for the same target by name, reads back to the same classes
+        _, y = load_features(
+            path, data.feature_names, target=data.target_name, class_names=data.class_names
+        )
+    except DataError:
+        event("the file reads differently for a model")
+        return
+    np.testing.assert_array_equal(y, data.y)
+
+
+@FUZZ
+@given(
+    counts=st.lists(st.integers(2, 12), min_size=2, max_size=5),
+    test_size=st.floats(0.01, 0.6),
+    val_size=st.sampled_from([0.0, 0.01, 0.1, 0.3]),
+    seed=st.integers(0, 2**16),
+)
+def test_a_split_keeps_a_row_of_each_class_in_each_part_where_it_can(
+    counts, test_size, val_size, seed
+):
+    if test_size + val_size >= 1:
+        return
+    y = np.repeat(np.arange(len(counts)), counts)
+    X = np.arange(len(y), dtype=np.float64)[:, None]
+    parts = split(X, y, test_size=test_size, val_size=val_size, seed=seed)
+    ids = np.concatenate([parts.X_train[:, 0], parts.X_val[:, 0], parts.X_test[:, 0]])
+    np.testing.assert_array_equal(np.sort(ids), np.arange(len(y)))  # each row once
+    assert set(parts.y_train) == set(parts.y_test) == set(range(len(counts)))
+    if val_size > 0:
+        assert set(parts.y_val) == {k for k, c in enumerate(counts) if c >= 3}
+    asked = (math.ceil(test_size * len(y)), math.ceil(val_size * len(y)))
+    resized = (len(parts.y_test), len(parts.y_val)) != asked
+    lacking = val_size > 0 and min(counts) < 3
+    assert bool(parts.note) == (resized or lacking), parts.note
+
+
 # --- (b) model files ----------------------------------------------------------------------
 
 JSON = st.recursive(
@@ -326,6 +374,24 @@ def edited_meta(draw, meta: dict):
     return np.array(json.dumps(meta))
 
 
+def _add_members(draw, buffer: io.BytesIO) -> None:
+    """Members added to an archive as zip entries: compressed zeros larger than the metadata
+    allows (a small zip bomb), an entry that is not .npy, or one name twice."""
+    kind = draw(st.sampled_from(["zeros", "not-npy", "twice"]))
+    name = draw(ARRAY_NAMES) + ".npy"
+    method = draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]))
+    with warnings.catch_warnings(), zipfile.ZipFile(buffer, "a", compression=method) as archive:
+        warnings.simplefilter("ignore")  # zipfile warns of a name written twice
+        if kind == "zeros":
+            zeros = io.BytesIO()
+            np.save(zeros, np.zeros(draw(st.integers(0, 2**17))))
+            archive.writestr(name, zeros.getvalue())
+        elif kind == "not-npy":
+            archive.writestr(draw(st.sampled_from(["notes.txt", "meta", "x.npz"])), b"text")
+        else:
+            archive.writestr(name, draw(st.binary(max_size=64)))
+
+
 @st.composite
 def model_file_bytes(draw, good) -> bytes:
     """A model file's bytes: edited contents, then perhaps truncated or with bytes flipped;
@@ -346,6 +412,8 @@ def model_file_bytes(draw, good) -> bytes:
     buffer = io.BytesIO()
     save = np.savez_compressed if draw(st.integers(0, 3)) == 0 else np.savez
     save(buffer, **arrays)  # object arrays are pickled: the loader must refuse them
+    if draw(st.integers(0, 4)) == 0:
+        _add_members(draw, buffer)
     data = bytearray(buffer.getvalue())
     damage = draw(st.sampled_from(["none"] * 8 + ["truncate", "flip"]))
     if damage == "truncate":
@@ -596,6 +664,40 @@ def test_fit(features, classes, epochs, batch_size, data):
         return
     if history is not None:
         assert isinstance(history, History) and 1 <= len(history.epoch) <= epochs
+
+
+@FUZZ
+@given(data=st.data())
+def test_optimizer_step_takes_gradients_of_the_parameters_shapes_or_refuses(data):
+    model = hg.mlp([3, 2], rng=0)
+    optimizer = data.draw(st.sampled_from([SGD, Adam]))(model.params, lr=0.1)
+    before = {k: v.copy() for k, v in model.params.items()}
+    grads = {k: data.draw(inputs(max_dims=3)) for k in model.params}
+    if outcome(lambda: optimizer.step(grads), API_ERRORS) is None:
+        for k, v in model.params.items():  # a refused step changed nothing
+            np.testing.assert_array_equal(v, before[k])
+
+
+@FUZZ
+@given(
+    labels=st.lists(st.sampled_from(["a", "b", "0", "1", ""]), min_size=1, max_size=6),
+    kind=st.sampled_from(["U", "S", "O"]),
+    foreign=st.booleans(),
+)
+def test_fit_refuses_string_labels_and_an_optimizer_of_another_model(labels, kind, foreign):
+    model, other = hg.mlp([2, 2], rng=0), hg.mlp([2, 2], rng=1)
+    optimizer = SGD((other if foreign else model).params, lr=0.1)
+    X, y = np.ones((len(labels), 2)), np.array(labels, dtype=kind)
+    with pytest.raises(TypeError, match="y must hold integer class indices, got labels") as caught:
+        fit(model, hg.CrossEntropyLoss(), optimizer, X, y, epochs=1)
+    assert deliberate(caught.value)
+    indices = np.arange(len(labels)) % 2
+    if foreign:  # it would have trained the other model, or nothing
+        with pytest.raises(ValueError, match=r"optimizer updates an array '0\.weight' that is not"):
+            fit(model, hg.CrossEntropyLoss(), optimizer, X, indices, epochs=1)
+    else:
+        fit(model, hg.CrossEntropyLoss(), optimizer, X, indices, epochs=1)
+        assert optimizer.params[0] is model.params["0.weight"]
 
 
 # --- what the fuzzing found ---------------------------------------------------------------

@@ -137,3 +137,111 @@ def test_stacked_copies_give_one_loss_per_copy(kind, reduction):
     assert values.shape == (3,)
     for copy, value in zip(stack, values, strict=True):
         assert float(loss.forward(copy, target)) == pytest.approx(float(value), rel=1e-14)
+
+
+def _bce_case(rng, shape=(5, 3)):
+    logits = rng.standard_normal(shape) * 4
+    return logits, rng.uniform(size=shape)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("extras", [(), ("weight",), ("pos_weight",), ("weight", "pos_weight")])
+def test_bce_with_logits_matches_autograd(reduction, extras):
+    rng = np.random.default_rng(6)
+    logits, target = _bce_case(rng)
+    options = {}
+    if "weight" in extras:
+        options["weight"] = rng.uniform(size=(5, 3))
+    if "pos_weight" in extras:
+        options["pos_weight"] = rng.uniform(0.5, 2.0, size=3)
+    loss = hg.BCEWithLogitsLoss(reduction=reduction, **options)
+    value, grad = loss.forward(logits, target), loss.backward()
+    zt = as_torch(logits, requires_grad=True)
+    ref = loss.torch_loss(zt, as_torch(target))
+    ref.backward(torch.tensor(1.7, dtype=torch.float64))  # a random upstream scalar
+    assert rel_err(value, ref.detach()) < 1e-12
+    assert rel_err(1.7 * grad, zt.grad) < 1e-12
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("log_input", [True, False])
+def test_poisson_nll_matches_autograd(reduction, log_input):
+    rng = np.random.default_rng(7)
+    log_rate = rng.standard_normal((6, 2))
+    pred = log_rate if log_input else np.exp(log_rate)
+    counts = rng.poisson(2.0, size=(6, 2)).astype(np.float64)
+    loss = hg.PoissonNLLLoss(log_input=log_input, reduction=reduction)
+    value, grad = loss.forward(pred, counts), loss.backward()
+    pt = as_torch(pred, requires_grad=True)
+    ref = loss.torch_loss(pt, as_torch(counts))
+    ref.backward()
+    assert rel_err(value, ref.detach()) < 1e-12 and rel_err(grad, pt.grad) < 1e-12
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("kind", ["cross-entropy", "bce", "mse", "poisson"])
+def test_row_weights_weigh_each_example_as_autograd_does(kind, reduction):
+    """``forward_unchecked(..., row_weight=w)``: each example's loss times its weight, then
+    the reduction: torch's reduction='none' losses times w, averaged or summed."""
+    rng = np.random.default_rng(8)
+    pred, w = rng.standard_normal((5, 3)) * 2, rng.uniform(0, 3, 5)
+    labels = rng.integers(0, 3, 5)
+    target = {
+        "cross-entropy": np.eye(3)[labels],
+        "bce": rng.uniform(size=(5, 3)),
+        "mse": rng.standard_normal((5, 3)),
+        "poisson": rng.poisson(2.0, (5, 3)).astype(np.float64),
+    }[kind]
+    ours, theirs = {
+        "cross-entropy": (hg.CrossEntropyLoss(reduction), torch.nn.CrossEntropyLoss),
+        "bce": (hg.BCEWithLogitsLoss(reduction=reduction), torch.nn.BCEWithLogitsLoss),
+        "mse": (hg.MSELoss(reduction), torch.nn.MSELoss),
+        "poisson": (hg.PoissonNLLLoss(reduction=reduction), torch.nn.PoissonNLLLoss),
+    }[kind]
+    extra = {"one_hot": True} if kind == "cross-entropy" else {}
+    value = ours.forward_unchecked(pred, target, row_weight=w, **extra)
+    grad = ours.backward()
+    pt = as_torch(pred, requires_grad=True)
+    torch_target = as_torch(labels) if kind == "cross-entropy" else as_torch(target)
+    each = theirs(reduction="none")(pt, torch_target)
+    each = each * (as_torch(w) if each.ndim == 1 else as_torch(w)[:, None])
+    ref = each.mean() if reduction == "mean" else each.sum()
+    if kind == "cross-entropy" and reduction == "mean":
+        ref = each.sum() / 5  # torch's mean of reduction='none' over the batch
+    upstream = rng.standard_normal()
+    ref.backward(torch.tensor(upstream, dtype=torch.float64))
+    assert rel_err(value, ref.detach()) < 1e-12
+    assert rel_err(upstream * grad, pt.grad) < 1e-12
+
+
+@pytest.mark.parametrize("kind", ["bce", "poisson"])
+def test_new_losses_pass_a_finite_difference_check(kind):
+    rng = np.random.default_rng(9)
+    pred, target = _bce_case(rng, (4, 2))
+    loss = hg.BCEWithLogitsLoss(pos_weight=np.array([2.0, 0.5])) if kind == "bce" else None
+    if kind == "poisson":
+        loss, target = hg.PoissonNLLLoss(), rng.poisson(2.0, (4, 2)).astype(np.float64)
+    loss.forward(pred, target)
+    analytic = loss.backward()
+    numeric = hg.numerical_gradient(lambda p: float(loss.forward(p, target)), pred.copy())
+    assert rel_err(analytic, numeric) < 1e-8
+
+
+def test_bce_with_logits_is_stable_for_huge_logits():
+    loss = hg.BCEWithLogitsLoss(reduction="sum")
+    value = loss.forward(np.array([[800.0, -800.0]]), np.array([[0.0, 1.0]]))
+    assert float(value) == pytest.approx(1600.0)
+    np.testing.assert_allclose(loss.backward(), [[1.0, -1.0]])
+
+
+def test_new_losses_refuse_bad_targets():
+    with pytest.raises(
+        ValueError, match=r"target must have the shape of logits \(2, 3\), got \(2,\)"
+    ):
+        hg.BCEWithLogitsLoss().forward(np.zeros((2, 3)), np.zeros(2))
+    with pytest.raises(
+        ValueError, match=r"target must have the shape of pred \(2, 1\), got \(3, 1\)"
+    ):
+        hg.PoissonNLLLoss().forward(np.zeros((2, 1)), np.zeros((3, 1)))
+    with pytest.raises(TypeError, match="log_input must be True or False, got 1"):
+        hg.PoissonNLLLoss(log_input=1)

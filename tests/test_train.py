@@ -1,4 +1,5 @@
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -199,7 +200,7 @@ def test_history_csv_round_trips(tmp_path):
         ({"patience": 3}, ValueError, "patience .* needs validation data"),
         ({"alpha": -1.0}, ValueError, "alpha must be a finite number >= 0"),
         ({"X": np.ones((3, 4)), "y": np.array([0, 1])}, ValueError, "X has 3 rows but y has 2"),
-        ({"y": np.zeros(5)}, TypeError, "y must hold integer class indices"),
+        ({"y": np.zeros(5)}, ValueError, "y holds floating-point targets for 1 output"),
         ({"X": np.full((5, 4), math.nan)}, ValueError, "X contains NaN"),
     ],
 )
@@ -269,3 +270,100 @@ def test_labels_beyond_the_models_outputs_are_refused():
             np.ones((2, 4)),
             np.array([0, 5]),
         )
+
+
+def _twins(sizes=(4, 6, 2), activation="tanh", lr=0.1):
+    """Two identical models with plain SGD."""
+    models = [hg.mlp(list(sizes), activation, rng=3) for _ in range(2)]
+    return [(m, SGD(m.params, lr)) for m in models]
+
+
+def test_fit_takes_floating_point_targets():
+    rng = np.random.default_rng(10)
+    X = rng.standard_normal((64, 4))
+    targets = np.stack([X[:, 0] - X[:, 1], X[:, 2] * 0.5], axis=1)
+    model = hg.mlp([4, 16, 2], "tanh", rng=0)
+    history = fit(model, hg.MSELoss(), Adam(model.params, 0.02), X, targets, epochs=60, rng=0)
+    assert history.train_loss[-1] < 0.1 * history.train_loss[0]
+    assert all(math.isnan(a) for a in history.train_accuracy)
+    one = hg.mlp([4, 1], rng=0)
+    fit(one, hg.MSELoss(), SGD(one.params, 0.1), X, targets[:, 0], epochs=1)  # (n,) is (n, 1)
+
+
+def test_integer_sample_weights_are_repeated_examples():
+    """One batch of everything: weight k counts as the example written k times (the loss and
+    the L2 penalty, which is divided by the total weight)."""
+    rng = np.random.default_rng(11)
+    X, y = _blobs(rng, n=12)
+    weight = rng.integers(0, 4, 12)
+    weight[0] = 2
+    (a, opt_a), (b, opt_b) = _twins((4, 6, 3))
+    common = {"epochs": 5, "shuffle": False, "alpha": 0.3}
+    ha = fit(a, hg.CrossEntropyLoss(), opt_a, X, y, batch_size=12, sample_weight=weight, **common)
+    Xr, yr = np.repeat(X, weight, axis=0), np.repeat(y, weight)
+    hb = fit(b, hg.CrossEntropyLoss(), opt_b, Xr, yr, batch_size=len(yr), **common)
+    np.testing.assert_allclose(ha.train_loss, hb.train_loss, rtol=1e-12)
+    for name, p in a.params.items():
+        np.testing.assert_allclose(p, b.params[name], rtol=1e-11, atol=1e-14)
+
+
+def test_on_epoch_stops_training():
+    rng = np.random.default_rng(12)
+    X, y = _blobs(rng, n=30)
+    model = hg.mlp([4, 3], rng=0)
+    seen = []
+
+    def stop_after_three(history):
+        seen.append(len(history.epoch))
+        return len(history.epoch) == 3
+
+    history = fit(
+        model, hg.CrossEntropyLoss(), SGD(model.params), X, y, epochs=10, on_epoch=stop_after_three
+    )
+    assert seen == [1, 2, 3] and history.epoch == [1, 2, 3] and history.stopped_early
+
+
+def test_without_stop_on_divergence_non_finite_losses_are_recorded():
+    X, y = np.full((4, 2), 1e200), np.array([0, 1, 0, 1])
+    model = hg.mlp([2, 4, 2], "relu", rng=0)
+    with np.errstate(all="ignore"):
+        history = fit(
+            model,
+            hg.CrossEntropyLoss(),
+            SGD(model.params, 1e300),
+            X,
+            y,
+            epochs=3,
+            stop_on_divergence=False,
+        )
+    assert len(history.train_loss) == 3
+    assert not math.isfinite(history.train_loss[-1])
+
+
+def test_sparse_features_train_as_the_dense_ones():
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(13)
+    X, y = _blobs(rng, n=40, features=6)
+    X[np.abs(X) < 1.5] = 0.0
+    (a, opt_a), (b, opt_b) = _twins((6, 5, 3))
+    ha = fit(
+        a, hg.CrossEntropyLoss(), opt_a, sparse.csr_matrix(X), y, epochs=4, batch_size=8, rng=0
+    )
+    hb = fit(b, hg.CrossEntropyLoss(), opt_b, X, y, epochs=4, batch_size=8, rng=0)
+    np.testing.assert_allclose(ha.train_loss, hb.train_loss, rtol=1e-12)
+    for name, p in a.params.items():
+        np.testing.assert_allclose(p, b.params[name], rtol=1e-12, atol=1e-15)
+
+
+def test_data_already_on_the_model_is_not_copied(monkeypatch):
+    fit_module = sys.modules["handgrad.training.fit"]  # the name fit is the function
+    copies = []
+    real = fit_module.convert
+    monkeypatch.setattr(
+        fit_module, "convert", lambda a, *args, **kw: copies.append(a) or real(a, *args, **kw)
+    )
+    X = np.random.default_rng(14).standard_normal((20, 3)).astype(np.float32)
+    targets = X[:, :1] * 2
+    model = hg.mlp([3, 1], rng=0, dtype="float32")
+    fit(model, hg.MSELoss(), SGD(model.params), X, targets, epochs=1)
+    assert copies == []  # float32 X and targets for a float32 model: used as they are

@@ -1,6 +1,6 @@
-"""handgrad's scikit-learn estimators. Needs the ``sklearn`` extra (scikit-learn 1.6 or
-later)."""
+"""handgrad's scikit-learn estimators, drop-ins for ``MLPClassifier`` and ``MLPRegressor``.
+Needs the ``sklearn`` extra (scikit-learn 1.6 or later)."""
 
-from handgrad.app.estimators import HandgradClassifier
+from handgrad.app.estimators import HandgradClassifier, HandgradRegressor
 
-__all__ = ["HandgradClassifier"]
+__all__ = ["HandgradClassifier", "HandgradRegressor"]

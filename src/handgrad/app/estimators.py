@@ -1,22 +1,24 @@
-"""A scikit-learn estimator around handgrad's MLP: ``HandgradClassifier`` trains through
-:func:`handgrad.app.trainer.train_classifier`, the path ``handgrad train`` takes, and works
-in pipelines, cross-validation and grid searches. Needs scikit-learn 1.6 or later."""
+"""scikit-learn estimators trained by handgrad's hand-written backprop: ``HandgradClassifier``
+and ``HandgradRegressor`` take the parameters and give the attributes of
+:class:`~sklearn.neural_network.MLPClassifier` and
+:class:`~sklearn.neural_network.MLPRegressor`, and pass scikit-learn's own MLP tests. Needs
+scikit-learn 1.6 or later."""
 
 from __future__ import annotations
 
-import math
-import numbers
-import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelEncoder
-from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
+from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import (
+    check_classification_targets,
+    type_of_target,
+    unique_labels,
+)
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 try:
     from sklearn.utils.validation import validate_data
@@ -25,164 +27,60 @@ except ImportError:  # scikit-learn < 1.6
         "handgrad.sklearn needs scikit-learn 1.6 or later; pip install -U 'scikit-learn>=1.6'"
     ) from None
 
-from handgrad.app.trainer import TrainConfig, train_classifier
-from handgrad.core.arrays import BACKENDS
+from handgrad.app.perceptron import RULES, MultilayerPerceptron, _Scaled
+from handgrad.core.validation import Constraint, Options
+from handgrad.nn.layers import Sigmoid, Softmax
+from handgrad.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, PoissonNLLLoss
 
-__all__ = ["HandgradClassifier"]
+__all__ = ["HandgradClassifier", "HandgradRegressor"]
 
-_ACTIVATIONS = {"logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-_SOLVERS = ("sgd", "adam")
-_DTYPES = ("float64", "float32")
-
-
-def _real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+_SPARSE = ["csr", "csc"]
 
 
-def _integer(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+class HandgradClassifier(ClassifierMixin, MultilayerPerceptron):
+    """Multilayer perceptron classifier, a drop-in for scikit-learn's ``MLPClassifier``.
 
+    Softmax outputs and cross-entropy for several classes; one logistic output for two
+    classes; one logistic output per label for multi-label ``y`` (an indicator matrix),
+    with :class:`~handgrad.nn.losses.BCEWithLogitsLoss` summed over the labels.
 
-def _choices(options: tuple[str, ...]) -> str:
-    return ", ".join(map(repr, options))
+    The parameters, their defaults and the attributes are scikit-learn's (see
+    :class:`sklearn.neural_network.MLPClassifier`); ``backend`` and ``dtype`` are
+    handgrad's. Every gradient comes from handgrad's hand-written backward passes.
 
-
-# parameter -> (test, what it must be); hidden_layer_sizes, activation and solver have their own
-_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "alpha": (lambda v: _real(v) and 0 <= v < math.inf, "a finite number >= 0"),
-    "batch_size": (
-        lambda v: (isinstance(v, str) and v == "auto") or (_integer(v) and v >= 1),
-        "'auto' or an integer >= 1",
-    ),
-    "learning_rate_init": (lambda v: _real(v) and 0 < v < math.inf, "a finite number > 0"),
-    "max_iter": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "shuffle": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
-    "random_state": (
-        lambda v: (
-            v is None or isinstance(v, np.random.RandomState) or (_integer(v) and 0 <= v < 2**32)
-        ),
-        "None, an int in [0, 2**32 - 1] or a numpy.random.RandomState",
-    ),
-    "tol": (lambda v: _real(v) and 0 <= v < math.inf, "a finite number >= 0"),
-    "early_stopping": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
-    "validation_fraction": (lambda v: _real(v) and 0 < v < 1, "a number between 0 and 1"),
-    "n_iter_no_change": (
-        lambda v: (_integer(v) and v >= 1) or (_real(v) and v == math.inf),
-        "an integer >= 1, or numpy.inf to never stop early",
-    ),
-    "momentum": (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "nesterovs_momentum": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
-    "beta_1": (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "beta_2": (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "epsilon": (lambda v: _real(v) and 0 < v < math.inf, "a finite number > 0"),
-    "backend": (lambda v: isinstance(v, str) and v in BACKENDS, f"one of {_choices(BACKENDS)}"),
-    "dtype": (lambda v: isinstance(v, str) and v in _DTYPES, f"one of {_choices(_DTYPES)}"),
-}
-
-
-class HandgradClassifier(ClassifierMixin, BaseEstimator):
-    """Multilayer perceptron classifier trained by handgrad's hand-written backprop.
-
-    The parameters are :class:`sklearn.neural_network.MLPClassifier`'s names and defaults
-    where they mean the same; ``backend`` and ``dtype`` are handgrad's. Where handgrad
-    differs from MLPClassifier:
-
-    - The inputs are always standardised inside (mean and scale of the training part), so
-      a ``StandardScaler`` in front changes nothing but does no harm.
-    - Without ``early_stopping`` every one of ``max_iter`` epochs runs: ``tol`` and
-      ``n_iter_no_change`` act only with ``early_stopping=True``, and then on the
-      validation *loss* (not accuracy): training stops after ``n_iter_no_change`` epochs
-      in which it did not fall by more than ``tol``, and the weights of the epoch with the
-      lowest validation loss are restored.
-    - ``activation="identity"``, ``solver="lbfgs"`` and the parameters
-      ``learning_rate``, ``power_t``, ``warm_start``, ``verbose`` and ``max_fun`` are not
-      supported; ``momentum`` must be below 1.
-    - The output layer is a softmax over all classes (two units for two classes, where
-      MLPClassifier uses one logistic unit). Weights start as :func:`handgrad.mlp` draws
-      them (He normal in a ReLU network, Glorot uniform otherwise; zero biases), and Adam
-      follows ``torch.optim.Adam``, whose epsilon sits slightly differently from
-      scikit-learn's, so results are close to MLPClassifier's but not identical.
-
-    Parameters
-    ----------
-    hidden_layer_sizes : int or sequence of int, default=(100,)
-        Widths of the hidden layers; ``()`` gives a linear softmax model.
-    activation : {"relu", "tanh", "logistic"}, default="relu"
-        Hidden-layer activation; "logistic" is handgrad's sigmoid.
-    solver : {"adam", "sgd"}, default="adam"
-        Adam, or SGD with ``momentum`` (Nesterov's when ``nesterovs_momentum``).
-    alpha : float, default=1e-4
-        L2 penalty on the weights (not biases), ``alpha / 2 * |W|^2`` per batch divided by
-        the batch size.
-    batch_size : int or "auto", default="auto"
-        Examples per step; "auto" is ``min(200, n_samples)``; larger values are clipped.
-    learning_rate_init : float, default=1e-3
-        The (constant) learning rate.
-    max_iter : int, default=200
-        Epochs (passes over the training data).
-    shuffle : bool, default=True
-        Draw the batches in a fresh order each epoch; False keeps the order of ``X``.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the initial weights, the batch order and the validation split. An int seeds
-        handgrad directly, as ``handgrad train --seed``.
-    tol : float, default=1e-4
-        With early stopping, the fall in validation loss that counts as an improvement.
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the data (stratified), stop when its loss stalls
-        and keep the best epoch's weights.
-    validation_fraction : float, default=0.1
-        The held-out part for early stopping.
-    n_iter_no_change : int, default=10
-        Epochs without improvement before early stopping; ``numpy.inf`` never stops but
-        still restores the best weights.
-    momentum : float, default=0.9
-        SGD momentum, in [0, 1).
-    nesterovs_momentum : bool, default=True
-        Nesterov momentum for SGD.
-    beta_1, beta_2 : float, default=0.9, 0.999
-        Adam's decay rates of the first and second moment estimates, in [0, 1).
-    epsilon : float, default=1e-8
-        Adam's numerical-stability term.
-    backend : {"numpy", "torch", "array_api_strict"}, default="numpy"
-        The array library the network computes in.
-    dtype : {"float64", "float32"}, default="float64"
-        The floating-point type of the weights.
-
-    Attributes
-    ----------
-    classes_ : ndarray of shape (n_classes,)
-        The class labels; ``predict_proba``'s columns are in this order.
-    n_features_in_ : int
-        Number of features seen in fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
-        Feature names, when ``X`` had string column names (a pandas DataFrame).
-    loss_ : float
-        The training loss (cross-entropy plus L2 penalty) of the last epoch.
-    best_loss_ : float or None
-        The lowest training loss over the epochs; None with early stopping.
-    loss_curve_ : list of float
-        The training loss of each epoch.
-    validation_scores_ : list of float or None
-        The validation accuracy of each epoch with early stopping, else None.
-    best_validation_score_ : float or None
-        With early stopping, the validation accuracy of the epoch whose weights were kept
-        (the lowest validation loss; it may be below ``max(validation_scores_)``), else None.
-    n_iter_ : int
-        Epochs run.
-    classifier_ : handgrad.app.classifier.Classifier
-        The trained network with its standardisation.
-    history_ : handgrad.training.History
-        Per-epoch losses and accuracies, and how training ended.
+    - **No scaling inside**, as in scikit-learn: put a ``StandardScaler`` in front (a
+      ``Pipeline``). ``coefs_[i]`` is the (n_in, n_out) weight matrix of layer ``i`` and
+      ``intercepts_[i]`` its bias, in the space of the features given to ``fit``: the
+      network computes ``act(X @ coefs_[0] + intercepts_[0])``, and so on. handgrad's
+      ``Linear`` layers compute with these very arrays (their ``weight`` is
+      ``coefs_[i].T``, a view): training updates them in place, and an array assigned to
+      ``coefs_`` is used from the next call on.
+    - The weights start as scikit-learn draws them (Glorot uniform, intercepts too), from
+      the same ``random_state``; the batch order comes from another generator. Adam puts
+      its epsilon as ``torch.optim.Adam`` does and SGD's velocity holds gradients (the
+      same steps at a constant learning rate), so results are close to scikit-learn's but
+      not identical. ``momentum`` must be below 1.
+    - ``solver="lbfgs"`` is SciPy's L-BFGS-B on the flattened parameters, with the
+      hand-written gradient. ``partial_fit`` draws a fresh batch order on each call.
+    - ``backend`` ("numpy", "torch", "array_api_strict") is the array library the network
+      computes in; on the others ``coefs_`` are copies written back after training.
+      ``dtype`` None keeps float32 input in float32 (weights, gradients and predictions,
+      without a float64 copy) and computes everything else in float64; "float32" or
+      "float64" forces one.
 
     Examples
     --------
     >>> from sklearn.datasets import load_iris
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
     >>> from handgrad.sklearn import HandgradClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = HandgradClassifier(hidden_layer_sizes=(10,), learning_rate_init=0.01, random_state=0)
-    >>> clf = clf.fit(X, y)
-    >>> clf.predict(X[:3]).tolist(), clf.n_iter_, clf.score(X, y) > 0.9
-    ([0, 0, 0], 200, True)
+    >>> clf = HandgradClassifier((10,), solver="lbfgs", random_state=0)
+    >>> model = make_pipeline(StandardScaler(), clf).fit(X, y)
+    >>> model.predict(X[:3]).tolist(), model.score(X, y) > 0.95
+    ([0, 0, 0], True)
+    >>> [coef.shape for coef in clf.coefs_], clf.out_activation_
+    ([(4, 10), (10, 3)], 'softmax')
     """
 
     def __init__(
@@ -193,188 +91,315 @@ class HandgradClassifier(ClassifierMixin, BaseEstimator):
         solver: str = "adam",
         alpha: float = 0.0001,
         batch_size: int | str = "auto",
+        learning_rate: str = "constant",
         learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
         max_iter: int = 200,
         shuffle: bool = True,
         random_state: Any = None,
         tol: float = 1e-4,
-        early_stopping: bool = False,
-        validation_fraction: float = 0.1,
-        n_iter_no_change: int | float = 10,
+        verbose: bool | int = False,
+        warm_start: bool = False,
         momentum: float = 0.9,
         nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
+        n_iter_no_change: int | float = 10,
+        max_fun: int = 15000,
         backend: str = "numpy",
-        dtype: str = "float64",
+        dtype: str | None = None,
     ) -> None:
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate_init = learning_rate_init
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.backend = backend
-        self.dtype = dtype
-
-    def _bad(self, name: str, allowed: str, value: Any) -> ValueError:
-        return ValueError(f"{type(self).__name__}'s {name} must be {allowed}, got {value!r}")
-
-    def _check_params(self) -> tuple[int, ...]:
-        """Check every parameter, before anything is fitted; return the hidden widths."""
-        for name, (test, allowed) in _RULES.items():
-            if not test(getattr(self, name)):
-                raise self._bad(name, allowed, getattr(self, name))
-        if not isinstance(self.activation, str) or self.activation not in _ACTIVATIONS:
-            raise self._bad(
-                "activation",
-                f"one of {_choices(tuple(_ACTIVATIONS))} (handgrad has no 'identity'; "
-                "for a linear model use hidden_layer_sizes=())",
-                self.activation,
-            )
-        if not isinstance(self.solver, str) or self.solver not in _SOLVERS:
-            raise self._bad(
-                "solver", f"one of {_choices(_SOLVERS)} (handgrad has no 'lbfgs')", self.solver
-            )
-        sizes = self.hidden_layer_sizes
-        sizes = (sizes,) if _integer(sizes) else sizes
-        if isinstance(sizes, str) or not np.iterable(sizes):
-            raise self._bad("hidden_layer_sizes", "an int or a sequence of ints >= 1", sizes)
-        sizes = tuple(sizes)
-        if not all(_integer(s) and s >= 1 for s in sizes):
-            raise self._bad(
-                "hidden_layer_sizes", "an int or a sequence of ints >= 1", self.hidden_layer_sizes
-            )
-        return tuple(map(int, sizes))
-
-    def _optimizer(self) -> tuple[str, dict[str, Any]]:
-        """handgrad's optimizer name and options for ``solver``."""
-        if self.solver == "adam":
-            betas = (float(self.beta_1), float(self.beta_2))
-            return "adam", {"betas": betas, "eps": float(self.epsilon)}
-        # scikit-learn ignores nesterovs_momentum without momentum; handgrad's SGD refuses it
-        nesterov = bool(self.nesterovs_momentum) and self.momentum > 0
-        return "sgd", {"momentum": float(self.momentum), "nesterov": nesterov}
-
-    def fit(self, X: Any, y: Any) -> HandgradClassifier:
-        """Train on ``X`` (n_samples, n_features) and class labels ``y`` (n_samples,)."""
-        hidden = self._check_params()
-        X, y = validate_data(self, X, y, dtype=np.float64)
-        check_classification_targets(y)
-        encoder = LabelEncoder().fit(y)
-        self.classes_ = encoder.classes_
-        y = encoder.transform(y)
-        rng = check_random_state(self.random_state)
-        validation = None
-        if self.early_stopping:
-            X, y, validation = self._hold_out(X, y, rng)
-        # an int seeds handgrad as `handgrad train --seed` does; else draw one from the stream
-        seed = (
-            int(self.random_state)
-            if _integer(self.random_state)
-            else int(rng.randint(np.iinfo(np.int32).max))
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+            backend=backend,
+            dtype=dtype,
         )
-        optimizer, options = self._optimizer()
-        config = TrainConfig(
-            hidden=hidden,
-            activation=_ACTIVATIONS[self.activation],
-            optimizer=optimizer,
-            optimizer_options=options,
-            lr=float(self.learning_rate_init),
-            epochs=int(self.max_iter),
-            batch_size=self._batch_size(X.shape[0]),
-            # n_iter_no_change=inf: a patience of max_iter never runs out, and the best
-            # epoch's weights are still restored
-            patience=(
-                int(min(self.n_iter_no_change, self.max_iter)) if self.early_stopping else None
-            ),
-            min_delta=float(self.tol),
-            alpha=float(self.alpha),
-            backend=self.backend,
-            dtype=self.dtype,
-            seed=seed,
-            shuffle=bool(self.shuffle),
-        )
-        self.classifier_, self.history_ = train_classifier(
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> HandgradClassifier:
+        """Train on ``X`` (n_samples, n_features), dense or SciPy sparse, and labels ``y``
+        (n_samples,) or a label indicator matrix (n_samples, n_labels); ``sample_weight``
+        weights each sample's loss."""
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(
+        self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None
+    ) -> HandgradClassifier:
+        """One epoch over ``X, y``; ``classes`` (every label there will be) is needed on
+        the first call. Only for the stochastic solvers."""
+        first = not hasattr(self, "classes_")
+        if classes is not None and not first:
+            if not np.array_equal(self.classes_, unique_labels(classes)):
+                raise ValueError(
+                    f"classes={classes!r} is not the same as on the last call to "
+                    f"partial_fit, was {self.classes_!r}"
+                )
+        elif classes is None and first:
+            raise ValueError("classes must be passed on the first call to partial_fit")
+        if first:
+            self.classes_ = unique_labels(classes)
+            self._label_binarizer = LabelBinarizer()
+            multilabel = type_of_target(y).startswith("multilabel")
+            self._label_binarizer.fit(y if multilabel else classes)
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _validate_input(self, X: Any, y: Any, incremental: bool, first_pass: bool) -> tuple:
+        X, y = validate_data(
+            self,
             X,
             y,
-            [str(c) for c in self.classes_],
-            config=config,
-            validation=validation,
-            feature_names=[str(f) for f in getattr(self, "feature_names_in_", ())],
+            accept_sparse=_SPARSE,
+            multi_output=True,
+            dtype=self._input_dtype(first_pass),
+            reset=first_pass,
         )
-        history = self.history_
-        self.n_iter_ = len(history.epoch)
-        self.loss_curve_ = list(history.train_loss)
-        self.loss_ = self.loss_curve_[-1]
-        if self.early_stopping:
-            self.best_loss_ = None
-            self.validation_scores_ = list(history.val_accuracy)
-            self.best_validation_score_ = history.val_accuracy[history.best_epoch - 1]
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
         else:
-            self.best_loss_ = min(self.loss_curve_)
-            self.validation_scores_ = None
-            self.best_validation_score_ = None
-        return self
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in "
+                        f"the previous call to fit. Previously got {self.classes_}, `y` has "
+                        f"{classes}"
+                    )
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                    f"{self.classes_}. 'y' has {classes}."
+                )
+        Y = self._label_binarizer.transform(y)
+        if self._label_binarizer.y_type_ == "multiclass":  # class indices, for softmax
+            return X, np.argmax(Y, axis=1), y, Y.shape[1]
+        return X, Y.astype(X.dtype), y, Y.shape[1]  # 0/1 targets of logistic outputs
 
-    def _hold_out(
-        self, X: np.ndarray, y: np.ndarray, rng: np.random.RandomState
-    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """Split off the stratified validation part for early stopping."""
-        n_samples = len(y)
-        try:
-            X, X_val, y, y_val = train_test_split(
-                X, y, test_size=self.validation_fraction, stratify=y, random_state=rng
-            )
-        except ValueError as err:
-            raise ValueError(
-                f"early_stopping cannot hold out validation_fraction={self.validation_fraction} "
-                f"of {n_samples} samples stratified by class ({err}); raise validation_fraction, "
-                "give more samples or set early_stopping=False"
-            ) from None
-        if len(y_val) < 2:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} of {n_samples} samples leaves "
-                f"{len(y_val)} for validation; raise it or give more samples (2 at least)"
-            )
-        return X, y, (X_val, y_val)
+    def _output_activation(self) -> str:
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
-    def _batch_size(self, n_samples: int) -> int:
-        if self.batch_size == "auto":
-            return min(200, n_samples)
-        if self.batch_size > n_samples:
-            warnings.warn(
-                f"batch_size={self.batch_size} is larger than the {n_samples} training "
-                f"samples; using {n_samples}",
-                UserWarning,
-                stacklevel=3,
-            )
-        return int(min(self.batch_size, n_samples))
+    def _loss(self, n_outputs: int) -> Any:
+        if self.out_activation_ == "softmax":
+            return CrossEntropyLoss()
+        # scikit-learn sums the binary cross-entropy over the labels; BCE averages them
+        loss = BCEWithLogitsLoss()
+        return loss if n_outputs == 1 else _Scaled(loss, float(n_outputs))
+
+    def _stratify(self, targets: Any) -> Any:
+        """Stratify the early-stopping split for two classes (one output), as scikit-learn."""
+        return targets.astype(bool) if targets.ndim == 2 and targets.shape[1] == 1 else None
+
+    def _score_function(self) -> Any:
+        return accuracy_score
+
+    def _probabilities(self, outputs: np.ndarray) -> np.ndarray:
+        if self.out_activation_ == "softmax":
+            return Softmax().forward_unchecked(outputs)
+        return Sigmoid().forward_unchecked(outputs)
+
+    def _predictions(self, outputs: np.ndarray) -> np.ndarray:
+        proba = self._probabilities(outputs)
+        return self._label_binarizer.inverse_transform(
+            proba.ravel() if self.n_outputs_ == 1 else proba
+        )
+
+    def _checked(self, X: Any) -> Any:
+        check_is_fitted(self)
+        return validate_data(self, X, accept_sparse=_SPARSE, reset=False)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Labels (n_samples,), or an indicator matrix for multi-label ``y``."""
+        return self._predictions(self._outputs(self._checked(X)))
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, (n_samples, n_classes), columns in ``classes_`` order."""
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        return self.classifier_.predict_proba(X)
+        """Probabilities (n_samples, n_classes), columns in ``classes_`` order; for
+        multi-label ``y`` each label's probability, (n_samples, n_labels)."""
+        proba = self._probabilities(self._outputs(self._checked(X)))
+        if self.n_outputs_ == 1:
+            return np.hstack([1 - proba, proba])
+        return proba
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """The logarithm of :meth:`predict_proba`."""
         return np.log(self.predict_proba(X))
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class HandgradRegressor(RegressorMixin, MultilayerPerceptron):
+    """Multilayer perceptron regressor, a drop-in for scikit-learn's ``MLPRegressor``.
+
+    Identity outputs and half the squared error (``loss="squared_error"``), or
+    exponential outputs and the Poisson loss (``loss="poisson"``); one output per target
+    column. ``loss_`` is the loss summed over the outputs and averaged over the samples
+    (MLPRegressor averages the squared error over the outputs too, while following the
+    gradient of the sum; the Poisson loss here leaves out the constant ``y log y - y``).
+
+    The parameters, defaults and attributes are :class:`sklearn.neural_network.MLPRegressor`'s,
+    plus ``backend`` and ``dtype``; what :class:`HandgradClassifier` says of scaling,
+    ``coefs_``, the solvers, ``backend`` and ``dtype`` holds here too.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.sklearn import HandgradRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.uniform(-1, 1, (200, 2))
+    >>> y = np.sin(3 * X[:, 0]) + X[:, 1] ** 2
+    >>> reg = HandgradRegressor(hidden_layer_sizes=(20,), activation="tanh", solver="lbfgs")
+    >>> reg.fit(X, y).score(X, y) > 0.99, reg.predict(X[:2]).shape
+    (True, (2,))
+    """
+
+    def __init__(
+        self,
+        loss: str = "squared_error",
+        hidden_layer_sizes: Any = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: int | str = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: Any = None,
+        tol: float = 1e-4,
+        verbose: bool | int = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: int | float = 10,
+        max_fun: int = 15000,
+        backend: str = "numpy",
+        dtype: str | None = None,
+    ) -> None:
+        self.loss = loss
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+            backend=backend,
+            dtype=dtype,
+        )
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> HandgradRegressor:
+        """Train on ``X`` (n_samples, n_features), dense or SciPy sparse, and targets ``y``
+        (n_samples,) or (n_samples, n_targets); ``sample_weight`` weights each sample."""
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> HandgradRegressor:
+        """One epoch over ``X, y``. Only for the stochastic solvers."""
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _rules(self) -> dict[str, Constraint]:
+        return {"loss": Options(("squared_error", "poisson")), **RULES}
+
+    def _validate_input(self, X: Any, y: Any, incremental: bool, first_pass: bool) -> tuple:
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse=_SPARSE,
+            multi_output=True,
+            y_numeric=True,
+            dtype=self._input_dtype(first_pass),
+            reset=first_pass,
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        targets = np.reshape(y, (y.shape[0], -1)).astype(X.dtype, copy=False)
+        return X, targets, y, targets.shape[1]
+
+    def _output_activation(self) -> str:
+        return "exp" if self.loss == "poisson" else "identity"
+
+    def _loss(self, n_outputs: int) -> Any:
+        if self.loss == "poisson":
+            loss = PoissonNLLLoss()
+            return loss if n_outputs == 1 else _Scaled(loss, float(n_outputs))
+        # half the squared error, summed over the outputs: MSELoss averages over them
+        return _Scaled(MSELoss(), n_outputs / 2)
+
+    def _stratify(self, targets: Any) -> Any:
+        return None
+
+    def _score_function(self) -> Any:
+        return r2_score
+
+    def _predictions(self, outputs: np.ndarray) -> np.ndarray:
+        if self.out_activation_ == "exp":
+            outputs = np.exp(outputs)
+        return outputs.ravel() if outputs.shape[1] == 1 else outputs
+
     def predict(self, X: Any) -> np.ndarray:
-        """The most probable class label of each row, (n_samples,), of ``classes_``'s dtype."""
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        """Predictions (n_samples,), or (n_samples, n_targets) for several targets, in the
+        weights' dtype."""
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse=_SPARSE, reset=False)
+        return self._predictions(self._outputs(X))
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags

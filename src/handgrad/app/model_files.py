@@ -8,6 +8,7 @@ names), ``scaler/mean`` and ``scaler/scale`` when the inputs are standardised, a
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -104,14 +105,30 @@ def _state(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def _check_model(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Raise ValueError unless the metadata and arrays describe one consistent classifier;
-    the shapes are checked against the architecture before anything is allocated, so a
-    file cannot claim a huge model."""
+def _shapes(meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The shape of each parameter and buffer that the metadata's architecture describes."""
     spec = meta["architecture"]
     if not isinstance(spec, list) or not spec or not all(isinstance(e, dict) for e in spec):
         raise ValueError("the architecture is not a non-empty list of layers")
-    expected = spec_shapes({"type": "Sequential", "layers": spec}, "the architecture")
+    return spec_shapes({"type": "Sequential", "layers": spec}, "the architecture")
+
+
+def _limits(meta: dict[str, Any]) -> dict[str, int]:
+    """The most elements each array of a model file may hold, from its metadata alone: read
+    before any array is decompressed (see :func:`~handgrad.core.archives.read_archive`)."""
+    sizes = {name: math.prod(shape) for name, shape in _shapes(meta).items()}
+    widest = max(sizes.values(), default=0)  # a scaler is no wider than the first weight
+    return {
+        **{prefix + name: size for prefix in ("param/", "buffer/") for name, size in sizes.items()},
+        "scaler/mean": widest,
+        "scaler/scale": widest,
+    }
+
+
+def _check_model(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Raise ValueError unless the metadata and arrays describe one consistent classifier
+    (the arrays' sizes were bounded by the metadata before they were read)."""
+    expected = _shapes(meta)
     if not expected:
         raise ValueError("the architecture has no layer with weights")
     state = _state(arrays)
@@ -185,7 +202,7 @@ def load_classifier(path: str | os.PathLike, **options: Any) -> Classifier:
     (('no', 'yes'), True)
     """
     path = Path(path)
-    meta, arrays = read_archive(path)
+    meta, arrays = read_archive(path, limits=_limits)
     try:
         _check_model(meta, arrays)
         model = Sequential.from_config({"layers": meta["architecture"]})

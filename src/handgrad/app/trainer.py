@@ -1,5 +1,6 @@
-"""Training a classifier: the options (``TrainConfig``) and ``train_classifier``, the one
-path that ``handgrad train`` and the scikit-learn estimator share."""
+"""Training a classifier: the options (``TrainConfig``) and ``train_classifier``, the path
+of ``handgrad train`` (standardisation, ``models.mlp``, :func:`handgrad.training.fit`; the
+scikit-learn estimators train through the same ``fit``)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ __all__ = [
     "MODELS",
     "TrainConfig",
     "build_model",
+    "default_lr",
     "describe_model",
     "train_classifier",
 ]
@@ -41,9 +43,9 @@ __all__ = [
 # The networks train_classifier builds: "mlp" (hidden, activation) or "cnn" (rows of pixels
 # of a square image: conv, ReLU, pool, conv, ReLU, dropout, dense; see handgrad.models.cnn).
 MODELS = ("mlp", "cnn")
-# The cnn's default learning rate, as a fraction of the optimizer's: Adam at 0.01 makes its
+# The cnn's default learning rate is the optimizer's divided by this: Adam at 0.01 makes its
 # training loss jump now and then (from 0.01 to 0.09 at epoch 90 on digits), 0.001 not.
-CNN_LR_FACTOR = 0.1
+CNN_LR_DIVISOR = 10
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,19 @@ def build_model(config: TrainConfig, features: int, classes: int) -> Sequential:
     return mlp(sizes, config.activation, device=config.device, **where)
 
 
+def default_lr(optimizer: str, model: str = "mlp") -> float:
+    """The learning rate that ``optimizer`` trains ``model`` at when none is given: the
+    optimizer's default, a tenth of it for the cnn.
+
+    Examples
+    --------
+    >>> from handgrad.app.trainer import default_lr
+    >>> default_lr("adam"), default_lr("adam", "cnn")
+    (0.01, 0.001)
+    """
+    return DEFAULT_LR[optimizer] / (CNN_LR_DIVISOR if model == "cnn" else 1)
+
+
 def describe_model(config: TrainConfig, features: int, classes: int) -> str:
     """A line that names the network ``config`` asks for.
 
@@ -210,9 +225,7 @@ def train_classifier(
     X = np.asarray(X, dtype=np.float64)
     scaler = Standardiser().fit(X) if resume is None else resume.standardiser
     model = build_model(config, X.shape[1], len(class_names))
-    lr = config.lr
-    if lr is None:
-        lr = DEFAULT_LR[config.optimizer] * (CNN_LR_FACTOR if config.model == "cnn" else 1.0)
+    lr = default_lr(config.optimizer, config.model) if config.lr is None else config.lr
     optimizer = make_optimizer(config.optimizer, model.params, lr, **config.optimizer_options)
     if resume is not None:
         model.load_state_dict(resume.params)

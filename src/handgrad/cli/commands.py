@@ -8,6 +8,7 @@ import csv
 import importlib
 import importlib.util
 import io
+import itertools
 import json
 import os
 import secrets
@@ -22,11 +23,24 @@ import numpy as np
 from handgrad.app.metrics import classification_metrics
 from handgrad.app.model_files import load_classifier, save_classifier
 from handgrad.app.seed_network import SimpleNN
-from handgrad.app.trainer import TrainConfig, describe_model, train_classifier
+from handgrad.app.trainer import TrainConfig, default_lr, describe_model, train_classifier
+from handgrad.cli import runs
 from handgrad.core.arrays import convert, get_namespace
-from handgrad.core.errors import TrainingDivergedError, TrainingInterruptedError
-from handgrad.core.files import atomic_write
-from handgrad.data import load_csv, load_dataset, load_features, split
+from handgrad.core.errors import DataError, TrainingDivergedError, TrainingInterruptedError
+from handgrad.core.files import (
+    atomic_write,
+    format_size,
+    locked_folder,
+    remove_stale_temporaries,
+)
+from handgrad.data import (
+    Dataset,
+    Standardiser,
+    load_csv,
+    load_dataset,
+    load_features,
+    split,
+)
 from handgrad.gradcheck.check import GradientCheckError, check_gradients, check_layer
 from handgrad.models.mlp import mlp
 from handgrad.nn.losses import CrossEntropyLoss
@@ -35,106 +49,138 @@ from handgrad.training.checkpoint import load_checkpoint, save_checkpoint
 __all__ = ["check", "evaluate", "predict", "train"]
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace) -> Dataset:
     if args.data is not None:
         if args.target is None:
             raise ValueError("--data needs --target COL, the column that holds the classes")
-        return load_csv(args.data, args.target)
+        return load_csv(
+            args.data,
+            args.target,
+            sep=args.sep,
+            missing=args.missing,
+            numeric_labels=args.numeric_labels,
+        )
     if args.target is not None:
         raise ValueError("--target goes with --data FILE.csv; the bundled data sets know theirs")
-    return load_dataset(args.dataset or "breast_cancer")
+    for name in ("sep", "missing", "numeric_labels"):
+        if getattr(args, name):
+            raise ValueError(f"--{name.replace('_', '-')} goes with --data FILE.csv")
+    return load_dataset(args.dataset)
 
 
-# the arguments of `handgrad train` that a checkpoint keeps, to resume the same run
-_RUN_ARGS = (
-    "dataset",
-    "data",
-    "target",
-    "model",
-    "hidden",
-    "activation",
-    "optimizer",
-    "lr",
-    "epochs",
-    "batch_size",
-    "schedule",
-    "patience",
-    "alpha",
-    "test_size",
-    "val_size",
-    "backend",
-    "device",
-    "dtype",
-    "seed",
-    "checkpoint_every",
-)
+_ITEM_BYTES = {"float64": 8, "float32": 4, "float16": 2}
+_OPTIMIZER_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}  # arrays of state per parameter
 
 
-def _resumed(args: argparse.Namespace) -> tuple[argparse.Namespace, Any]:
-    """The arguments and checkpoint of the run in ``--resume DIR``."""
-    checkpoint = load_checkpoint(Path(args.resume) / "checkpoint.npz")
-    saved = {"model": "mlp", **checkpoint.config.get("args", {})}  # before --model: an MLP
-    missing = [name for name in _RUN_ARGS if name not in saved]
-    if missing:
-        raise ValueError(
-            f"the checkpoint in {args.resume} lacks {', '.join(missing)}; "
-            "it was not written by 'handgrad train'"
+def _check_memory(sizes: list[int], args: argparse.Namespace) -> None:
+    """Refuse, before anything is allocated, a model whose training needs more memory than
+    the machine has (where the machine says how much)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): MemoryError tells
+        return
+    weights = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+    copies = 4 + _OPTIMIZER_COPIES[args.optimizer]  # + gradients, best and checkpointed ones
+    needed = weights * copies * _ITEM_BYTES[args.dtype]
+    if needed > memory:
+        raise MemoryError(
+            f"the model {'-'.join(map(str, sizes))} has {weights:.3g} weights, whose training "
+            f"needs about {format_size(needed)} (weights, gradients and optimizer state), more "
+            f"than this machine's {format_size(memory)}; use smaller --hidden widths"
         )
-    resumed = argparse.Namespace(**{**vars(args), **saved})
-    resumed.out, resumed.check = args.resume, False
-    return resumed, checkpoint
 
 
-class _StopOnSigint:
-    """While active, the first Ctrl-C asks training to stop at the end of its step (the
-    fit loop then checkpoints); a second one stops at once."""
-
-    def __init__(self) -> None:
-        self.asked = False
-
-    def __call__(self) -> bool:
-        return self.asked
-
-    def __enter__(self) -> _StopOnSigint:
-        def handler(signum: int, frame: Any) -> None:
-            if self.asked:
-                raise KeyboardInterrupt
-            self.asked = True
-
-        self._previous = signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+def _check_inputs(classifier: Any, X: np.ndarray, path: str) -> None:
+    """Refuse rows whose standardised features overflow float64 (the model would be given
+    infinities)."""
+    if classifier.standardiser is None:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite(classifier.standardiser.transform(X))
+    if bad.any():
+        i, j = (int(k) for k in np.argwhere(bad)[0])
+        raise DataError(
+            f"data row {i + 1}, column {classifier.feature_names[j]!r} of {path} holds "
+            f"{X[i, j]:g}, too large for this model: standardised it overflows float64"
+        )
 
 
 def train(args: argparse.Namespace) -> int:
-    """Train, report test metrics, and write model.npz, history.csv and curves.png; with
-    --checkpoint-every (and on Ctrl-C) checkpoint.npz too."""
+    """Train, report test metrics, and write model.npz, history.csv, curves.png and
+    run.json; with --checkpoint-every (and on Ctrl-C or SIGTERM) checkpoint.npz too."""
     started = time.perf_counter()
-    resume = None
     if args.resume is not None:
-        args, resume = _resumed(args)
-        print(
-            f"resuming the run in {args.out} after epoch {resume.progress.epoch}, "
-            f"step {resume.progress.step}"
-        )
+        return _resume(args, started)
     if args.test_size + args.val_size >= 1 or args.test_size == 0:
         raise ValueError(
             f"--test-size ({args.test_size}) must be > 0 and with --val-size "
             f"({args.val_size}) leave some data to train on"
         )
+    if args.patience is not None and args.val_size == 0:
+        raise ValueError("--patience watches the validation loss, so it needs --val-size > 0")
     if args.data is not None:
         args.data = str(Path(args.data).resolve())
+    else:
+        args.dataset = args.dataset or "breast_cancer"
+    if args.model == "cnn" and (args.hidden or args.activation != TrainConfig.activation):
+        raise ValueError("--hidden and --activation shape the mlp; --model cnn has its own layers")
+    args.hidden = list(args.hidden or (20,))
+    args.lr = default_lr(args.optimizer, args.model) if args.lr is None else args.lr
     dataset = _load(args)
     if args.seed is None:
         args.seed = secrets.randbelow(2**31)
         print(f"seed {args.seed} (drawn at random; pass --seed {args.seed} to repeat this run)")
-    if args.model == "cnn" and (args.hidden or args.activation != TrainConfig.activation):
-        raise ValueError("--hidden and --activation shape the mlp; --model cnn has its own layers")
+    run = runs.new_run(args, dataset)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with locked_folder(out, _lock_note(run)) as previous:
+        _took_over(out, previous)
+        remove_stale_temporaries(out)
+        runs.write_run_file(out, run)
+        return _run(args, dataset, run, None, started)
+
+
+def _lock_note(run: dict[str, Any]) -> dict[str, Any]:
+    return {"run": run["id"][:8], "started": run["started"], "command": "handgrad train"}
+
+
+def _took_over(out: Path, previous: dict[str, Any]) -> None:
+    if previous:
+        print(
+            f"{out} was locked by run {previous.get('run')} (pid {previous.get('pid')}), which "
+            "ended without releasing it; taking it over"
+        )
+
+
+def _resume(args: argparse.Namespace, started: float) -> int:
+    """Go on with the run in ``--resume DIR``, if it is the folder's run, on its data."""
+    folder = Path(args.resume)
+    if not folder.is_dir():
+        raise ValueError(f"--resume {folder}: there is no such folder")
+    checkpoint = load_checkpoint(folder / "checkpoint.npz")
+    run = runs.run_of(checkpoint, folder)
+    args = runs.resumed_options(args, run, folder)
+    with locked_folder(folder, _lock_note(run)) as previous:
+        _took_over(folder, previous)
+        remove_stale_temporaries(folder)
+        runs.check_folder(folder, run)
+        dataset = _load(args)
+        runs.check_data(run, dataset, folder)
+        runs.write_run_file(folder, run)
+        print(
+            f"resuming the run in {folder} after epoch {checkpoint.progress.epoch}, "
+            f"step {checkpoint.progress.step}"
+        )
+        return _run(args, dataset, run, checkpoint, started)
+
+
+def _run(
+    args: argparse.Namespace, dataset: Dataset, run: dict[str, Any], resume: Any, started: float
+) -> int:
+    """Train on ``dataset`` in the locked folder ``args.out`` and write what the run made."""
     config = TrainConfig(
         model=args.model,
-        hidden=tuple(args.hidden or (20,)),
+        hidden=tuple(args.hidden),
         activation=args.activation,
         optimizer=args.optimizer,
         lr=args.lr,
@@ -151,35 +197,45 @@ def train(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(),
     )
     parts = split(
-        dataset.X, dataset.y, test_size=args.test_size, val_size=args.val_size, seed=args.seed
+        dataset.X,
+        dataset.y,
+        test_size=args.test_size,
+        val_size=args.val_size,
+        seed=args.seed,
+        class_names=dataset.class_names,
     )
+    if args.model == "mlp":
+        _check_memory([dataset.X.shape[1], *config.hidden, len(dataset.class_names)], args)
     network = describe_model(config, dataset.X.shape[1], len(dataset.class_names))
+    Standardiser().fit(parts.X_train, dataset.feature_names)  # names a column that overflows
     print(
         f"{dataset.name}: {dataset.X.shape[0]} examples, {dataset.X.shape[1]} features, "
         f"{len(dataset.class_names)} classes; train {parts.y_train.shape[0]}, validation "
         f"{parts.y_val.shape[0]}, test {parts.y_test.shape[0]} (seed {args.seed})"
     )
+    if parts.note:
+        off = "; --patience is off without one" if args.patience and not len(parts.y_val) else ""
+        print(f"small data: {parts.note}{off}")
     print(
         f"model {network}, {args.optimizer}, "
         f"batch {args.batch_size}, up to {args.epochs} epochs, backend {args.backend} "
         f"{args.dtype}"
     )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    run = {"args": {name: getattr(args, name) for name in _RUN_ARGS}}
 
     def save(model: Any, optimizer: Any, scaler: Any, progress: Any) -> None:
         save_checkpoint(
             out / "checkpoint.npz",
-            config=run,
+            config={"run": run},
             model=model,
             optimizer=optimizer,
             standardiser=scaler,
             progress=progress,
         )
 
+    stop = runs.StopSignals()
     try:  # a loss that stops being finite is reported once, by fit, not by NumPy's warnings
-        with _StopOnSigint() as interrupted, np.errstate(over="ignore", invalid="ignore"):
+        with stop, np.errstate(over="ignore", invalid="ignore"):
             classifier, history = train_classifier(
                 parts.X_train,
                 parts.y_train,
@@ -191,19 +247,29 @@ def train(args: argparse.Namespace) -> int:
                 resume=resume,
                 checkpoint=save,
                 checkpoint_every=args.checkpoint_every,
-                interrupted=interrupted,
+                interrupted=stop,
             )
     except TrainingInterruptedError as err:
+        by = " by SIGTERM" if stop.received == signal.SIGTERM else ""
         print(
-            f"handgrad train: {err}; checkpoint saved to {out / 'checkpoint.npz'}; "
+            f"handgrad train: {err}{by}; checkpoint saved to {out / 'checkpoint.npz'}; "
             f"go on with: handgrad train --resume {out}",
             file=sys.stderr,
         )
-        return 130
+        return 128 + stop.received
+    except KeyboardInterrupt:  # a second signal: stopped at once
+        if stop.received != signal.SIGTERM:
+            raise
+        print("handgrad train: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except TrainingDivergedError as err:
         kept = " (the last checkpoint is kept)" if (out / "checkpoint.npz").exists() else ""
         raise TrainingDivergedError(f"{err}{kept}", epoch=err.epoch, step=err.step) from None
-    classifier.info["dataset"] = dataset.name
+    classifier.info.update(dataset=dataset.name, run=run)
+    if args.numeric_labels:
+        classifier.info["numeric_labels"] = True
+    if args.missing is not None:  # evaluate reads labels as training did
+        classifier.info["missing"] = args.missing
     if history.gradient_check is not None:
         print(f"\n{history.gradient_check}\n")
     metrics = classification_metrics(
@@ -232,7 +298,8 @@ def train(args: argparse.Namespace) -> int:
 def predict(args: argparse.Namespace) -> int:
     """Write the predicted class and the class probabilities of each row as CSV."""
     classifier = load_classifier(args.model)
-    X, _ = load_features(args.csv, classifier.feature_names)
+    X, _ = load_features(args.csv, classifier.feature_names, sep=args.sep)
+    _check_inputs(classifier, X, args.csv)
     probabilities = classifier.predict_proba(X)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
@@ -256,7 +323,11 @@ def evaluate(args: argparse.Namespace) -> int:
         classifier.feature_names,
         target=args.target or classifier.target_name,
         class_names=classifier.class_names,
+        sep=args.sep,
+        missing=classifier.info.get("missing") if args.missing is None else args.missing,
+        numeric_labels=bool(classifier.info.get("numeric_labels")),
     )
+    _check_inputs(classifier, X, args.csv)
     metrics = classification_metrics(y, classifier.predict(X), classifier.class_names)
     print(metrics)
     return 0

@@ -7,12 +7,15 @@
 - ``handgrad check``: gradient-check the seed's network and an MLP against finite
   differences and PyTorch autograd.
 
-Bad input ends with exit status 2 and one line on stderr (``--debug`` shows the traceback).
+Bad input ends with exit status 2 and one line on stderr (``--debug`` shows the traceback),
+and so does a lack of memory. ``handgrad train`` stopped by Ctrl-C exits with 130, by
+SIGTERM with 143, after saving a checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -48,7 +51,7 @@ _POSITIVE = _typed(POSITIVE)
 _FRACTION = _typed(FRACTION)
 
 
-def _add_train(commands_: argparse._SubParsersAction) -> None:
+def _add_train(commands_: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = commands_.add_parser(
         "train",
         help="train a classifier and report its test metrics",
@@ -62,6 +65,13 @@ def _add_train(commands_: argparse._SubParsersAction) -> None:
     )
     source.add_argument("--data", metavar="FILE.csv", help="your own CSV file (needs --target)")
     p.add_argument("--target", metavar="COL", help="the CSV's class column: name or 0-based index")
+    _add_csv_options(p, missing=True)
+    p.add_argument(
+        "--numeric-labels",
+        action="store_true",
+        help="labels that are numbers are one class per value (1, 1.0 and 01 are one class); "
+        "by default labels are compared as written",
+    )
     p.add_argument(
         "--model",
         choices=CONSTRAINTS["model"].values,
@@ -133,7 +143,8 @@ def _add_train(commands_: argparse._SubParsersAction) -> None:
         "--resume",
         metavar="DIR",
         default=None,
-        help="go on with the run whose checkpoint is in DIR (its options are kept)",
+        help="go on with the run whose checkpoint is in DIR, on the same data and with its "
+        "options (only --checkpoint-every and --quiet may change)",
     )
     p.add_argument(
         "--out",
@@ -147,6 +158,41 @@ def _add_train(commands_: argparse._SubParsersAction) -> None:
         help="gradient-check the model on the first batch before training",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _separator(text: str) -> str:
+    """A cell separator: one character, or ``tab``."""
+    separator = {"tab": "\t", "\\t": "\t"}.get(text, text)
+    if len(separator) != 1 or separator in '"\r\n':
+        raise argparse.ArgumentTypeError(
+            f"must be one character, such as ';', or tab, got {text!r}"
+        )
+    return separator
+
+
+def _strings(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",")]
+
+
+def _add_csv_options(p: argparse.ArgumentParser, *, missing: bool) -> None:
+    p.add_argument(
+        "--sep",
+        type=_separator,
+        default=None,
+        metavar="CHAR",
+        help="the CSV's separator, one character or tab (default: the comma, or the one a file "
+        "without commas plainly uses)",
+    )
+    if missing:
+        p.add_argument(
+            "--missing",
+            type=_strings,
+            default=None,
+            metavar="LIST",
+            help="the strings that mark a missing value, comma-separated (e.g. NA,?); by "
+            "default an empty cell, and in feature columns NA, n/a and nan too",
+        )
 
 
 def _add_predict_and_evaluate(commands_: argparse._SubParsersAction) -> None:
@@ -158,9 +204,11 @@ def _add_predict_and_evaluate(commands_: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, metavar="MODEL.npz")
     p.add_argument("csv", metavar="FILE.csv")
     p.add_argument("--output", metavar="OUT.csv", help="write here instead of to stdout")
+    _add_csv_options(p, missing=False)
     p = commands_.add_parser("evaluate", help="print a saved model's metrics on a labelled CSV")
     p.add_argument("--model", required=True, metavar="MODEL.npz")
     p.add_argument("csv", metavar="FILE.csv")
+    _add_csv_options(p, missing=True)
     p.add_argument(
         "--target",
         metavar="COL",
@@ -237,28 +285,76 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(given_only: bool = False) -> argparse.ArgumentParser:
+    """The parser; with ``given_only``, ``train`` leaves out the options not given."""
     parser = _Parser(
         prog="handgrad",
         description="Neural networks with hand-written backward passes, proven right.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_train(commands_)
+    train = _add_train(commands_)
+    if given_only:
+        for action in train._actions:
+            action.default = argparse.SUPPRESS
     _add_predict_and_evaluate(commands_)
     _add_check(commands_)
     return parser
 
 
+class _QuietPipe:
+    """``sys.stdout`` that, once its reader has gone (``| head -1``), drops what is left
+    quietly instead of failing: a run goes on and writes its files."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.gone = stream, False
+
+    def write(self, text: str) -> int:
+        self._quietly(self.stream.write, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._quietly(self.stream.flush)
+
+    def _quietly(self, call: Callable[..., Any], *args: Any) -> None:
+        if self.gone:
+            return
+        try:
+            call(*args)
+        except BrokenPipeError:
+            self.gone = True
+            try:  # what is still buffered goes nowhere, instead of failing at exit
+                fd = self.stream.fileno()
+            except (OSError, ValueError, AttributeError):
+                return
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _memory_message(err: MemoryError) -> str:
+    said = str(err) or "Python could not allocate what it asked for"
+    return f"not enough memory: {said[0].lower()}{said[1:]}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 ok, 1 a check failed, 2 bad input)."""
+    """Run the command line; return the exit status (0 ok, 1 a check failed, 2 bad input,
+    130 stopped by Ctrl-C, 143 by SIGTERM)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
+    if args.command == "train":
+        given = _parser(given_only=True).parse_args(argv)
+        args.given = set(vars(given)) - {"debug", "command"}
     run = {
         "train": commands.train,
         "predict": commands.predict,
         "evaluate": commands.evaluate,
         "check": commands.check,
     }[args.command]
+    stdout = sys.stdout = _QuietPipe(sys.stdout)
     try:
         return run(args)
     except (ValueError, TypeError, ImportError, OSError, KeyError, RuntimeError) as err:
@@ -267,9 +363,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"handgrad {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except MemoryError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"handgrad {args.command}: error: {_memory_message(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"handgrad {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        stdout.flush()
+        sys.stdout = stdout.stream
 
 
 if __name__ == "__main__":

@@ -9,18 +9,23 @@ from collections.abc import Hashable, Iterable
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from handgrad.core.arrays import namespace
 
 __all__ = [
+    "BOOLEAN",
     "FLOAT_DTYPES",
     "FRACTION",
     "NON_NEGATIVE",
     "OPEN_FRACTION",
     "POSITIVE",
     "POSITIVE_INT",
+    "AnyOf",
     "Constraint",
     "Interval",
     "Options",
+    "Predicate",
     "check_array",
     "check_choice",
     "check_not_empty",
@@ -282,12 +287,54 @@ class Options(Constraint):
         return text
 
 
+class Predicate(Constraint):
+    """Values for which ``test(value)`` is true, described in words.
+
+    Examples
+    --------
+    >>> from handgrad.core.validation import BOOLEAN
+    >>> BOOLEAN.check("yes", "shuffle")
+    Traceback (most recent call last):
+        ...
+    ValueError: shuffle must be True or False, got 'yes'
+    """
+
+    def __init__(self, test: Any, description: str) -> None:
+        self.test, self.description = test, description
+
+    def accepts(self, value: Any) -> bool:
+        return bool(self.test(value))
+
+
+class AnyOf(Constraint):
+    """Values that any of ``constraints`` allows (the first that does converts it).
+
+    Examples
+    --------
+    >>> from handgrad.core.validation import POSITIVE_INT, AnyOf, Options
+    >>> batch_size = AnyOf(Options(["auto"]), POSITIVE_INT)
+    >>> batch_size.check(32, "batch_size"), batch_size.description
+    (32, "one of 'auto' or a positive integer")
+    """
+
+    def __init__(self, *constraints: Constraint) -> None:
+        self.constraints = constraints
+        self.description = " or ".join(c.description for c in constraints)
+
+    def accepts(self, value: Any) -> bool:
+        return any(c.accepts(value) for c in self.constraints)
+
+    def convert(self, value: Any) -> Any:
+        return next(c for c in self.constraints if c.accepts(value)).convert(value)
+
+
 POSITIVE = Interval(float, 0, None, "neither", "a finite number greater than 0")
 NON_NEGATIVE = Interval(float, 0, None, "left")
 FRACTION = Interval(float, 0, 1, "left")
 OPEN_FRACTION = Interval(float, 0, 1, "neither")
 POSITIVE_INT = Interval(int, 1, None, "left", "a positive integer")
 FLOAT_DTYPES = Options(("float64", "float32"))
+BOOLEAN = Predicate(lambda v: isinstance(v, bool | np.bool_), "True or False")
 
 
 def _size(x: Any) -> int:

@@ -6,10 +6,9 @@ Row numbers in error messages count as a spreadsheet does: 1-based, header inclu
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import importlib
-import io
-import math
+import json
 import numbers
 import os
 from collections import Counter
@@ -22,13 +21,20 @@ from typing import Any
 import numpy as np
 
 from handgrad.core.errors import DataError
+from handgrad.data.csv_rows import (
+    Rows,
+    Table,
+    check_missing,
+    feature_value,
+    is_missing,
+    read_table,
+    to_float,
+)
+from handgrad.data.labels import class_key, encode_labels
 
 __all__ = ["DATASETS", "Dataset", "load_csv", "load_dataset", "load_features"]
 
 DATASETS = ("breast_cancer", "digits", "iris", "wine")
-_MISSING = frozenset({"", "na", "n/a", "nan"})  # compared in lower case
-
-Rows = list[tuple[int, list[str]]]  # (spreadsheet row number, stripped cells)
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,6 +58,24 @@ class Dataset:
     class_names: tuple[str, ...]
     target_name: str
     name: str
+
+    def fingerprint(self) -> str:
+        """A SHA-256 of the data as read: the features, the labels and the names (a run
+        records it, to tell on resuming whether its data changed).
+
+        Examples
+        --------
+        >>> from handgrad.data import load_dataset
+        >>> data = load_dataset("iris")
+        >>> len(data.fingerprint()), data.fingerprint() == load_dataset("iris").fingerprint()
+        (64, True)
+        """
+        digest = hashlib.sha256()
+        names = [self.feature_names, self.class_names, self.target_name, self.X.shape]
+        digest.update(json.dumps(names).encode("utf-8"))
+        digest.update(np.ascontiguousarray(self.X, dtype="<f8"))
+        digest.update(np.ascontiguousarray(self.y, dtype="<i8"))
+        return digest.hexdigest()
 
 
 def sklearn_module(module: str) -> ModuleType:
@@ -89,13 +113,28 @@ def load_dataset(name: str) -> Dataset:
     )
 
 
-def load_csv(path: str | os.PathLike, target: str | int) -> Dataset:
-    """Load a comma-separated file whose ``target`` column holds the class labels.
+def load_csv(
+    path: str | os.PathLike,
+    target: str | int,
+    *,
+    sep: str | None = None,
+    missing: Sequence[str] | None = None,
+    numeric_labels: bool = False,
+) -> Dataset:
+    """Load a CSV file whose ``target`` column holds the class labels.
 
-    The first row is a header when one of its feature cells is not a number. ``target`` is
-    a column name, or a 0-based column index (an int, or a string of digits naming no
-    column). Every other column is a feature and must hold finite numbers. The distinct
-    labels, sorted (numerically when all are numbers), become classes 0..C-1.
+    ``target`` is a column name, or a 0-based column index (an int, or a string of digits
+    naming no column). The first row is a header when one of its feature cells is not a
+    number, or when it holds ``target`` as a name. Every other column is a feature and must
+    hold finite numbers.
+
+    Labels are strings compared as written, so ``01`` and ``1`` are two classes; they are
+    sorted by value when all are numbers, else as text, and become classes 0..C-1. With
+    ``numeric_labels`` numbers are compared by their exact value (``1``, ``1.0`` and ``01``
+    are one class, ``1``). A label cell is missing when it is empty or one of ``missing``;
+    a feature cell when it is empty, one of ``missing``, or (without ``missing``) ``NA``,
+    ``n/a`` or ``nan``. ``sep`` is the separator (default: the comma, or the one the file
+    plainly uses when it has no comma).
 
     Examples
     --------
@@ -108,16 +147,26 @@ def load_csv(path: str | os.PathLike, target: str | int) -> Dataset:
     >>> data.X.shape, data.feature_names, data.class_names, data.y.tolist()
     ((3, 2), ('length', 'width'), ('large', 'small'), [1, 0, 1])
     """
-    rows = _read_rows(path)
-    first = rows[0][1]
-    col, header = _locate_target(first, target, path)
-    names = _column_names(first, header, path)
-    data = _data_rows(rows, header, path)
-    features = [i for i in range(len(first)) if i != col]
-    if not features:
-        raise DataError(f"{path} has only the target column; add at least one feature column")
-    X = _features(data, features, names, path)
-    y, class_names = _encode(_labels(data, col, names[col], path), names[col], path)
+    missing = check_missing(missing)
+    table = read_table(path, sep)
+    try:
+        first = table.rows[0][1]
+        col, header = _locate_target(first, target, path, missing)
+        names = _column_names(first, header, path)
+        data = _data_rows(table.rows, header, path)
+        features = [i for i in range(len(first)) if i != col]
+        if not features:
+            raise DataError(f"{path} has only the target column; add at least one feature column")
+        X = _features(data, features, names, path, missing)
+        labels = _labels(data, col, names[col], path, missing)
+    except DataError as err:
+        raise DataError(f"{err}{table.hint()}") from None
+    y, class_names = encode_labels(labels, numeric_labels)
+    if len(class_names) < 2:
+        raise DataError(
+            f"target column {names[col]!r} of {path} holds one class only ({class_names[0]!r}); "
+            "a classifier needs two or more, so choose another target or add other classes"
+        )
     return Dataset(
         X=X,
         y=y,
@@ -134,14 +183,20 @@ def load_features(
     *,
     target: str | None = None,
     class_names: Sequence[str] | None = None,
+    sep: str | None = None,
+    missing: Sequence[str] | None = None,
+    numeric_labels: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Load ``X`` (n, len(feature_names)) for a trained model, and ``y`` (class indices,
     looked up in ``class_names``) when ``target`` is given, else None.
 
-    With a header the columns are picked by name (any order, extra columns ignored).
+    The first row is a header when it holds every feature name (and the target's), unless
+    the names are the column numbers of a file that had none; or when one of its cells is
+    text. With a header the columns are picked by name (any order, extra columns ignored).
     Without one the file holds exactly the features in order and, if ``target`` is given,
     the target: at that index when ``target`` is digits (as ``load_csv`` names the target
-    of a header-less file), else last.
+    of a header-less file), else last. ``sep``, ``missing`` and ``numeric_labels`` are as
+    in :func:`load_csv`.
 
     Examples
     --------
@@ -159,12 +214,35 @@ def load_features(
     feature_names = tuple(feature_names)
     if target is not None and class_names is None:
         raise ValueError("class_names is needed to turn the target column into class indices")
-    rows = _read_rows(path)
-    first = rows[0][1]
+    missing = check_missing(missing)
+    table = read_table(path, sep)
+    try:
+        X, tcol, names, data = _feature_columns(table, feature_names, target, missing)
+        if tcol is None:
+            return X, None
+        labels = _labels(data, tcol, names[tcol], path, missing)
+        return X, _lookup(labels, data, tuple(class_names), names[tcol], path, numeric_labels)
+    except DataError as err:
+        raise DataError(f"{err}{table.hint()}") from None
+
+
+def _feature_columns(
+    table: Table,
+    feature_names: tuple[str, ...],
+    target: str | None,
+    missing: frozenset[str] | None,
+) -> tuple[np.ndarray, int | None, tuple[str, ...], Rows]:
+    """X of a file for a model; the target's column, the column names and the data rows."""
+    path, first = table.path, table.rows[0][1]
     width = len(feature_names) + (target is not None)  # columns of a header-less file
-    tcol, header = None, _is_header(first, None)
+    named = _holds_the_names(first, (*feature_names, *([] if target is None else [target])))
+    tcol, header = None, named or _is_header(first, None, missing)
     if target is not None:
-        tcol, header = _locate_target(first, target, path, default=width - 1)
+        tcol, header = (
+            (first.index(target), True)
+            if named
+            else _locate_target(first, target, path, missing, default=width - 1)
+        )
     names = _column_names(first, header, path)
     if header:
         cols = [_find_column(names, f, path) for f in feature_names]
@@ -176,72 +254,47 @@ def load_features(
         )
     else:
         cols = [i for i in range(width) if i != tcol]
-    data = _data_rows(rows, header, path)
-    X = _features(data, cols, names, path)
-    if tcol is None:
-        return X, None
-    labels = _labels(data, tcol, names[tcol], path)
-    return X, _lookup(labels, data, tuple(class_names), names[tcol], path)
+    data = _data_rows(table.rows, header, path)
+    return _features(data, cols, names, path, missing), tcol, names, data
 
 
-def _read_rows(path: str | os.PathLike) -> Rows:
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"no file at {path}; check the path and the working directory") from None
-    except IsADirectoryError:
-        raise DataError(f"{path} is a directory; give the path of a CSV file in it") from None
-    except OSError as err:
-        raise DataError(f"cannot read {path} ({err.strerror}); check its permissions") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(
-            f"line {line} of {path} is not UTF-8 text (byte {raw[err.start]:#04x} at offset "
-            f"{err.start}); save the file again as UTF-8 CSV"
-        ) from None
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        rows = [(n, [c.strip() for c in cells]) for n, cells in enumerate(reader, start=1)]
-    except csv.Error as err:
-        raise DataError(
-            f"line {reader.line_num} of {path} is not valid CSV ({err}); fix that line"
-        ) from None
-    rows = [(n, cells) for n, cells in rows if any(cells)]  # skip blank lines
-    if not rows:
-        raise DataError(f"{path} is empty; give a CSV file with a row per sample")
-    return rows
+def _holds_the_names(first: list[str], names: tuple[str, ...]) -> bool:
+    """Whether ``first`` names every column a model needs, so that it is a header; not when
+    the names are column numbers (a model trained on a file without a header)."""
+    numbers = [int(n) if n.isascii() and n.isdigit() else -1 for n in names]
+    as_written = [str(i) for i in numbers] == list(names)
+    positional = as_written and all(0 <= i <= len(names) for i in numbers)
+    return bool(names) and not positional and set(names) <= set(first)
 
 
-def _to_float(cell: str) -> float | None:
-    try:
-        return float(cell)
-    except ValueError:
-        return None
-
-
-def _is_header(first: list[str], skip: int | None) -> bool:
-    """Whether a cell of ``first`` other than column ``skip`` is text (not a number, not NA)."""
+def _is_header(first: list[str], skip: int | None, missing: frozenset[str] | None) -> bool:
+    """Whether a cell of ``first`` other than column ``skip`` is text (not a number, not
+    missing)."""
     return any(
-        _to_float(c) is None and c.lower() not in _MISSING for i, c in enumerate(first) if i != skip
+        to_float(c) is None and not is_missing(c, missing) for i, c in enumerate(first) if i != skip
     )
 
 
 def _locate_target(
-    first: list[str], target: str | int, path: Any, default: int | None = None
+    first: list[str],
+    target: str | int,
+    path: Any,
+    missing: frozenset[str] | None,
+    default: int | None = None,
 ) -> tuple[int, bool]:
     """Return the target's column index and whether the first row is a header.
 
     ``target`` is a name, or an index given as an int or as digits that name no column.
-    A name not in a header-less file is an error, or column ``default`` when given.
+    Digits that are a cell of the first row name that column when the row is otherwise a
+    header, or when no column has that index. A name not in a header-less file is an error,
+    or column ``default`` when given.
     """
     if isinstance(target, bool) or not isinstance(target, (str, numbers.Integral)):
         raise TypeError(f"target must be a column name or index, got {target!r}")
     is_index = not isinstance(target, str) or (target.isascii() and target.isdigit())
     if isinstance(target, str) and target in first:
         col = first.index(target)
-        if not is_index or _is_header(first, col):
+        if not is_index or _is_header(first, col, missing) or int(target) >= len(first):
             return col, True
     if is_index:
         col = int(target)
@@ -250,8 +303,8 @@ def _locate_target(
                 f"target column index {col} is out of range for {path}, which has "
                 f"{len(first)} columns; give an index from 0 to {len(first) - 1}"
             )
-        return col, _is_header(first, col)
-    if _is_header(first, default):
+        return col, _is_header(first, col, missing)
+    if _is_header(first, default, missing):
         raise DataError(f"{path} has no column {target!r}; use one of {_listing(first)}")
     if default is None:
         raise DataError(
@@ -290,28 +343,23 @@ def _data_rows(rows: Rows, header: bool, path: Any) -> Rows:
     return data
 
 
-def _features(data: Rows, cols: list[int], names: tuple[str, ...], path: Any) -> np.ndarray:
+def _features(
+    data: Rows, cols: list[int], names: tuple[str, ...], path: Any, missing: frozenset[str] | None
+) -> np.ndarray:
     X = np.empty((len(data), len(cols)), dtype=np.float64)  # n, features
     for i, (n, cells) in enumerate(data):
-        X[i] = [_feature_value(cells[c], f"row {n}, column {names[c]!r} of {path}") for c in cols]
+        X[i] = [
+            feature_value(cells[c], f"row {n}, column {names[c]!r} of {path}", missing)
+            for c in cols
+        ]
     return X
 
 
-def _feature_value(cell: str, where: str) -> float:
-    if cell.lower() in _MISSING:
-        shown = repr(cell) if cell else "an empty cell"
-        raise DataError(f"{where} is missing ({shown}); impute a value or drop that row")
-    value = _to_float(cell)
-    if value is None:
-        raise DataError(f"{where} holds {cell!r}, which is not a number; fix or remove that value")
-    if not math.isfinite(value):
-        raise DataError(f"{where} holds {cell!r}, which is not finite; replace it or drop the row")
-    return value
-
-
-def _labels(data: Rows, col: int, name: str, path: Any) -> list[str]:
+def _labels(
+    data: Rows, col: int, name: str, path: Any, missing: frozenset[str] | None
+) -> list[str]:
     for n, cells in data:
-        if cells[col].lower() in _MISSING:
+        if is_missing(cells[col], missing, label=True):
             raise DataError(
                 f"row {n}, column {name!r} of {path} has no label ({cells[col]!r}); "
                 "fill in the class or drop that row"
@@ -319,34 +367,18 @@ def _labels(data: Rows, col: int, name: str, path: Any) -> list[str]:
     return [cells[col] for _, cells in data]
 
 
-def _label_text(value: float) -> str:
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
-def _encode(labels: list[str], name: str, path: Any) -> tuple[np.ndarray, tuple[str, ...]]:
-    values = [_to_float(s) for s in labels]
-    numeric = all(v is not None and math.isfinite(v) for v in values)
-    keys: list[Any] = values if numeric else labels
-    classes = sorted(set(keys))
-    class_names = tuple(_label_text(c) for c in classes) if numeric else tuple(classes)
-    if len(classes) < 2:
-        raise DataError(
-            f"target column {name!r} of {path} holds one class only ({class_names[0]!r}); "
-            "a classifier needs two or more, so choose another target or add other classes"
-        )
-    index = {c: i for i, c in enumerate(classes)}
-    return np.array([index[k] for k in keys], dtype=np.int64), class_names
-
-
 def _lookup(
-    labels: list[str], data: Rows, class_names: tuple[str, ...], name: str, path: Any
+    labels: list[str],
+    data: Rows,
+    class_names: tuple[str, ...],
+    name: str,
+    path: Any,
+    numeric: bool,
 ) -> np.ndarray:
-    index = {c: i for i, c in enumerate(class_names)}
+    index = {class_key(c, numeric): i for i, c in enumerate(class_names)}
     y = np.empty(len(labels), dtype=np.int64)
     for i, (label, (n, _)) in enumerate(zip(labels, data, strict=True)):
-        value = _to_float(label)
-        alias = _label_text(value) if value is not None and math.isfinite(value) else label
-        found = index.get(label, index.get(alias))
+        found = index.get(class_key(label, numeric))
         if found is None:
             raise DataError(
                 f"row {n}, column {name!r} of {path} holds class {label!r}, which the model "

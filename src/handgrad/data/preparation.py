@@ -4,7 +4,7 @@ and mini-batches."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,15 +15,11 @@ from handgrad.data.loading import sklearn_module
 
 __all__ = ["Split", "Standardiser", "batches", "split"]
 
-DATASETS = ("breast_cancer", "digits", "iris", "wine")
-_MISSING = frozenset({"", "na", "n/a", "nan"})  # compared in lower case
-
-Rows = list[tuple[int, list[str]]]  # (spreadsheet row number, stripped cells)
-
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Train, validation and test parts of a data set (validation may be empty).
+    """Train, validation and test parts of a data set (validation may be empty); ``note``
+    says in one line how the parts differ from the sizes asked for, or is empty.
 
     Examples
     --------
@@ -40,6 +36,7 @@ class Split:
     y_val: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
+    note: str = ""
 
 
 def split(
@@ -49,20 +46,35 @@ def split(
     test_size: float = 0.25,
     val_size: float = 0.1,
     seed: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Split:
     """Split stratified into train, validation and test parts.
 
-    ``test_size`` of the whole is held out first, then ``val_size`` of the whole is taken
-    from the rest; ``val_size=0`` gives empty validation arrays. The same ``seed`` gives
-    the same split.
+    ``test_size`` and ``val_size`` are fractions of the whole (rounded up); ``val_size=0``
+    gives empty validation arrays. Each class is shared out in proportion, and keeps a row
+    in each part where it can: a held-out part too small to hold a row of every class is
+    made larger, and a class of 2 rows gives one to train on and one to test (none to
+    validate); ``note`` says what was changed. A class of one row is refused. The same
+    ``seed`` gives the same split, and where every part holds every class, the same as in
+    handgrad 0.2 (scikit-learn's ``train_test_split``, twice); ``class_names`` name the
+    classes in messages.
 
     Examples
     --------
+    >>> import numpy as np
     >>> from handgrad.data import load_dataset, split
     >>> data = load_dataset("iris")
     >>> parts = split(data.X, data.y, test_size=0.2, val_size=0.1, seed=0)
-    >>> len(parts.y_train), len(parts.y_val), len(parts.y_test)
-    (105, 15, 30)
+    >>> len(parts.y_train), len(parts.y_val), len(parts.y_test), parts.note
+    (105, 15, 30, '')
+    >>> small = split(np.ones((8, 2)), np.array([0, 0, 0, 1, 1, 1, 2, 2]), seed=0)  # 25%: 2 rows
+    >>> np.bincount(small.y_test).tolist(), np.bincount(small.y_val, minlength=3).tolist()
+    ([1, 1, 1], [1, 1, 0])
+    >>> test_note, validation_note = small.note.split("; ")
+    >>> test_note
+    'the test part holds 3 rows, not 2, for a row of each class'
+    >>> validation_note.endswith("but class 2 (2 rows: one to train on, one to test)")
+    True
     """
     if not (0 < test_size < 1 and val_size >= 0 and test_size + val_size < 1):
         raise ValueError(
@@ -74,30 +86,106 @@ def split(
         raise ValueError(
             f"need X of shape (n, features) and y of shape (n,), got {X.shape}, {y.shape}"
         )
-    classes, counts = np.unique(y, return_counts=True)
-    needed = 3 if val_size > 0 else 2  # one for each part
-    if counts.min() < needed:
+    classes, which, counts = np.unique(y, return_inverse=True, return_counts=True)
+    names = [_class_name(c, class_names) for c in classes.tolist()]
+    if counts.min() < 2:
         raise DataError(
-            f"class {classes[counts.argmin()]} has only {counts.min()} sample(s), but a stratified "
-            f"split needs {needed} of each class; add samples of that class or drop it"
+            f"class {names[int(counts.argmin())]} has only 1 row, but a split needs 2 of each "
+            "class (one to train on, one to test); add rows of that class or drop it"
         )
-    rng = np.random.RandomState(seed)  # sklearn draws from it in turn: one seed, both splits
-    X_rest, X_test, y_rest, y_test = _stratified(X, y, math.ceil(test_size * len(y)), rng)
-    if val_size == 0:
-        return Split(X_rest, y_rest, X[:0], y[:0], X_test, y_test)
-    X_train, X_val, y_train, y_val = _stratified(X_rest, y_rest, math.ceil(val_size * len(y)), rng)
-    return Split(X_train, y_train, X_val, y_val, X_test, y_test)
+    n_test, n_val = math.ceil(test_size * len(y)), math.ceil(val_size * len(y))
+    kept = _as_before(X, y, n_test, n_val, seed, len(classes))
+    if kept is not None:
+        return Split(*kept)
+    spare = (counts >= 3) if val_size > 0 else np.zeros(len(counts), dtype=bool)
+    test = _share(n_test, counts, counts - 1 - spare)
+    notes = [_resized("the test part", int(test.sum()), n_test, [])]
+    val = _share(n_val, counts, spare * (counts - test - 1))
+    if val_size > 0 and not val.any():
+        notes.append("no validation part: every class has 2 rows, one to train on and one to test")
+    elif val_size > 0:
+        lacking = [names[k] for k in np.flatnonzero(val == 0)]
+        notes.append(_resized("the validation part", int(val.sum()), n_val, lacking))
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[], [], []]  # train, validation, test
+    for k in range(len(classes)):
+        rows = rng.permutation(np.flatnonzero(which == k))
+        cut = (test[k], test[k] + val[k])
+        parts[2].append(rows[: cut[0]])
+        parts[1].append(rows[cut[0] : cut[1]])
+        parts[0].append(rows[cut[1] :])
+    train_rows, val_rows, test_rows = (rng.permutation(np.concatenate(p)) for p in parts)
+    return Split(
+        X[train_rows],
+        y[train_rows],
+        X[val_rows],
+        y[val_rows],
+        X[test_rows],
+        y[test_rows],
+        note="; ".join(note for note in notes if note),
+    )
 
 
-def _stratified(X: np.ndarray, y: np.ndarray, n_out: int, rng: np.random.RandomState) -> list:
+def _as_before(
+    X: np.ndarray, y: np.ndarray, n_test: int, n_val: int, seed: int | None, classes: int
+) -> list[np.ndarray] | None:
+    """The split of handgrad 0.2 (scikit-learn's, drawn from one seed), so that a seed gives
+    the same parts as it did; None when that split cannot keep a row of every class in
+    every part."""
+    rng = np.random.RandomState(seed)
+    split_off = sklearn_module("model_selection").train_test_split
     try:
-        return sklearn_module("model_selection").train_test_split(
-            X, y, test_size=n_out, stratify=y, random_state=rng
+        X_rest, X_test, y_rest, y_test = split_off(
+            X, y, test_size=n_test, stratify=y, random_state=rng
         )
-    except ValueError as err:
-        raise DataError(
-            f"cannot split {len(y)} samples stratified ({err}); change test_size or val_size"
-        ) from None
+        X_train, X_val, y_train, y_val = (
+            split_off(X_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=rng)
+            if n_val
+            else (X_rest, X[:0], y_rest, y[:0])
+        )
+    except ValueError:  # a class too small for it
+        return None
+    parts = (y_train, y_test, y_val) if n_val else (y_train, y_test)
+    if any(len(np.unique(part)) < classes for part in parts):
+        return None
+    return [X_train, y_train, X_val, y_val, X_test, y_test]
+
+
+def _class_name(value: object, class_names: Sequence[str] | None) -> str:
+    if class_names is not None and isinstance(value, int) and 0 <= value < len(class_names):
+        return repr(class_names[value])
+    return str(value)
+
+
+def _share(size: int, counts: np.ndarray, most: np.ndarray) -> np.ndarray:
+    """Rows of each class for a held-out part of about ``size`` rows: in proportion to
+    ``counts`` (largest remainders), at most ``most``, and at least one of each class that
+    can spare one (``most`` > 0), the part's size changed where that needs it."""
+    least = (most > 0).astype(counts.dtype)
+    ideal = size * counts / counts.sum()
+    shares = np.clip(np.floor(ideal).astype(counts.dtype), least, most)
+    target = int(np.clip(size, least.sum(), most.sum()))
+    while shares.sum() != target:
+        grow = shares.sum() < target
+        room = shares < most if grow else shares > least
+        gap = np.where(room, ideal - shares, -np.inf if grow else np.inf)
+        step = int(min(abs(target - shares.sum()), room.sum()))
+        shares[np.argsort(-gap if grow else gap, kind="stable")[:step]] += 1 if grow else -1
+    return shares
+
+
+def _resized(part: str, rows: int, asked: int, lacking: list[str]) -> str:
+    """How a held-out part differs from what was asked, in words ("" when it does not)."""
+    without = ""
+    if lacking:
+        s = "es" if len(lacking) > 1 else ""
+        without = f"class{s} {', '.join(lacking)} (2 rows: one to train on, one to test)"
+    if rows > asked:
+        but = f" but {without}" if without else ""
+        return f"{part} holds {rows} rows, not {asked}, for a row of each class{but}"
+    if rows < asked:
+        return f"{part} holds {rows} rows, not {asked}, to leave a row of each class to train on"
+    return f"{part} holds no row of {without}" if without else ""
 
 
 class Standardiser:
@@ -119,10 +207,37 @@ class Standardiser:
         self.mean_: np.ndarray | None = None
         self.scale_: np.ndarray | None = None
 
-    def fit(self, X: np.ndarray) -> Standardiser:
-        """Fit ``mean_`` and ``scale_`` to ``X`` of shape (n, features) with StandardScaler."""
+    def fit(self, X: np.ndarray, feature_names: Sequence[str] | None = None) -> Standardiser:
+        """Fit ``mean_`` and ``scale_`` to ``X`` of shape (n, features) with StandardScaler.
+
+        A column whose mean or spread overflows float64 (values near 1e308, or squares
+        beyond it) is refused as a :class:`DataError` naming it (by ``feature_names`` when
+        given), before anything is changed.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from handgrad.data import Standardiser
+        >>> try:
+        ...     Standardiser().fit(np.array([[1.0, 1e200], [2.0, -1e200]]), ["a", "b"])
+        ... except ValueError as err:
+        ...     print(str(err).partition(":")[0])
+        feature 'b' holds values as large as 1e+200, too large to standardise
+        """
         X = np.asarray(X, dtype=np.float64)
         check_array(X, "X", ndim=2, layout="(samples, features)")
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = X.mean(axis=0)
+            overflowed = ~np.isfinite(mean) | ~np.isfinite(((X - mean) ** 2).mean(axis=0))
+        if overflowed.any():
+            j = int(np.argmax(overflowed))
+            name = repr(feature_names[j]) if feature_names is not None else str(j)
+            what = "mean" if not np.isfinite(mean[j]) else "spread"
+            raise DataError(
+                f"feature {name} holds values as large as {np.max(np.abs(X[:, j])):g}, too large "
+                f"to standardise: its {what} overflows float64; divide that column by a power "
+                "of ten"
+            )
         scaler = sklearn_module("preprocessing").StandardScaler().fit(X)
         self.mean_ = np.asarray(scaler.mean_, dtype=np.float64)
         self.scale_ = np.asarray(scaler.scale_, dtype=np.float64)

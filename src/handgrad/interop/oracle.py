@@ -4,6 +4,7 @@ compared with handgrad's hand-written gradients. Needs the ``torch`` extra."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,8 +89,10 @@ class AutogradComparison:
     >>> rng = np.random.default_rng(0)
     >>> model, x, y = hg.mlp([3, 4, 2], rng=rng), rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
     >>> result = hg.compare_with_autograd(model, hg.CrossEntropyLoss(), x, y)
-    >>> result.passed, result.rtol, result.max_relative_difference < 1e-12, sorted(result.to_dict())
-    (True, 1e-12, True, ['arrays', 'loss', 'passed', 'rtol'])
+    >>> result.passed, result.threshold, result.max_relative_difference < 1e-12
+    (True, 1e-12, True)
+    >>> sorted(result.to_dict())
+    ['arrays', 'loss', 'passed', 'threshold']
     """
 
     names: tuple[str, ...]
@@ -97,7 +100,7 @@ class AutogradComparison:
     max_rel_diff: tuple[float, ...]
     loss_handgrad: float
     loss_autograd: float
-    rtol: float
+    threshold: float
 
     @property
     def max_relative_difference(self) -> float:
@@ -112,14 +115,19 @@ class AutogradComparison:
 
     @property
     def passed(self) -> bool:
-        """True when every relative difference is within ``rtol``."""
-        return self.max_relative_difference <= self.rtol
+        """True when every relative difference is within ``threshold``."""
+        return self.max_relative_difference <= self.threshold
+
+    @property
+    def rtol(self) -> float:
+        """The old name of :attr:`threshold`."""
+        return self.threshold
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
         return {
             "passed": self.passed,
-            "rtol": self.rtol,
+            "threshold": self.threshold,
             "loss": {
                 "handgrad": self.loss_handgrad,
                 "autograd": self.loss_autograd,
@@ -146,18 +154,25 @@ class AutogradComparison:
         verdict = "agree" if self.passed else "DISAGREE"
         return (
             f"handgrad vs PyTorch autograd: {verdict} (largest relative difference "
-            f"{self.max_relative_difference:.2e}, tolerance {self.rtol:g})\n"
+            f"{self.max_relative_difference:.2e}, tolerance {self.threshold:g})\n"
             + format_table(["", "max abs diff", "max rel diff"], rows)
         )
 
 
 def compare_with_autograd(
-    model: Any, loss: Any, x: Any, y: Any, *, rtol: float | None = None
+    model: Any,
+    loss: Any,
+    x: Any,
+    y: Any,
+    *,
+    threshold: float | None = None,
+    rtol: float | None = None,
 ) -> AutogradComparison:
     """Run the same weights and batch through ``torch.nn`` and autograd; compare gradients.
 
     ``model`` holds handgrad layers (see :func:`to_torch_module`); it computes in its own
-    dtype, and autograd in the same one. ``rtol`` defaults to 1e-12 in float64 and 1e-5
+    dtype, and autograd in the same one. ``threshold`` (the relative tolerance, the word the
+    gradient check uses too; ``rtol`` is its deprecated name) defaults to 1e-12 in float64 and 1e-5
     in float32; it only sets ``passed``. After the call the model's ``grads`` hold the
     gradients of this batch.
 
@@ -178,7 +193,14 @@ def compare_with_autograd(
     _check_loss(loss)
     module = to_torch_module(model)
     dtype = float_dtype_name(x)
-    rtol = _TOLERANCE[dtype] if rtol is None else rtol
+    if rtol is not None:
+        warnings.warn(
+            "compare_with_autograd's rtol is deprecated: pass threshold",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        threshold = rtol if threshold is None else threshold
+    threshold = _TOLERANCE[dtype] if threshold is None else threshold
     value = float(loss.forward(model.forward(x), y))
     ours = {"x": to_numpy(model.backward(loss.backward()))}
     ours.update((name, to_numpy(grad)) for name, grad in model.grads.items())
@@ -207,5 +229,5 @@ def compare_with_autograd(
         max_rel_diff=tuple(rel_diffs),
         loss_handgrad=value,
         loss_autograd=float(reference.detach()),
-        rtol=rtol,
+        threshold=threshold,
     )

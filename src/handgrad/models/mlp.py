@@ -62,7 +62,7 @@ def mlp(
                 fan_in,
                 fan_out,
                 bias,
-                init=init or kind.weight_init,
+                init=init or getattr(kind, "weight_init", "glorot"),
                 rng=gen,
                 backend=backend,
                 dtype=dtype,

@@ -26,7 +26,13 @@ from handgrad.nn.layers import (
     Tanh,
     Unflatten,
 )
-from handgrad.nn.losses import CrossEntropyLoss, MSELoss, NLLLoss
+from handgrad.nn.losses import (
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    MSELoss,
+    NLLLoss,
+    PoissonNLLLoss,
+)
 from handgrad.nn.module import Module
 from handgrad.nn.protocol import Layer, named_layers
 from handgrad.nn.registry import register_layer
@@ -35,6 +41,7 @@ __all__ = [
     "ELU",
     "GELU",
     "AvgPool2d",
+    "BCEWithLogitsLoss",
     "BatchNorm1d",
     "BatchNorm2d",
     "Conv1d",
@@ -52,6 +59,7 @@ __all__ = [
     "MaxPool2d",
     "Module",
     "NLLLoss",
+    "PoissonNLLLoss",
     "ReLU",
     "Sequential",
     "SiLU",

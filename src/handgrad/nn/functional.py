@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["affine", "erf", "log_softmax"]
+__all__ = ["affine", "erf", "log_softmax", "softplus"]
 
 
 def affine(x: Any, weight: Any, bias: Any = None) -> Any:
@@ -68,3 +68,19 @@ def erf(xp: Any, x: Any) -> Any:
         total = total + term
     value = xp.minimum(2 / math.sqrt(math.pi) * xp.exp(-z2) * total, 1.0)
     return xp.sign(x) * xp.where(size >= 6.0, 1.0, value)
+
+
+def softplus(xp: Any, x: Any) -> Any:
+    """``log(1 + exp(x))`` as ``max(x, 0) + log1p(exp(-|x|))``: no overflow for large x,
+    no loss of small values for very negative x.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.core.arrays import namespace
+    >>> from handgrad.nn.functional import softplus
+    >>> x = np.array([-800.0, 0.0, 800.0])
+    >>> softplus(namespace(x), x).tolist()
+    [0.0, 0.6931471805599453, 800.0]
+    """
+    return xp.where(x > 0, x, 0.0) + xp.log1p(xp.exp(-xp.abs(x)))

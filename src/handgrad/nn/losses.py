@@ -10,11 +10,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from handgrad.core.arrays import namespace
-from handgrad.core.validation import check_array, check_choice, check_not_empty
-from handgrad.nn.functional import log_softmax
+from handgrad.core.arrays import namespace, to_numpy
+from handgrad.core.validation import (
+    check_array,
+    check_choice,
+    check_not_empty,
+    check_positive_float,
+)
+from handgrad.nn.functional import log_softmax, softplus
 
-__all__ = ["CrossEntropyLoss", "MSELoss", "NLLLoss"]
+__all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss", "MSELoss", "NLLLoss", "PoissonNLLLoss"]
 
 
 class _Loss:
@@ -99,13 +104,18 @@ class CrossEntropyLoss(_Loss):
         xp = check_array(logits, "logits", min_ndim=2, layout="(batch, classes)")
         return self.forward_unchecked(logits, _target_distribution(xp, target, logits, "logits"))
 
-    def forward_unchecked(self, logits: Any, t: Any, one_hot: bool = False) -> Any:
+    def forward_unchecked(
+        self, logits: Any, t: Any, one_hot: bool = False, row_weight: Any = None
+    ) -> Any:
         """:meth:`forward` from targets ``t`` already as (batch, classes) probabilities,
-        without checks; ``one_hot=True`` promises rows that sum to 1."""
+        without checks; ``one_hot=True`` promises rows that sum to 1. ``row_weight``
+        (batch,) multiplies each example's loss before the reduction."""
         xp = namespace(logits)
         scale = 1.0 / logits.shape[-2] if self.reduction == "mean" else 1.0
         log_p = log_softmax(xp, logits)
-        self._cache = (xp, log_p, t, scale, one_hot)
+        if row_weight is not None:
+            t = t * row_weight[:, None]  # the loss is linear in t: weighted rows
+        self._cache = (xp, log_p, t, scale, one_hot and row_weight is None)
         return -xp.sum(t * log_p, axis=(-2, -1)) * scale
 
     def torch_loss(self, output: Any, target: Any) -> Any:
@@ -190,10 +200,18 @@ class MSELoss(_Loss):
             raise ValueError(
                 f"target must have the shape of pred {tuple(pred.shape)}, got {tuple(target.shape)}"
             )
+        return self.forward_unchecked(pred, xp.astype(target, pred.dtype))
+
+    def forward_unchecked(self, pred: Any, target: Any, row_weight: Any = None) -> Any:
+        """:meth:`forward` without checks, for ``target`` of pred's dtype; ``row_weight``
+        (batch,) multiplies each example's loss before the reduction."""
+        xp = namespace(pred)
         scale = 1.0 / math.prod(target.shape) if self.reduction == "mean" else 1.0
-        diff = pred - xp.astype(target, pred.dtype)
-        self._cache = (diff, scale)
-        return xp.sum(diff * diff, axis=tuple(range(copies, pred.ndim))) * scale
+        diff = pred - target
+        weighted = diff if row_weight is None else diff * _rows(xp, row_weight, target.ndim)
+        self._cache = (weighted, scale)
+        axes = tuple(range(pred.ndim - target.ndim, pred.ndim))  # all but stacked copies
+        return xp.sum(diff * weighted, axis=axes) * scale
 
     def torch_loss(self, output: Any, target: Any) -> Any:
         """The same loss computed by ``torch.nn.MSELoss``. Needs PyTorch."""
@@ -201,6 +219,171 @@ class MSELoss(_Loss):
 
         return torch.nn.MSELoss(reduction=self.reduction)(output, target)
 
-    def _backward(self, diff: Any, scale: float) -> Any:
-        # dL/dpred = 2 (pred - target)
-        return 2 * diff * scale
+    def _backward(self, weighted: Any, scale: float) -> Any:
+        # dL/dpred = 2 w (pred - target)
+        return 2 * weighted * scale
+
+
+def _rows(xp: Any, row_weight: Any, ndim: int) -> Any:
+    """Row weights (batch,) shaped to multiply a (batch, ...) array of ``ndim`` axes."""
+    return xp.reshape(row_weight, (-1,) + (1,) * (ndim - 1))
+
+
+def _matching_target(xp: Any, pred: Any, target: Any, pred_name: str) -> Any:
+    """``target`` checked to have the shape of ``pred`` (less any stacked copies), as
+    pred's dtype."""
+    check_not_empty(pred, pred_name)
+    check_array(target, "target")
+    namespace(pred, target)
+    copies = pred.ndim - target.ndim
+    if copies < 0 or tuple(pred.shape[copies:]) != tuple(target.shape):
+        raise ValueError(
+            f"target must have the shape of {pred_name} {tuple(pred.shape)}, "
+            f"got {tuple(target.shape)}"
+        )
+    return xp.astype(target, pred.dtype)
+
+
+def _reduce(xp: Any, elementwise: Any, target: Any, reduction: str) -> Any:
+    """Sum (or mean) over the axes of ``target``: one value per stacked copy."""
+    axes = tuple(range(elementwise.ndim - target.ndim, elementwise.ndim))
+    total = xp.sum(elementwise, axis=axes)
+    return total / math.prod(target.shape) if reduction == "mean" else total
+
+
+class BCEWithLogitsLoss(_Loss):
+    """Sigmoid and binary cross-entropy fused, from logits, as ``torch.nn.BCEWithLogitsLoss``.
+
+    Each element is ``-w [p t log s(z) + (1 - t) log(1 - s(z))]`` with ``s`` the sigmoid,
+    ``t`` the target in [0, 1] of the logits' shape, ``w`` the optional ``weight`` and ``p``
+    the optional ``pos_weight`` (broadcast against the logits); computed as
+    ``w [(1 - t) z + (1 + (p - 1) t) softplus(-z)]``, which never overflows.
+    ``reduction='mean'`` divides by the number of elements.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> loss = hg.BCEWithLogitsLoss()
+    >>> logits, target = np.array([[0.0, 2.0]]), np.array([[1.0, 0.0]])
+    >>> round(float(loss.forward(logits, target)), 4)  # (log 2 + softplus(2)) / 2
+    1.41
+    >>> print(loss.backward().round(4))  # (sigmoid(z) - t) / 2 elements
+    [[-0.25    0.4404]]
+    """
+
+    def __init__(self, weight: Any = None, reduction: str = "mean", pos_weight: Any = None) -> None:
+        super().__init__(reduction)
+        for name, value in (("weight", weight), ("pos_weight", pos_weight)):
+            if value is not None:
+                check_array(value, name)
+        self.weight, self.pos_weight = weight, pos_weight
+
+    def forward(self, logits: Any, target: Any) -> Any:
+        """Return the loss of ``logits`` against ``target`` (probabilities, same shape)."""
+        xp = check_array(logits, "logits")
+        t = _matching_target(xp, logits, target, "logits")
+        for extra in (self.weight, self.pos_weight):
+            if extra is not None:
+                namespace(logits, extra)
+        return self.forward_unchecked(logits, t)
+
+    def forward_unchecked(self, logits: Any, t: Any, row_weight: Any = None) -> Any:
+        """:meth:`forward` without checks, for ``t`` of the logits' dtype; ``row_weight``
+        (batch,) multiplies each example's loss before the reduction."""
+        xp = namespace(logits)
+        w = self.weight
+        if row_weight is not None:
+            rows = _rows(xp, row_weight, t.ndim)
+            w = rows if w is None else w * rows
+        # coefficient of softplus(-z): 1 + (p - 1) t, which is 1 without pos_weight
+        c = 1.0 if self.pos_weight is None else 1 + (self.pos_weight - 1) * t
+        elementwise = (1 - t) * logits + c * softplus(xp, -logits)
+        if w is not None:
+            elementwise = elementwise * w
+        self._cache = (xp, logits, t, c, w)
+        return _reduce(xp, elementwise, t, self.reduction)
+
+    def torch_loss(self, output: Any, target: Any) -> Any:
+        """The same loss computed by ``torch.nn.BCEWithLogitsLoss``. Needs PyTorch."""
+        import torch
+
+        extras = {
+            name: torch.as_tensor(to_numpy(value), dtype=output.dtype)
+            for name, value in (("weight", self.weight), ("pos_weight", self.pos_weight))
+            if value is not None
+        }
+        return torch.nn.BCEWithLogitsLoss(reduction=self.reduction, **extras)(output, target)
+
+    def _backward(self, xp: Any, z: Any, t: Any, c: Any, w: Any) -> Any:
+        # dL/dz = w [(1 - t) - c sigmoid(-z)]  (= w (sigmoid(z) - t) without pos_weight)
+        grad = (1 - t) - c * _sigmoid(xp, -z)
+        if w is not None:
+            grad = grad * w
+        return grad / math.prod(t.shape) if self.reduction == "mean" else grad
+
+
+class PoissonNLLLoss(_Loss):
+    """Negative log-likelihood of a Poisson target, as ``torch.nn.PoissonNLLLoss``
+    (``full=False``): ``exp(z) - t z`` from log-rates ``z`` (``log_input=True``, the
+    default) or ``x - t log(x + eps)`` from rates ``x``. ``reduction='mean'`` divides by
+    the number of elements.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> loss = hg.PoissonNLLLoss()
+    >>> float(loss.forward(np.array([[0.0, 1.0]]), np.array([[1.0, 2.0]])))  # (1 + e - 2) / 2
+    0.8591409142295225
+    >>> print(loss.backward().round(4))  # (exp(z) - t) / 2 elements
+    [[0.     0.3591]]
+    """
+
+    def __init__(self, log_input: bool = True, eps: float = 1e-8, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        if not isinstance(log_input, bool):
+            raise TypeError(f"log_input must be True or False, got {log_input!r}")
+        self.log_input = log_input
+        self.eps = check_positive_float(eps, "eps")
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        """Return the loss of ``pred`` (log-rates or rates) against counts ``target``."""
+        xp = check_array(pred, "pred")
+        return self.forward_unchecked(pred, _matching_target(xp, pred, target, "pred"))
+
+    def forward_unchecked(self, pred: Any, t: Any, row_weight: Any = None) -> Any:
+        """:meth:`forward` without checks, for ``t`` of pred's dtype; ``row_weight``
+        (batch,) multiplies each example's loss before the reduction."""
+        xp = namespace(pred)
+        if self.log_input:
+            rate = xp.exp(pred)
+            elementwise = rate - t * pred
+        else:
+            rate = pred
+            elementwise = pred - t * xp.log(pred + self.eps)
+        w = None if row_weight is None else _rows(xp, row_weight, t.ndim)
+        if w is not None:
+            elementwise = elementwise * w
+        self._cache = (pred, rate, t, w)
+        return _reduce(xp, elementwise, t, self.reduction)
+
+    def torch_loss(self, output: Any, target: Any) -> Any:
+        """The same loss computed by ``torch.nn.PoissonNLLLoss``. Needs PyTorch."""
+        import torch
+
+        return torch.nn.PoissonNLLLoss(
+            log_input=self.log_input, full=False, eps=self.eps, reduction=self.reduction
+        )(output, target)
+
+    def _backward(self, pred: Any, rate: Any, t: Any, w: Any) -> Any:
+        # dL/dz = exp(z) - t from log-rates;  dL/dx = 1 - t / (x + eps) from rates
+        grad = rate - t if self.log_input else 1 - t / (pred + self.eps)
+        if w is not None:
+            grad = grad * w
+        return grad / math.prod(t.shape) if self.reduction == "mean" else grad
+
+
+def _sigmoid(xp: Any, x: Any) -> Any:
+    e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
+    return xp.where(x >= 0, 1.0, e) / (1 + e)

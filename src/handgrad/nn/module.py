@@ -26,6 +26,7 @@ STORES = ("params", "grads", "buffers")
 def slots(model: Any, store: str = "params") -> dict[str, list[tuple[Any, str]]]:
     """``store`` arrays of a tree of layers by PyTorch name, each with the places that hold
     it, ``[(layer, key), ...]``: one place, or several for an array tied across layers.
+    A container holds arrays only through its children (its own ``params`` is a view).
 
     Examples
     --------
@@ -84,9 +85,8 @@ class ArrayView(Mapping):
         places = self._slots().get(name)
         if places is None:
             raise KeyError(f"no array named {name!r}; have {sorted(self._slots())}")
-        store = "grads" if self._store == "grads" else self._store
         for layer, key in places:
-            getattr(layer, store)[key] = value
+            getattr(layer, self._store)[key] = value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._slots())

@@ -56,7 +56,12 @@ def register_layer(cls: T) -> T:
     >>> del LAYER_TYPES["Negate"]
     """
     name = cls.__name__
-    if name in LAYER_TYPES and LAYER_TYPES[name] is not cls:
+    known = LAYER_TYPES.get(name)
+    redefined = known is not None and (known.__module__, known.__qualname__) == (
+        cls.__module__,
+        cls.__qualname__,
+    )  # the same class defined again (a module reloaded, a notebook cell run twice)
+    if known is not None and known is not cls and not redefined:
         raise ValueError(
             f"a layer type named {name!r} is registered already ({LAYER_TYPES[name]!r}); "
             "give the new one another name"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,14 @@ from handgrad.core.errors import ModelFileError
 from handgrad.data import Standardiser
 from handgrad.nn.containers import Sequential
 from handgrad.nn.module import slots_arrays
+from handgrad.nn.registry import spec_shapes
 from handgrad.training.fit import COLUMNS, History, Progress
 from handgrad.training.optim import Optimizer
 
 __all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint"]
 
 KIND = "handgrad-checkpoint"
+_OPTIMIZER_STATE = ("velocity", "m", "v")  # SGD's and Adam's, one array per parameter
 
 
 @dataclass
@@ -131,7 +134,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     >>> bool((checkpoint.params["0.weight"] == model.params["0.weight"]).all())  # as saved
     True
     """
-    meta, arrays = read_archive(path, KIND, "checkpoint")
+    meta, arrays = read_archive(path, KIND, "checkpoint", limits=_limits)
     try:
         saved = meta["progress"]
         history = History(**{name: list(saved["history"][name]) for name in COLUMNS})
@@ -165,3 +168,16 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         )
     except (KeyError, ValueError, TypeError, IndexError) as err:
         raise ModelFileError(f"{str(path)!r} is not a consistent checkpoint: {err}") from None
+
+
+def _limits(meta: Mapping[str, Any]) -> dict[str, int]:
+    """The most elements each array of a checkpoint may hold, from its metadata alone."""
+    spec = meta["architecture"]
+    if not isinstance(spec, list) or not all(isinstance(e, dict) for e in spec):
+        raise ValueError("the architecture is not a list of layers")
+    shapes = spec_shapes({"type": "Sequential", "layers": spec}, "the architecture")
+    sizes = {name: math.prod(shape) for name, shape in shapes.items()}
+    prefixes = ("param/", "buffer/", "best/", *(f"optim/{kind}/" for kind in _OPTIMIZER_STATE))
+    limits = {prefix + name: size for prefix in prefixes for name, size in sizes.items()}
+    widest = max(sizes.values(), default=0)  # a scaler is no wider than the first weight
+    return {**limits, "scaler/mean": widest, "scaler/scale": widest}

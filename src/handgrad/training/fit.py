@@ -75,14 +75,44 @@ class History:
         return Path(path)
 
 
-def _on_model(model: Sequential, X: Any, y: Any) -> tuple[Any, Any]:
-    """X and y moved once to the library, dtype and device of the model's parameters."""
+def _on_model(model: Sequential, X: Any, y: Any, keep_sparse: bool = False) -> tuple[Any, Any]:
+    """X and y moved once to the library, dtype and device of the model's parameters (not
+    copied when they are there already); y as int64 class indices, or as floating-point
+    targets of the weights' dtype, (examples, outputs). A SciPy sparse X stays sparse (rows
+    are made dense one batch at a time) when ``keep_sparse`` and the model is NumPy's."""
     weight = next(iter(model.params.values()))
     xp = namespace(weight)
-    return (
-        convert(X, xp, dtype=weight.dtype, device=weight.device),
-        convert(y, xp, dtype=xp.int64, device=weight.device),
-    )
+    if _is_sparse(X):
+        if keep_sparse and xp.__name__.endswith("numpy"):
+            X = X.tocsr().astype(weight.dtype, copy=False)
+        else:
+            X = X.toarray()
+    if not _is_sparse(X):
+        X = _moved(X, xp, weight.dtype, weight.device)
+    if _is_targets(y):
+        y = _moved(y, xp, weight.dtype, weight.device)
+        return X, (xp.reshape(y, (-1, 1)) if y.ndim == 1 else y)
+    return X, _moved(y, xp, xp.int64, weight.device)
+
+
+def _moved(a: Any, xp: Any, dtype: Any, device: Any) -> Any:
+    """``a`` in namespace ``xp`` with ``dtype`` on ``device``: itself if it is there."""
+    try:
+        if namespace(a) is xp and a.dtype == dtype and a.device == device:
+            return a
+    except TypeError:  # a list, or another library's array
+        pass
+    return convert(a, xp, dtype=dtype, device=device)
+
+
+def _is_sparse(X: Any) -> bool:
+    return type(X).__module__.startswith("scipy.sparse")
+
+
+def _is_targets(y: Any) -> bool:
+    """Whether ``y`` holds floating-point targets (regression, multi-label) rather than
+    class indices."""
+    return hasattr(y, "dtype") and namespace(y).isdtype(y.dtype, "real floating")
 
 
 @dataclass
@@ -116,10 +146,26 @@ class Progress:
 
 
 def _check_data(X: Any, y: Any, prefix: str) -> None:
-    check_array(X, f"{prefix}X", ndim=2, layout="(examples, features)")
-    check_array(y, f"{prefix}y", ndim=1, layout="(examples,) of class indices", floating=False)
-    if namespace(y).isdtype(y.dtype, "real floating"):
-        raise TypeError(f"{prefix}y must hold integer class indices, got dtype {y.dtype}")
+    kind = getattr(getattr(y, "dtype", None), "kind", "")
+    if kind in ("U", "S", "O", "V"):
+        raise TypeError(
+            f"{prefix}y must hold integer class indices, got labels of dtype {y.dtype}; turn "
+            "them into indices first, e.g. classes, y = np.unique(labels, return_inverse=True)"
+        )
+    if _is_sparse(X):
+        if len(X.shape) != 2:
+            raise ValueError(f"{prefix}X must be 2-D (examples, features), got {X.shape}")
+    else:
+        check_array(X, f"{prefix}X", ndim=2, layout="(examples, features)")
+    if hasattr(y, "dtype") and _is_targets(y):
+        if y.ndim not in (1, 2):
+            raise ValueError(
+                f"{prefix}y of floating-point targets must be (examples,) or (examples, "
+                f"outputs), got shape {tuple(y.shape)}"
+            )
+        check_array(y, f"{prefix}y")
+    else:
+        check_array(y, f"{prefix}y", ndim=1, layout="(examples,) of class indices", floating=False)
     if X.shape[0] != y.shape[0]:
         raise ValueError(f"{prefix}X has {X.shape[0]} rows but {prefix}y has {y.shape[0]} labels")
     if X.shape[0] == 0:
@@ -162,6 +208,20 @@ def in_mode(model: Any, training: bool) -> Iterator[Any]:
             layer.training = training_before
 
 
+def _optimizer_order(model: Sequential, optimizer: Optimizer) -> list[int]:
+    """The place of each of the optimizer's arrays among the model's parameters."""
+    place = {id(p): i for i, p in enumerate(model.params.values())}
+    order = [place.get(id(p)) for p in optimizer.params]
+    for name, i in zip(optimizer.names, order, strict=True):
+        if i is None:
+            raise ValueError(
+                f"optimizer updates an array {name!r} that is not a parameter of model, so "
+                "training would change nothing; build the optimizer on this model's params, "
+                "e.g. Adam(model.params) (after any model.to(...))"
+            )
+    return order
+
+
 def evaluate(model: Sequential, loss: Any, X: Any, y: Any) -> tuple[float, float]:
     """Mean loss and accuracy of ``model`` on ``(X, y)`` (arrays of the model's library),
     in evaluation mode.
@@ -180,6 +240,8 @@ def evaluate(model: Sequential, loss: Any, X: Any, y: Any) -> tuple[float, float
     with in_mode(model, False):
         logits = model.forward(X)
     value = float(loss.forward(logits, y))
+    if _is_targets(y):  # regression or multi-label targets: no accuracy
+        return value, math.nan
     correct = xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.int64))
     return value, int(correct) / X.shape[0]
 
@@ -206,8 +268,11 @@ def fit(
     checkpoint: Callable[[Progress], None] | None = None,
     checkpoint_every: int | None = None,
     interrupted: Callable[[], bool] | None = None,
+    sample_weight: Any = None,
+    on_epoch: Callable[[History], bool | None] | None = None,
+    stop_on_divergence: bool = True,
 ) -> History:
-    """Train ``model`` on integer class labels ``y`` with mini-batches; return the history.
+    """Train ``model`` on class labels or targets ``y`` with mini-batches; return the history.
 
     The model trains in training mode and is evaluated in evaluation mode (which matter to
     layers such as dropout and batch norm); its modes are as they were when ``fit`` returns.
@@ -218,8 +283,12 @@ def fit(
         A Sequential that outputs logits, a loss such as CrossEntropyLoss, and an optimizer
         built on ``model.params``.
     X, y : arrays
-        Features (examples, features) and class indices (examples,), NumPy or the model's
-        library; they are moved to the model's library, dtype and device once.
+        Features (examples, features) and class indices (examples,), or floating-point
+        targets (examples, outputs) for a loss such as MSELoss or BCEWithLogitsLoss (the
+        accuracy columns of the history are then NaN). NumPy or the model's library; they
+        are moved to the model's library, dtype and device once (not copied when they are
+        there already). ``X`` may be a SciPy sparse matrix: its rows are made dense one
+        batch at a time.
     epochs, batch_size : int
         Passes over the data, and examples per step (the last batch may be smaller).
     validation : (X_val, y_val), optional
@@ -254,6 +323,16 @@ def fit(
     interrupted : callable, optional
         Asked after each step; when it returns True, the progress is checkpointed and
         :class:`~handgrad.core.errors.TrainingInterruptedError` is raised (the model is consistent).
+    sample_weight : array, optional
+        A weight per example (examples,): each batch's loss is the weighted mean of its
+        examples' losses (handgrad's own losses take the weights), and the L2 penalty is
+        divided by the batch's total weight instead of its size.
+    on_epoch : callable, optional
+        ``on_epoch(history)`` is called after each epoch's row is recorded; training stops
+        (``history.stopped_early``) when it returns True.
+    stop_on_divergence : bool
+        Raise :class:`~handgrad.core.errors.TrainingDivergedError` when the loss stops being
+        finite (default); False records the NaN or infinite losses and goes on.
 
     Raises
     ------
@@ -287,10 +366,18 @@ def fit(
             raise ValueError("patience (early stopping) needs validation data, got none")
     alpha = NON_NEGATIVE.check(alpha, "alpha")
     min_delta = NON_NEGATIVE.check(min_delta, "min_delta")
-    X, y = _on_model(model, X, y)
+    order = _optimizer_order(model, optimizer)
+    X, y = _on_model(model, X, y, keep_sparse=True)
     if validation is not None:
         validation = _on_model(model, *validation)
-    run_step = _Step(model, loss, optimizer, X, y, alpha)
+    if sample_weight is not None:
+        sample_weight = _sample_weight(sample_weight, model, y)
+        if not hasattr(loss, "forward_unchecked"):
+            raise TypeError(
+                f"sample_weight needs one of handgrad's losses (CrossEntropyLoss, MSELoss, "
+                f"BCEWithLogitsLoss, PoissonNLLLoss), got {type(loss).__name__}"
+            )
+    run_step = _Step(model, loss, optimizer, X, y, alpha, sample_weight, order)
     state = start if start is not None else Progress()
     generator, base_lr = make_rng(rng), optimizer.lr
     if state.rng_state is not None:
@@ -316,7 +403,7 @@ def fit(
                         history.gradient_check = check_gradients(model, loss, *batch)
                 value, right = run_step(index)
                 state.step += 1
-                if not math.isfinite(value):
+                if stop_on_divergence and not math.isfinite(value):
                     raise TrainingDivergedError(
                         f"the training loss became {value} at epoch {epoch}, step {state.step}; "
                         f"try a smaller learning rate (now {optimizer.lr:g})",
@@ -338,7 +425,9 @@ def fit(
             history.epoch.append(epoch)
             history.lr.append(optimizer.lr)
             history.train_loss.append(total_loss / X.shape[0])
-            history.train_accuracy.append(correct / X.shape[0])
+            history.train_accuracy.append(
+                math.nan if run_step.targets_given else correct / X.shape[0]
+            )
             if validation is not None:
                 val_loss, val_accuracy = evaluate(model, loss, *validation)
                 history.val_loss.append(val_loss)
@@ -355,6 +444,9 @@ def fit(
             if bar is not None:
                 bar.set_postfix(_postfix(history), refresh=False)
                 bar.update()
+            if on_epoch is not None and on_epoch(history):
+                history.stopped_early = True
+                break
             if patience is not None and state.waited >= patience:
                 history.stopped_early = True
                 break
@@ -380,32 +472,50 @@ class _Step:
     """
 
     def __init__(
-        self, model: Sequential, loss: Any, optimizer: Optimizer, X: Any, y: Any, alpha: float
+        self,
+        model: Sequential,
+        loss: Any,
+        optimizer: Optimizer | None,
+        X: Any,
+        y: Any,
+        alpha: float,
+        sample_weight: Any = None,
+        order: list[int] | None = None,
     ) -> None:
         layers = chain(model)
-        self.xp = xp = namespace(X)
-        self.X, self.y, self.alpha = X, y, alpha
+        self.xp = xp = namespace(y)
+        self.X, self.y, self.alpha, self.sample_weight = X, y, alpha, sample_weight
+        self.sparse, self._dense = _is_sparse(X), None
+        first = X[:1].toarray() if self.sparse else X[:1, ...]
         with in_mode(model, False):  # the model takes this data, checked
-            classes = model.forward(X[:1, ...]).shape[-1]
-        low, high = int(xp.min(y)), int(xp.max(y))
-        if low < 0 or high >= classes:
+            outputs = model.forward(first).shape[-1]
+        self.targets_given = _is_targets(y)
+        if self.targets_given and y.shape[1] != outputs:
             raise ValueError(
-                f"y holds class index {low if low < 0 else high} but the model "
-                f"has {classes} outputs (valid indices 0 to {classes - 1})"
+                f"y holds floating-point targets for {y.shape[1]} output(s) but the model has "
+                f"{outputs}; class labels must be integers (y.astype(int))"
             )
+        if not self.targets_given:
+            low, high = int(xp.min(y)), int(xp.max(y))
+            if low < 0 or high >= outputs:
+                raise ValueError(
+                    f"y holds class index {low if low < 0 else high} but the model "
+                    f"has {outputs} outputs (valid indices 0 to {outputs - 1})"
+                )
         self.forwards = [getattr(layer, "forward_unchecked", layer.forward) for layer in layers]
         # backpropagate down to the first layer with parameters, without its dL/dx: the
         # layers before it (a reshape of the input, say) have no gradient to fill
-        first = next((i for i, layer in enumerate(layers) if layer.params), 0)
+        start = next((i for i, layer in enumerate(layers) if layer.params), 0)
         backwards = [getattr(layer, "backward_unchecked", layer.backward) for layer in layers]
-        if hasattr(layers[first], "backward_unchecked"):
-            backwards[first] = functools.partial(layers[first].backward_unchecked, input_grad=False)
-        self.backwards = backwards[first:][::-1]
+        if hasattr(layers[start], "backward_unchecked"):
+            backwards[start] = functools.partial(layers[start].backward_unchecked, input_grad=False)
+        self.backwards = backwards[start:][::-1]
         self.loss = loss
-        self.targets = None
-        if hasattr(loss, "forward_unchecked"):  # fused targets: one-hot rows, made once
-            columns = xp.arange(classes, dtype=y.dtype, device=y.device)
-            self.targets = xp.astype(y[:, None] == columns[None, :], X.dtype)
+        self.fused = hasattr(loss, "forward_unchecked")
+        self.targets = y if self.targets_given else None
+        if self.fused and not self.targets_given:  # one-hot rows, made once
+            columns = xp.arange(outputs, dtype=y.dtype, device=y.device)
+            self.targets = xp.astype(y[:, None] == columns[None, :], first.dtype)
         places = list(slots(model).values())
         self.grads = [(owners[0][0].grads, owners[0][1]) for owners in places]
         self.tied = [  # an array held by several layers: the gradients of its uses add up
@@ -413,46 +523,75 @@ class _Step:
             for i, owners in enumerate(places)
             if len(owners) > 1
         ]
-        names = list(model.params)
         self.weights = [
             (i, p) for i, (k, p) in enumerate(model.params.items()) if k.endswith("weight")
         ]
-        self.update = (
-            optimizer.update
-            if optimizer.names == names
-            else lambda grads: optimizer.step(dict(zip(names, grads, strict=True)))
-        )
+        if optimizer is not None:  # its arrays are the model's, maybe some, in its order
+            self.update = (
+                optimizer.update
+                if order == list(range(len(places)))
+                else lambda grads: optimizer.update([grads[i] for i in order])
+            )
 
     def _index(self, index: Any) -> Any:
         """Row indices in the data's library (NumPy's pass as they are)."""
         if self.xp is namespace(index):
             return index
-        return convert(index, self.xp, device=self.X.device)
+        return convert(index, self.xp, device=self.y.device)
+
+    def rows(self, index: Any) -> Any:
+        """The features of the rows ``index`` (all rows for None), dense."""
+        if index is None:
+            if self.sparse and self._dense is None:
+                self._dense = self.X.toarray()
+            return self._dense if self.sparse else self.X
+        if self.sparse:
+            return self.X[index].toarray()
+        return self.xp.take(self.X, index, axis=0)
 
     def batch(self, index: Any) -> tuple[Any, Any]:
-        """The features and labels of the rows ``index``."""
+        """The features and labels (or targets) of the rows ``index``."""
         index = self._index(index)
-        return self.xp.take(self.X, index, axis=0), self.xp.take(self.y, index, axis=0)
+        return self.rows(index), self.xp.take(self.y, index, axis=0)
 
     def __call__(self, index: Any) -> tuple[float, int]:
         """Forward, loss, backward and update on rows ``index``; the loss and the number of
         rows classified right."""
-        xp, index = self.xp, self._index(index)
-        out = xp.take(self.X, index, axis=0)
-        labels = xp.take(self.y, index, axis=0)
+        value, right, grads = self.gradients(index)
+        self.update(grads)
+        return value, right
+
+    def gradients(self, index: Any) -> tuple[float, int, list[Any]]:
+        """Forward, loss and backward on rows ``index`` (all rows for None): the loss, the
+        number of rows classified right (0 for targets) and the gradients, in the order of
+        ``model.params``."""
+        xp = self.xp
+        if index is not None:
+            index = self._index(index)
+        out = self.rows(index)
+        b = out.shape[0]
+        labels = self.y if index is None else xp.take(self.y, index, axis=0)
         for forward in self.forwards:
             out = forward(out)
-        if self.targets is None:  # a loss of one's own, called through the protocol
+        extra, divisor = {}, b
+        if self.sample_weight is not None:
+            w = self.sample_weight if index is None else xp.take(self.sample_weight, index, axis=0)
+            total = float(xp.sum(w))
+            if total > 0:  # weights of mean 1: a 'mean' loss becomes the weighted mean
+                w, divisor = w * (b / total), total
+            extra = {"row_weight": w}
+        if not self.fused:  # a loss of one's own, called through the protocol
             try:
                 value = float(self.loss.forward(out, labels))
             except ValueError:
                 if bool(xp.all(xp.isfinite(out))):
                     raise
-                return math.nan, 0  # the model's output is no longer finite
-        else:  # NaN or infinite logits make a NaN or infinite loss, which fit reports
-            value = float(
-                self.loss.forward_unchecked(out, xp.take(self.targets, index, axis=0), one_hot=True)
-            )
+                return math.nan, 0, []  # the model's output is no longer finite
+        else:  # NaN or infinite outputs make a NaN or infinite loss, which fit reports
+            targets = self.targets if index is None else xp.take(self.targets, index, axis=0)
+            if not self.targets_given:
+                extra["one_hot"] = True
+            value = float(self.loss.forward_unchecked(out, targets, **extra))
         grad = self.loss.backward()
         for backward in self.backwards:
             grad = backward(grad)
@@ -461,13 +600,23 @@ class _Step:
             for store, key in others:
                 grads[i] = grads[i] + store[key]
         if self.alpha:
-            b = index.shape[0]
             # L2 penalty: L += alpha / (2 b) |W|^2,  dL/dW += alpha W / b
+            # (b is the batch's total weight when examples are weighted)
             for i, w in self.weights:
-                value += self.alpha / (2 * b) * float(xp.sum(w * w))
-                grads[i] = grads[i] + (self.alpha / b) * w
-        self.update(grads)
-        return value, int(xp.count_nonzero(xp.argmax(out, axis=1) == labels))
+                value += self.alpha / (2 * divisor) * float(xp.sum(w * w))
+                grads[i] = grads[i] + (self.alpha / divisor) * w
+        right = 0 if self.targets_given else int(xp.count_nonzero(xp.argmax(out, axis=1) == labels))
+        return value, right, grads
+
+
+def _sample_weight(sample_weight: Any, model: Sequential, y: Any) -> Any:
+    """The weights as an array of the model's library and dtype, checked against y's rows."""
+    param = next(iter(model.params.values()))
+    weight = _moved(sample_weight, namespace(param), param.dtype, param.device)
+    check_array(weight, "sample_weight", ndim=1, layout="(examples,)")
+    if weight.shape[0] != y.shape[0]:
+        raise ValueError(f"sample_weight has {weight.shape[0]} weights but y has {y.shape[0]} rows")
+    return weight
 
 
 def _progress_bar(epochs: int, done: int) -> Any:

@@ -61,8 +61,31 @@ class Optimizer:
             ) from None
 
     def step(self, grads: Mapping[str, Any]) -> None:
-        """Update every parameter in place from ``grads`` (keyed as the parameters)."""
-        self.update(self._gradients(grads))
+        """Update every parameter in place from ``grads`` (keyed as the parameters, each
+        an array of its parameter's shape); nothing changes when one does not fit.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from handgrad.training.optim import SGD
+        >>> SGD({"w": np.ones((2, 3))}).step({"w": np.ones(3)})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: grads['w'] has shape (3,), but the parameter 'w' has shape (2, 3); ...
+        """
+        values = self._gradients(grads)
+        for name, p, g in zip(self.names, self.params, values, strict=True):
+            if not hasattr(g, "shape") or not hasattr(g, "dtype"):
+                raise TypeError(
+                    f"grads[{name!r}] must be an array of shape {tuple(p.shape)}, got "
+                    f"{type(g).__name__}"
+                )
+            if tuple(g.shape) != tuple(p.shape):
+                raise ValueError(
+                    f"grads[{name!r}] has shape {tuple(g.shape)}, but the parameter {name!r} has "
+                    f"shape {tuple(p.shape)}; pass model.grads after model.backward"
+                )
+        self.update(values)
 
     def update(self, grads: list[Any]) -> None:
         """:meth:`step` with the gradients as a list in the order of ``names``."""
