@@ -8,14 +8,19 @@ names in them are relative paths.
 
 from __future__ import annotations
 
+import datetime
+import importlib
 import io
 import json
+import os
 import re
+import threading
 import types
 import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -391,6 +396,56 @@ def _predict_too_large():
     return main(["predict", "--model", str(path), "new.csv"])
 
 
+def _world_of_one():
+    """A gloo process group of this process alone."""
+    dist = pytest.importorskip("torch.distributed")
+    return dist.ProcessGroupGloo(dist.HashStore(), 0, 1, datetime.timedelta(seconds=10))
+
+
+def _all_reduce(model, **options):
+    from handgrad.distributed import all_reduce_gradients
+
+    return all_reduce_gradients(model, group=_world_of_one(), **options)
+
+
+def _distributed(name: str):
+    pytest.importorskip("torch")
+    return getattr(importlib.import_module("handgrad.distributed"), name)
+
+
+def _lost_worker():
+    """Two workers of one process; worker 1 joins but never reaches the all-reduce."""
+    torch = pytest.importorskip("torch")
+    dist = pytest.importorskip("torch.distributed")
+    store, groups = dist.HashStore(), [None, None]
+
+    def join(rank):
+        groups[rank] = dist.ProcessGroupGloo(store, rank, 2, datetime.timedelta(seconds=0.2))
+
+    threads = [threading.Thread(target=join, args=(rank,)) for rank in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    workers = _distributed("WorkerGroup")(0, 2, groups[0], timeout=0.2)
+    workers.all_reduce(torch.zeros(3))
+
+
+def _nproc_under_torchrun():
+    env = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    with mock.patch.dict(os.environ, env):
+        os.environ.pop("HANDGRAD_LAUNCHER", None)
+        return main(["train", "--nproc", "2"])
+
+
+def _without_torchrun_environment():
+    names = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    with mock.patch.dict(os.environ, {}):
+        for name in names:
+            os.environ.pop(name, None)
+        return _distributed("init_workers")()
+
+
 NAN_X = np.array([[1.0, np.nan, 3.0], [4.0, 5.0, 6.0]])
 
 
@@ -619,6 +674,17 @@ TRIGGERS = {
     "standardiser-scale": lambda: Standardiser.from_arrays(np.zeros(2), np.array([1.0, 0.0])),
     "standardiser-overflow": lambda: Standardiser().fit(np.array([[1.0, 1e200], [2.0, -1e200]])),
     "batches-rng": lambda: batches(10, 3, rng=0),
+    # data-parallel training
+    "shard-rank": lambda: _distributed("shard")(np.arange(4), 2, 2),
+    "shard-batches-rng": lambda: _distributed("shard_batches")(10, 4, None, rank=0, world_size=2),
+    "distributed-no-group": lambda: _distributed("all_reduce_gradients")(hg.mlp([2, 2])),
+    "all-reduce-count": lambda: _all_reduce(hg.mlp([2, 2]), count=-1),
+    "all-reduce-missing-grad": lambda: _all_reduce(_Scale(), count=1),
+    "all-reduce-library": lambda: _all_reduce(hg.mlp([2, 2], backend="array_api_strict")),
+    "init-workers-environment": _without_torchrun_environment,
+    "init-workers-backend": lambda: _distributed("init_workers")(backend="mpi"),
+    "init-workers-timeout": lambda: _distributed("init_workers")(timeout=0),
+    "worker-lost": _lost_worker,
     # model files
     "model-missing": lambda: load_classifier("nope.npz"),
     "model-not-zip": lambda: load_classifier(_write("model.npz", b"not a zip file")),
@@ -700,6 +766,9 @@ TRIGGERS = {
     "cli-predict-missing-model": _cli("predict", "--model", "nope.npz", "new.csv"),
     "cli-predict-missing-feature": _predict_without_feature,
     "cli-evaluate-missing-target": _evaluate_without_target,
+    "cli-train-nproc": _cli("train", "--nproc", "0"),
+    "cli-train-worker-timeout": _cli("train", "--worker-timeout", "0"),
+    "cli-train-nproc-under-torchrun": _nproc_under_torchrun,
     "cli-check-import": _cli("check", "nosuchmodule:Layer"),
     "cli-check-target-form": _cli("check", "nosuchmodule"),
     "cli-check-input-shape-without-target": _cli("check", "--input-shape", "8,10"),
@@ -757,6 +826,7 @@ def test_the_types_in_the_table_are_documented_ones():
         "GradientCheckError",
         "FileNotFoundError",
         "IsADirectoryError",
+        "WorkerLostError",
         *CLI_TYPES,
     }
     assert {row.error_type for row in ROWS} <= known

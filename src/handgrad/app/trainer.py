@@ -192,6 +192,7 @@ def train_classifier(
     checkpoint: Callable[[Sequential, Any, Standardiser, Progress], None] | None = None,
     checkpoint_every: int | None = None,
     interrupted: Callable[[], bool] | None = None,
+    parallel: Any = None,
 ) -> tuple[Classifier, History]:
     """Standardise on ``X``, build the network of ``config.model`` for ``len(class_names)``
     classes and train it.
@@ -201,7 +202,8 @@ def train_classifier(
     ``resume`` (a :class:`handgrad.training.checkpoint.Checkpoint` of a run of the same data and
     config) goes on where that run stopped; ``checkpoint(model, optimizer, scaler,
     progress)`` is called every ``checkpoint_every`` epochs and on an interruption (see
-    :func:`handgrad.training.fit`).
+    :func:`handgrad.training.fit`). ``parallel`` (a
+    :class:`~handgrad.training.distributed.WorkerGroup`) trains as one of several workers.
 
     Examples
     --------
@@ -260,6 +262,7 @@ def train_classifier(
         else (lambda progress: checkpoint(model, optimizer, scaler, progress)),
         checkpoint_every=checkpoint_every,
         interrupted=interrupted,
+        parallel=parallel,
     )
     info = {
         "model": config.model,

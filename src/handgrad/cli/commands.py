@@ -105,12 +105,14 @@ def _check_inputs(classifier: Any, X: np.ndarray, path: str) -> None:
         )
 
 
-def train(args: argparse.Namespace) -> int:
+def train(args: argparse.Namespace, workers: Any = None) -> int:
     """Train, report test metrics, and write model.npz, history.csv, curves.png and
-    run.json; with --checkpoint-every (and on Ctrl-C or SIGTERM) checkpoint.npz too."""
+    run.json; with --checkpoint-every (and on Ctrl-C or SIGTERM) checkpoint.npz too. As one
+    of several ``workers`` (a :class:`~handgrad.training.distributed.WorkerGroup`), only
+    worker 0 holds the folder and writes."""
     started = time.perf_counter()
     if args.resume is not None:
-        return _resume(args, started)
+        return _resume(args, started, workers)
     if args.test_size + args.val_size >= 1 or args.test_size == 0:
         raise ValueError(
             f"--test-size ({args.test_size}) must be > 0 and with --val-size "
@@ -129,15 +131,19 @@ def train(args: argparse.Namespace) -> int:
     dataset = _load(args)
     if args.seed is None:
         args.seed = secrets.randbelow(2**31)
+        if workers is not None:  # every worker takes worker 0's
+            args.seed = workers.broadcast(args.seed)
         print(f"seed {args.seed} (drawn at random; pass --seed {args.seed} to repeat this run)")
     run = runs.new_run(args, dataset)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if workers is not None and workers.rank != 0:  # worker 0 holds the folder and writes
+        return _run(args, dataset, run, None, started, workers)
     with locked_folder(out, _lock_note(run)) as previous:
         _took_over(out, previous)
         remove_stale_temporaries(out)
         runs.write_run_file(out, run)
-        return _run(args, dataset, run, None, started)
+        return _run(args, dataset, run, None, started, workers)
 
 
 def _lock_note(run: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +158,7 @@ def _took_over(out: Path, previous: dict[str, Any]) -> None:
         )
 
 
-def _resume(args: argparse.Namespace, started: float) -> int:
+def _resume(args: argparse.Namespace, started: float, workers: Any = None) -> int:
     """Go on with the run in ``--resume DIR``, if it is the folder's run, on its data."""
     folder = Path(args.resume)
     if not folder.is_dir():
@@ -160,6 +166,10 @@ def _resume(args: argparse.Namespace, started: float) -> int:
     checkpoint = load_checkpoint(folder / "checkpoint.npz")
     run = runs.run_of(checkpoint, folder)
     args = runs.resumed_options(args, run, folder)
+    if workers is not None and workers.rank != 0:  # worker 0 holds the folder and writes
+        dataset = _load(args)
+        runs.check_data(run, dataset, folder)
+        return _run(args, dataset, run, checkpoint, started, workers)
     with locked_folder(folder, _lock_note(run)) as previous:
         _took_over(folder, previous)
         remove_stale_temporaries(folder)
@@ -171,13 +181,19 @@ def _resume(args: argparse.Namespace, started: float) -> int:
             f"resuming the run in {folder} after epoch {checkpoint.progress.epoch}, "
             f"step {checkpoint.progress.step}"
         )
-        return _run(args, dataset, run, checkpoint, started)
+        return _run(args, dataset, run, checkpoint, started, workers)
 
 
 def _run(
-    args: argparse.Namespace, dataset: Dataset, run: dict[str, Any], resume: Any, started: float
+    args: argparse.Namespace,
+    dataset: Dataset,
+    run: dict[str, Any],
+    resume: Any,
+    started: float,
+    workers: Any = None,
 ) -> int:
     """Train on ``dataset`` in the locked folder ``args.out`` and write what the run made."""
+    lead = workers is None or workers.rank == 0
     config = TrainConfig(
         model=args.model,
         hidden=tuple(args.hidden),
@@ -245,11 +261,14 @@ def _run(
                 feature_names=dataset.feature_names,
                 target_name=dataset.target_name,
                 resume=resume,
-                checkpoint=save,
+                checkpoint=save if lead else None,
                 checkpoint_every=args.checkpoint_every,
                 interrupted=stop,
+                parallel=workers,
             )
     except TrainingInterruptedError as err:
+        if not lead:
+            return 128 + stop.received
         by = " by SIGTERM" if stop.received == signal.SIGTERM else ""
         print(
             f"handgrad train: {err}{by}; checkpoint saved to {out / 'checkpoint.npz'}; "
@@ -265,6 +284,8 @@ def _run(
     except TrainingDivergedError as err:
         kept = " (the last checkpoint is kept)" if (out / "checkpoint.npz").exists() else ""
         raise TrainingDivergedError(f"{err}{kept}", epoch=err.epoch, step=err.step) from None
+    if not lead:
+        return 0  # worker 0 reports and writes
     classifier.info.update(dataset=dataset.name, run=run)
     if args.numeric_labels:
         classifier.info["numeric_labels"] = True

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from handgrad.app.trainer import CONSTRAINTS, TrainConfig
-from handgrad.cli import commands
+from handgrad.cli import commands, workers
 from handgrad.core.arrays import BACKENDS
 from handgrad.core.validation import FRACTION, POSITIVE, POSITIVE_INT, Constraint
 from handgrad.gradcheck.check import DEFAULT_EPS, DEFAULT_THRESHOLD, MODES
@@ -158,6 +158,7 @@ def _add_train(commands_: argparse._SubParsersAction) -> argparse.ArgumentParser
         help="gradient-check the model on the first batch before training",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_workers(p)
     return p
 
 
@@ -193,6 +194,26 @@ def _add_csv_options(p: argparse.ArgumentParser, *, missing: bool) -> None:
             help="the strings that mark a missing value, comma-separated (e.g. NA,?); by "
             "default an empty cell, and in feature columns NA, n/a and nan too",
         )
+
+
+def _add_workers(p: argparse.ArgumentParser) -> None:
+    """The options of data-parallel training (see handgrad.cli.workers)."""
+    p.add_argument(
+        "--nproc",
+        type=_POSITIVE_INT,
+        default=1,
+        metavar="N",
+        help="train as N worker processes on this machine, each on its share of every "
+        "batch (torch.distributed; the weights are those of one process); under torchrun, "
+        "leave it out",
+    )
+    p.add_argument(
+        "--worker-timeout",
+        type=_POSITIVE,
+        default=60.0,
+        metavar="S",
+        help="with several workers: seconds to wait for the others before the run stops (60)",
+    )
 
 
 def _add_predict_and_evaluate(commands_: argparse._SubParsersAction) -> None:
@@ -348,8 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train":
         given = _parser(given_only=True).parse_args(argv)
         args.given = set(vars(given)) - {"debug", "command"}
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for workers (--nproc)
     run = {
-        "train": commands.train,
+        "train": workers.train,
         "predict": commands.predict,
         "evaluate": commands.evaluate,
         "check": commands.check,

@@ -62,7 +62,7 @@ RUN_OPTIONS = (
     "checkpoint_every",
 )
 # options that --resume may change: they do not change what the run computes
-_CHANGEABLE = ("checkpoint_every", "quiet", "resume")
+_CHANGEABLE = ("checkpoint_every", "quiet", "resume", "nproc", "worker_timeout")
 
 
 def data_record(dataset: Dataset) -> dict[str, Any]:
@@ -227,7 +227,8 @@ def resumed_options(
     args: argparse.Namespace, run: dict[str, Any], folder: Path
 ) -> argparse.Namespace:
     """The options of ``run`` to go on with. Options given with ``--resume`` must match the
-    run's, except ``--checkpoint-every`` and ``--quiet``: a run cannot change on the way.
+    run's, except ``--checkpoint-every``, ``--quiet``, ``--nproc`` and ``--worker-timeout`` (the
+    weights do not depend on them): a run cannot change on the way.
 
     Examples
     --------

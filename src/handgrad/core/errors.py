@@ -14,6 +14,7 @@ __all__ = [
     "NonFiniteLossError",
     "TrainingDivergedError",
     "TrainingInterruptedError",
+    "WorkerLostError",
 ]
 
 
@@ -128,6 +129,19 @@ class TrainingInterruptedError(HandgradError):
         super().__init__(message)
         self.epoch = epoch
         self.step = step
+
+
+class WorkerLostError(HandgradError, RuntimeError):
+    """A worker of a data-parallel run stopped answering: it died, or did not reach an
+    all-reduce within the process group's timeout. The run cannot go on without it.
+
+    Examples
+    --------
+    >>> from handgrad.core.errors import WorkerLostError
+    >>> err = WorkerLostError("worker 0 of 2 lost contact with the others at step 3")
+    >>> isinstance(err, RuntimeError), str(err).split(" at ")[0]
+    (True, 'worker 0 of 2 lost contact with the others')
+    """
 
 
 class GradientCheckError(HandgradError, ValueError):

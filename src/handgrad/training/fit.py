@@ -271,6 +271,7 @@ def fit(
     sample_weight: Any = None,
     on_epoch: Callable[[History], bool | None] | None = None,
     stop_on_divergence: bool = True,
+    parallel: Any = None,
 ) -> History:
     """Train ``model`` on class labels or targets ``y`` with mini-batches; return the history.
 
@@ -333,6 +334,10 @@ def fit(
     stop_on_divergence : bool
         Raise :class:`~handgrad.core.errors.TrainingDivergedError` when the loss stops being
         finite (default); False records the NaN or infinite losses and goes on.
+    parallel : WorkerGroup, optional
+        Train as one of several workers (:mod:`handgrad.training.distributed`): each step
+        computes on this worker's share of the batch and all-reduces the gradients, so that
+        every worker ends with the weights of a single process; they stop together.
 
     Raises
     ------
@@ -378,6 +383,13 @@ def fit(
                 f"BCEWithLogitsLoss, PoissonNLLLoss), got {type(loss).__name__}"
             )
     run_step = _Step(model, loss, optimizer, X, y, alpha, sample_weight, order)
+    if parallel is not None:  # one worker of several: a share of each batch, all-reduced
+        if sample_weight is not None:
+            raise ValueError(
+                "sample_weight is not supported with parallel workers yet: each worker's share "
+                "would need weighting by its total weight; train in one process"
+            )
+        run_step, interrupted = parallel.attach(model, run_step, interrupted)
     state = start if start is not None else Progress()
     generator, base_lr = make_rng(rng), optimizer.lr
     if state.rng_state is not None:
