@@ -4,21 +4,12 @@ mask, on every backend; a gradient check with the mask held fixed."""
 
 import numpy as np
 import pytest
-from helpers import BACKENDS, as_torch, namespace_or_skip, rel_err
+from helpers import BACKENDS, FixedMaskDropout, as_torch, namespace_or_skip, rel_err
 
 import handgrad as hg
 from handgrad.core.arrays import convert, to_numpy
 
 torch = pytest.importorskip("torch")
-
-
-class FixedMaskDropout(hg.Dropout):
-    """Dropout that draws the same mask on every forward pass: its generator is seeded
-    again each time, so finite differences see one function."""
-
-    def forward(self, x):
-        self.generator = np.random.default_rng(7)
-        return super().forward(x)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

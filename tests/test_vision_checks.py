@@ -4,7 +4,7 @@ convolutional network, through to_torch_module."""
 
 import numpy as np
 import pytest
-from test_dropout import FixedMaskDropout
+from helpers import FixedMaskDropout
 from zoo import VISION_BUGS
 
 import handgrad as hg
