@@ -23,7 +23,7 @@ import numpy as np
 from handgrad.app.metrics import classification_metrics
 from handgrad.app.model_files import load_classifier, save_classifier
 from handgrad.app.seed_network import SimpleNN
-from handgrad.app.trainer import TrainConfig, train_classifier
+from handgrad.app.trainer import TrainConfig, default_lr, describe_model, train_classifier
 from handgrad.cli import runs
 from handgrad.core.arrays import convert, get_namespace
 from handgrad.core.errors import DataError, TrainingDivergedError, TrainingInterruptedError
@@ -45,7 +45,6 @@ from handgrad.gradcheck.check import GradientCheckError, check_gradients, check_
 from handgrad.models.mlp import mlp
 from handgrad.nn.losses import CrossEntropyLoss
 from handgrad.training.checkpoint import load_checkpoint, save_checkpoint
-from handgrad.training.optim import DEFAULT_LR
 
 __all__ = ["check", "evaluate", "predict", "train"]
 
@@ -125,8 +124,10 @@ def train(args: argparse.Namespace, workers: Any = None) -> int:
         args.data = str(Path(args.data).resolve())
     else:
         args.dataset = args.dataset or "breast_cancer"
+    if args.model == "cnn" and (args.hidden or args.activation != TrainConfig.activation):
+        raise ValueError("--hidden and --activation shape the mlp; --model cnn has its own layers")
     args.hidden = list(args.hidden or (20,))
-    args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
+    args.lr = default_lr(args.optimizer, args.model) if args.lr is None else args.lr
     dataset = _load(args)
     if args.seed is None:
         args.seed = secrets.randbelow(2**31)
@@ -194,6 +195,7 @@ def _run(
     """Train on ``dataset`` in the locked folder ``args.out`` and write what the run made."""
     lead = workers is None or workers.rank == 0
     config = TrainConfig(
+        model=args.model,
         hidden=tuple(args.hidden),
         activation=args.activation,
         optimizer=args.optimizer,
@@ -218,8 +220,9 @@ def _run(
         seed=args.seed,
         class_names=dataset.class_names,
     )
-    sizes = [dataset.X.shape[1], *config.hidden, len(dataset.class_names)]
-    _check_memory(sizes, args)
+    if args.model == "mlp":
+        _check_memory([dataset.X.shape[1], *config.hidden, len(dataset.class_names)], args)
+    network = describe_model(config, dataset.X.shape[1], len(dataset.class_names))
     Standardiser().fit(parts.X_train, dataset.feature_names)  # names a column that overflows
     print(
         f"{dataset.name}: {dataset.X.shape[0]} examples, {dataset.X.shape[1]} features, "
@@ -230,7 +233,7 @@ def _run(
         off = "; --patience is off without one" if args.patience and not len(parts.y_val) else ""
         print(f"small data: {parts.note}{off}")
     print(
-        f"model {'-'.join(map(str, sizes))} ({args.activation}), {args.optimizer}, "
+        f"model {network}, {args.optimizer}, "
         f"batch {args.batch_size}, up to {args.epochs} epochs, backend {args.backend} "
         f"{args.dtype}"
     )
@@ -304,7 +307,7 @@ def _run(
     if importlib.util.find_spec("matplotlib") is not None:
         from handgrad.app.plots import plot_curves
 
-        title = f"{dataset.name}: {'-'.join(map(str, sizes))} {args.activation}, {args.optimizer}"
+        title = f"{dataset.name}: {network}, {args.optimizer}"
         written.append(plot_curves(history.as_dict(), out / "curves.png", title=title))
     else:
         print("matplotlib is not installed, so no curves.png: pip install 'handgrad[plots]'")

@@ -73,6 +73,13 @@ def _add_train(commands_: argparse._SubParsersAction) -> argparse.ArgumentParser
         "by default labels are compared as written",
     )
     p.add_argument(
+        "--model",
+        choices=CONSTRAINTS["model"].values,
+        default=_DEFAULT.model,
+        help="mlp (default: --hidden, --activation) or cnn (rows of pixels of square images, "
+        "e.g. digits' 8x8: conv, relu, max pool, conv, relu, dropout, dense)",
+    )
+    p.add_argument(
         "--hidden",
         type=_POSITIVE_INT,
         action="append",
@@ -89,7 +96,8 @@ def _add_train(commands_: argparse._SubParsersAction) -> argparse.ArgumentParser
         "--lr",
         type=_POSITIVE,
         default=None,
-        help="learning rate (default 0.01 for adam, 0.1 for sgd and momentum)",
+        help="learning rate (default 0.01 for adam, 0.1 for sgd and momentum; a tenth of "
+        "that for --model cnn)",
     )
     p.add_argument("--epochs", type=_POSITIVE_INT, default=_DEFAULT.epochs)
     p.add_argument("--batch-size", type=_POSITIVE_INT, default=_DEFAULT.batch_size)

@@ -43,6 +43,7 @@ RUN_OPTIONS = (
     "sep",
     "missing",
     "numeric_labels",
+    "model",
     "hidden",
     "activation",
     "optimizer",

@@ -4,12 +4,13 @@ the loss stops being finite."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,10 @@ from handgrad.gradcheck.check import GradientCheckReport, check_gradients
 from handgrad.nn.containers import Sequential
 from handgrad.nn.init import make_rng
 from handgrad.nn.module import slots
-from handgrad.nn.protocol import chain
+from handgrad.nn.protocol import chain, children_of
 from handgrad.training.optim import Optimizer
 
-__all__ = ["COLUMNS", "History", "Progress", "evaluate", "fit"]
+__all__ = ["COLUMNS", "History", "Progress", "evaluate", "fit", "in_mode"]
 
 COLUMNS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
@@ -173,6 +174,40 @@ def _check_data(X: Any, y: Any, prefix: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def in_mode(model: Any, training: bool) -> Iterator[Any]:
+    """``model`` in training (or evaluation) mode for the ``with`` block, every layer's
+    mode as it was afterwards; a model without modes is left alone.
+
+    Examples
+    --------
+    >>> import handgrad as hg
+    >>> from handgrad.training.fit import in_mode
+    >>> model = hg.Sequential(hg.Linear(2, 2), hg.Dropout(0.5))
+    >>> with in_mode(model, False):
+    ...     print(model[1].training)
+    False
+    >>> model[1].training
+    True
+    """
+    before = []
+
+    def visit(layer: Any) -> None:
+        if hasattr(layer, "training"):
+            before.append((layer, layer.training))
+        for child in children_of(layer).values():
+            visit(child)
+
+    visit(model)
+    if hasattr(model, "train"):
+        model.train(training)
+    try:
+        yield model
+    finally:
+        for layer, training_before in before:
+            layer.training = training_before
+
+
 def _optimizer_order(model: Sequential, optimizer: Optimizer) -> list[int]:
     """The place of each of the optimizer's arrays among the model's parameters."""
     place = {id(p): i for i, p in enumerate(model.params.values())}
@@ -188,7 +223,8 @@ def _optimizer_order(model: Sequential, optimizer: Optimizer) -> list[int]:
 
 
 def evaluate(model: Sequential, loss: Any, X: Any, y: Any) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` on ``(X, y)`` (arrays of the model's library).
+    """Mean loss and accuracy of ``model`` on ``(X, y)`` (arrays of the model's library),
+    in evaluation mode.
 
     Examples
     --------
@@ -201,7 +237,8 @@ def evaluate(model: Sequential, loss: Any, X: Any, y: Any) -> tuple[float, float
     (0.6231, 0.5)
     """
     xp = namespace(X)
-    logits = model.forward(X)
+    with in_mode(model, False):
+        logits = model.forward(X)
     value = float(loss.forward(logits, y))
     if _is_targets(y):  # regression or multi-label targets: no accuracy
         return value, math.nan
@@ -238,6 +275,9 @@ def fit(
 ) -> History:
     """Train ``model`` on class labels or targets ``y`` with mini-batches; return the history.
 
+    The model trains in training mode and is evaluated in evaluation mode (which matter to
+    layers such as dropout and batch norm); its modes are as they were when ``fit`` returns.
+
     Parameters
     ----------
     model, loss, optimizer
@@ -270,6 +310,8 @@ def fit(
     check : bool
         Gradient-check the model on the first batch before the first step (raises
         :class:`~handgrad.GradientCheckError` if it fails); the report is kept in the history.
+        The check runs in evaluation mode, where every forward pass computes the same
+        function (no fresh dropout masks) and leaves the running statistics alone.
     progress : bool
         Show a tqdm progress bar (one tick per epoch) with the running loss and accuracy.
     start : Progress, optional
@@ -354,6 +396,8 @@ def fit(
         generator.bit_generator.state = state.rng_state
     history = state.history
     bar = _progress_bar(epochs, state.epoch) if progress else None
+    modes = contextlib.ExitStack()
+    modes.enter_context(in_mode(model, True))  # back as they were in the finally clause
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
             optimizer.lr = base_lr * (schedule(epoch - 1) if schedule else 1.0)
@@ -365,8 +409,10 @@ def fit(
             total_loss, correct = state.totals
             for position in range(state.position, len(order)):
                 index = order[position]
-                if check and state.step == 0:
-                    history.gradient_check = check_gradients(model, loss, *run_step.batch(index))
+                if check and state.step == 0:  # in evaluation mode: no dropout mask drawn
+                    with in_mode(model, False):  # anew, no running statistic moved per pass
+                        batch = run_step.batch(index)
+                        history.gradient_check = check_gradients(model, loss, *batch)
                 value, right = run_step(index)
                 state.step += 1
                 if stop_on_divergence and not math.isfinite(value):
@@ -421,6 +467,7 @@ def fit(
                 checkpoint(state)
     finally:
         optimizer.lr = base_lr  # a schedule changes the rate for the run only
+        modes.close()
         if bar is not None:
             bar.close()
     if state.best_state is not None and patience is not None:
@@ -452,7 +499,8 @@ class _Step:
         self.X, self.y, self.alpha, self.sample_weight = X, y, alpha, sample_weight
         self.sparse, self._dense = _is_sparse(X), None
         first = X[:1].toarray() if self.sparse else X[:1, ...]
-        outputs = model.forward(first).shape[-1]  # the model takes this data, checked
+        with in_mode(model, False):  # the model takes this data, checked
+            outputs = model.forward(first).shape[-1]
         self.targets_given = _is_targets(y)
         if self.targets_given and y.shape[1] != outputs:
             raise ValueError(
@@ -467,10 +515,13 @@ class _Step:
                     f"has {outputs} outputs (valid indices 0 to {outputs - 1})"
                 )
         self.forwards = [getattr(layer, "forward_unchecked", layer.forward) for layer in layers]
+        # backpropagate down to the first layer with parameters, without its dL/dx: the
+        # layers before it (a reshape of the input, say) have no gradient to fill
+        start = next((i for i, layer in enumerate(layers) if layer.params), 0)
         backwards = [getattr(layer, "backward_unchecked", layer.backward) for layer in layers]
-        if hasattr(layers[0], "backward_unchecked"):
-            backwards[0] = functools.partial(layers[0].backward_unchecked, input_grad=False)
-        self.backwards = backwards[::-1]
+        if hasattr(layers[start], "backward_unchecked"):
+            backwards[start] = functools.partial(layers[start].backward_unchecked, input_grad=False)
+        self.backwards = backwards[start:][::-1]
         self.loss = loss
         self.fused = hasattr(loss, "forward_unchecked")
         self.targets = y if self.targets_given else None
