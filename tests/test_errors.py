@@ -554,6 +554,9 @@ TRIGGERS = {
     "conv-padding-string": lambda: hg.Conv2d(3, 4, 3, padding="full"),
     "conv-kernel-size": lambda: hg.Conv2d(3, 4, (3, 0)),
     "pool-padding": lambda: hg.MaxPool2d(2, padding=2),
+    "pool-window-of-padding": lambda: hg.MaxPool2d((1, 2), padding=(0, 1), dilation=(1, 2)).forward(
+        np.zeros((1, 1, 1, 1))
+    ),
     "pool-kernel-too-large": lambda: hg.MaxPool2d(3).forward(np.ones((1, 1, 2, 2))),
     "pool-ndim": lambda: hg.AvgPool2d(2).forward(np.ones((4, 4))),
     "batchnorm-ndim": lambda: hg.BatchNorm2d(3).forward(np.ones((2, 3, 4))),

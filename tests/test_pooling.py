@@ -4,7 +4,7 @@ windows, overlapping ones included, on every backend; worked examples of overlap
 import numpy as np
 import pytest
 from helpers import BACKENDS, against_torch, rel_err
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import handgrad as hg
@@ -27,6 +27,11 @@ def pool_cases(draw, dilated):
         draw(st.integers(max(1, s - 2 * p), s + 5)) for s, p in zip(spans, padding, strict=True)
     )
     lead = draw(st.sampled_from([(2, 3), (3,)]))  # ([batch,] channels), as torch takes
+    step = stride or kernel
+    for n, k, s, p, d in zip(size, kernel, step, padding, dilation, strict=True):
+        out = (n + 2 * p - d * (k - 1) - 1) // s + 1
+        # every window must see an element of x (a window of padding alone is refused)
+        assume(all(any(0 <= i * s - p + d * j < n for j in range(k)) for i in range(out)))
     return (kernel, stride, padding, dilation), (*lead, *size)
 
 

@@ -70,6 +70,19 @@ class _Pool2d(Module):
                 f"shape {tuple(x.shape)} and padding {self.padding}; use a smaller "
                 "kernel_size, a larger input, or more padding"
             )
+        sizes = tuple(x.shape[-2:])
+        geometry = (self.kernel_size, self.stride, self.padding, self.dilation, out)
+        for axis, (size, k, s, p, d, n) in enumerate(zip(sizes, *geometry, strict=True)):
+            empty = [
+                i for i in range(n) if not any(0 <= i * s - p + d * j < size for j in range(k))
+            ]
+            if empty:  # a window of padding alone has no element to take the max or mean of
+                raise ValueError(
+                    f"padding {self.padding} leaves window {empty[0]} along "
+                    f"{('height', 'width')[axis]} with no element of x (shape "
+                    f"{tuple(x.shape)}, kernel_size {self.kernel_size}, dilation "
+                    f"{self.dilation}); use less padding or a larger input"
+                )
         return self.forward_unchecked(x)
 
     def forward_unchecked(self, x: Any) -> Any:
