@@ -2,25 +2,64 @@
 containers, the registry of layer types, initialisers, layers and losses."""
 
 from handgrad.nn.containers import Sequential
-from handgrad.nn.layers import Linear, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from handgrad.nn.layers import (
+    ELU,
+    GELU,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv1d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    GroupNorm,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    LogSoftmax,
+    MaxPool2d,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+    Unflatten,
+)
 from handgrad.nn.losses import CrossEntropyLoss, MSELoss, NLLLoss
 from handgrad.nn.module import Module
 from handgrad.nn.protocol import Layer, named_layers
 from handgrad.nn.registry import register_layer
 
 __all__ = [
+    "ELU",
+    "GELU",
+    "AvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Conv1d",
+    "Conv2d",
     "CrossEntropyLoss",
+    "Dropout",
+    "Flatten",
+    "GroupNorm",
     "Layer",
+    "LayerNorm",
+    "LeakyReLU",
     "Linear",
     "LogSoftmax",
     "MSELoss",
+    "MaxPool2d",
     "Module",
     "NLLLoss",
     "ReLU",
     "Sequential",
+    "SiLU",
     "Sigmoid",
     "Softmax",
+    "Softplus",
     "Tanh",
+    "Unflatten",
     "named_layers",
     "register_layer",
 ]
