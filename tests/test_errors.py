@@ -350,7 +350,7 @@ TRIGGERS = {
     "adam-betas-pair": lambda: Adam(hg.mlp([2, 2]).params, betas=(0.9,)),
     "adam-beta-range": lambda: Adam(hg.mlp([2, 2]).params, betas=(1.0, 0.999)),
     "adam-eps": lambda: Adam(hg.mlp([2, 2]).params, eps=0.0),
-    "optimizer-unknown": lambda: make_optimizer("rmsprop", hg.mlp([2, 2]).params),
+    "optimizer-unknown": lambda: make_optimizer("lbfgs", hg.mlp([2, 2]).params),
     "optimizer-option": lambda: make_optimizer("adam", hg.mlp([2, 2]).params, momentum=0.9),
     "schedule-unknown": lambda: make_schedule("linear"),
     "schedule-option": lambda: make_schedule("step", steps=3),

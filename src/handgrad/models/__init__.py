@@ -1,5 +1,6 @@
 """Ready-made networks built from handgrad's layers."""
 
+from handgrad.models.gpt import GPT
 from handgrad.models.mlp import mlp
 
-__all__ = ["mlp"]
+__all__ = ["GPT", "mlp"]

@@ -1,16 +1,20 @@
 """Layers and losses with hand-written backward passes: the protocol, the module base,
 containers, the registry of layer types, initialisers, layers and losses."""
 
-from handgrad.nn.containers import Sequential
+from handgrad.nn.containers import ModuleDict, Residual, Sequential
 from handgrad.nn.layers import (
     ELU,
     GELU,
+    GRU,
+    LSTM,
+    RNN,
     AvgPool2d,
     BatchNorm1d,
     BatchNorm2d,
     Conv1d,
     Conv2d,
     Dropout,
+    Embedding,
     Flatten,
     GroupNorm,
     LayerNorm,
@@ -18,7 +22,9 @@ from handgrad.nn.layers import (
     Linear,
     LogSoftmax,
     MaxPool2d,
+    MultiheadSelfAttention,
     ReLU,
+    ScaledDotProductAttention,
     Sigmoid,
     SiLU,
     Softmax,
@@ -26,7 +32,13 @@ from handgrad.nn.layers import (
     Tanh,
     Unflatten,
 )
-from handgrad.nn.losses import CrossEntropyLoss, MSELoss, NLLLoss
+from handgrad.nn.losses import (
+    CrossEntropyLoss,
+    HuberLoss,
+    MSELoss,
+    NLLLoss,
+    SequenceCrossEntropyLoss,
+)
 from handgrad.nn.module import Module
 from handgrad.nn.protocol import Layer, named_layers
 from handgrad.nn.registry import register_layer
@@ -34,6 +46,9 @@ from handgrad.nn.registry import register_layer
 __all__ = [
     "ELU",
     "GELU",
+    "GRU",
+    "LSTM",
+    "RNN",
     "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
@@ -41,8 +56,10 @@ __all__ = [
     "Conv2d",
     "CrossEntropyLoss",
     "Dropout",
+    "Embedding",
     "Flatten",
     "GroupNorm",
+    "HuberLoss",
     "Layer",
     "LayerNorm",
     "LeakyReLU",
@@ -51,8 +68,13 @@ __all__ = [
     "MSELoss",
     "MaxPool2d",
     "Module",
+    "ModuleDict",
+    "MultiheadSelfAttention",
     "NLLLoss",
     "ReLU",
+    "Residual",
+    "ScaledDotProductAttention",
+    "SequenceCrossEntropyLoss",
     "Sequential",
     "SiLU",
     "Sigmoid",

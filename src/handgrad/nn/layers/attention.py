@@ -19,7 +19,7 @@ from handgrad.nn.module import Module
 from handgrad.nn.protocol import check_upstream
 from handgrad.nn.registry import register_layer
 
-__all__ = ["MultiheadSelfAttention", "ScaledDotProductAttention"]
+__all__ = ["MultiheadSelfAttention", "ScaledDotProductAttention", "merge_heads", "split_heads"]
 
 
 def _check_heads(embed_dim: Any, num_heads: Any) -> tuple[int, int]:
@@ -33,16 +33,39 @@ def _check_heads(embed_dim: Any, num_heads: Any) -> tuple[int, int]:
     return embed_dim, num_heads
 
 
-def _split_heads(xp: Any, z: Any, heads: int) -> Any:
-    """(..., T, C) -> (..., H, T, C / H)."""
+def split_heads(xp: Any, z: Any, heads: int) -> Any:
+    """(..., T, C) -> (..., H, T, C / H): the features of each position cut into ``heads``
+    groups, the heads moved before the time axis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.core.arrays import namespace
+    >>> from handgrad.nn.layers.attention import split_heads
+    >>> z = np.arange(12.0).reshape(1, 2, 6)  # (batch, time, features)
+    >>> split_heads(namespace(z), z, 3)[0, 1]  # head 1: features 2 and 3 of each position
+    array([[2., 3.],
+           [8., 9.]])
+    """
     *lead, time, features = z.shape
     z = xp.reshape(z, (*lead, time, heads, features // heads))
     n = z.ndim
     return xp.permute_dims(z, (*range(n - 3), n - 2, n - 3, n - 1))
 
 
-def _merge_heads(xp: Any, z: Any) -> Any:
-    """(..., H, T, d) -> (..., T, H d)."""
+def merge_heads(xp: Any, z: Any) -> Any:
+    """(..., H, T, d) -> (..., T, H d), the inverse of :func:`split_heads`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.core.arrays import namespace
+    >>> from handgrad.nn.layers.attention import merge_heads, split_heads
+    >>> z = np.arange(12.0).reshape(1, 2, 6)
+    >>> xp = namespace(z)
+    >>> bool(np.array_equal(merge_heads(xp, split_heads(xp, z, 3)), z))
+    True
+    """
     n = z.ndim
     z = xp.permute_dims(z, (*range(n - 3), n - 2, n - 3, n - 1))  # ...,T,H,d
     return xp.reshape(z, (*z.shape[:-2], z.shape[-2] * z.shape[-1]))
@@ -134,15 +157,14 @@ class ScaledDotProductAttention(Module):
         xp = namespace(qkv)
         width = qkv.shape[-1] // 3
         q, k, v = (
-            _split_heads(xp, qkv[..., i * width : (i + 1) * width], self.num_heads)
-            for i in range(3)
+            split_heads(xp, qkv[..., i * width : (i + 1) * width], self.num_heads) for i in range(3)
         )  # ...,H,T,d each
         scale = 1.0 / math.sqrt(width // self.num_heads)
         s = (q @ k.mT) * scale  # ...,H,T,T
         if self.causal:
             s = s + self._mask(xp, qkv.shape[-2], s)
         p = _softmax(xp, s)
-        y = _merge_heads(xp, p @ v)  # ...,T,C
+        y = merge_heads(xp, p @ v)  # ...,T,C
         self._cache = (q, k, v, p, scale)
         self._y = y
         return y
@@ -156,14 +178,14 @@ class ScaledDotProductAttention(Module):
         """:meth:`backward` without checking ``dy``."""
         xp = namespace(dy)
         q, k, v, p, scale = self._cache
-        do = _split_heads(xp, dy, self.num_heads)  # ...,H,T,d
+        do = split_heads(xp, dy, self.num_heads)  # ...,H,T,d
         dv = p.mT @ do  # dL/dv = P^T dO
         dp = do @ v.mT  # dL/dP = dO v^T, ...,H,T,T
         # dL/dS = P * (dL/dP - rowsum(dL/dP * P)), the softmax's Jacobian row by row; where
         # the mask put -inf, P = 0 and so dL/dS = 0: the mask needs no term of its own
         ds = p * (dp - xp.sum(dp * p, axis=-1, keepdims=True)) * scale
         dq, dk = ds @ k, ds.mT @ q  # S = q k^T / sqrt(d)
-        return xp.concat([_merge_heads(xp, g) for g in (dq, dk, dv)], axis=-1)  # ...,T,3C
+        return xp.concat([merge_heads(xp, g) for g in (dq, dk, dv)], axis=-1)  # ...,T,3C
 
 
 def _softmax(xp: Any, s: Any) -> Any:
