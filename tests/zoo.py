@@ -7,6 +7,7 @@ import numpy as np
 
 from handgrad import Linear, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from handgrad.core.arrays import namespace
+from handgrad.models.gpt import GPT
 from handgrad.nn.layers.attention import ScaledDotProductAttention, merge_heads, split_heads
 from handgrad.nn.layers.embedding import Embedding
 from handgrad.nn.layers.recurrent import GRU, LSTM
@@ -196,3 +197,12 @@ SEQUENCE_BUGS = {
         (2, 4, 3),
     ),
 }
+
+
+class ForgottenTiedGradient(GPT):
+    """The tied weight's gradient taken from the token embedding alone: the language-model
+    head's use of the same array is dropped."""
+
+    def backward_unchecked(self, dlogits, input_grad=True):
+        super().backward_unchecked(dlogits, input_grad)
+        self.lm_head.grads["weight"] = np.zeros_like(self.lm_head.grads["weight"])

@@ -157,8 +157,9 @@ class Embedding(Module):
         classes = xp.arange(self.num_embeddings, dtype=flat.dtype, device=device)
         grad = xp.zeros((self.num_embeddings, self.embedding_dim), dtype=rows.dtype, device=device)
         step = max(1, _ONE_HOT_ELEMENTS // self.num_embeddings)
-        for start in range(0, int(flat.shape[0]), step):
-            block = flat[start : start + step]
-            one_hot = xp.astype(xp.reshape(block, (-1, 1)) == classes, rows.dtype)  # n,V
-            grad = grad + one_hot.mT @ rows[start : start + step, ...]  # V,D
+        n = int(flat.shape[0])
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            one_hot = xp.astype(xp.reshape(flat[start:stop], (-1, 1)) == classes, rows.dtype)
+            grad = grad + one_hot.mT @ rows[start:stop, :]  # V,D from n,V and n,D
         return grad
