@@ -19,16 +19,20 @@ class LayerNorm(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd, n_head, bias):
+    def __init__(self, n_embd, n_head, bias, flash=False):
         super().__init__()
         self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.n_head = n_head
+        self.flash = flash  # nanoGPT's fast path: torch's fused attention
 
     def forward(self, x):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))
+        if self.flash:
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
         mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
         att = torch.nn.functional.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
@@ -47,10 +51,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd, n_head, bias, approximate="none"):
+    def __init__(self, n_embd, n_head, bias, approximate="none", flash=False):
         super().__init__()
         self.ln_1 = LayerNorm(n_embd, bias)
-        self.attn = CausalSelfAttention(n_embd, n_head, bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, bias, flash)
         self.ln_2 = LayerNorm(n_embd, bias)
         self.mlp = MLP(n_embd, bias, approximate)
 
@@ -61,14 +65,24 @@ class Block(nn.Module):
 
 class TorchGPT(nn.Module):
     def __init__(
-        self, vocab_size, block_size, n_layer, n_head, n_embd, bias=True, approximate="none"
+        self,
+        vocab_size,
+        block_size,
+        n_layer,
+        n_head,
+        n_embd,
+        bias=True,
+        approximate="none",
+        flash=False,
     ):
         super().__init__()
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(vocab_size, n_embd),
                 wpe=nn.Embedding(block_size, n_embd),
-                h=nn.ModuleList([Block(n_embd, n_head, bias, approximate) for _ in range(n_layer)]),
+                h=nn.ModuleList(
+                    [Block(n_embd, n_head, bias, approximate, flash) for _ in range(n_layer)]
+                ),
                 ln_f=LayerNorm(n_embd, bias),
             )
         )

@@ -42,7 +42,10 @@ __all__ = [
     "CONSTRAINTS",
     "GPTRun",
     "GPTTrainConfig",
+    "evaluate_loss",
+    "gradient_reader",
     "load_gpt_run",
+    "new_run",
     "sample_text",
     "save_gpt_run",
     "train_gpt",
@@ -95,7 +98,7 @@ class GPTTrainConfig:
     n_embd: int = 128
     gelu: str = "tanh"
     batch_size: int = 32
-    steps: int = 500
+    steps: int = 600
     lr: float = 3e-3
     warmup: int = 50
     min_factor: float = 0.1
@@ -160,9 +163,22 @@ def new_run(vocab_size: int, config: GPTTrainConfig) -> GPTRun:
     return GPTRun(model, optimizer)
 
 
-def _gradients(model: GPT) -> Callable[[], dict[str, Any]]:
-    """A function that returns every gradient by name, tied uses summed, the places looked
-    up once."""
+def gradient_reader(model: Any) -> Callable[[], dict[str, Any]]:
+    """A function that returns every gradient of ``model`` by name, a tied array's uses
+    summed, as ``dict(model.grads)`` does, with the places looked up once instead of per
+    name (for a training loop).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.app.language_model import gradient_reader
+    >>> from handgrad.models import GPT
+    >>> model = GPT(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4, rng=0)
+    >>> model.backward(np.ones_like(model.forward(np.array([[0, 1]]))))
+    >>> grads = gradient_reader(model)()
+    >>> all(np.array_equal(grads[k], v) for k, v in model.grads.items())
+    True
+    """
     places = slots(model)
 
     def gather() -> dict[str, Any]:
@@ -240,7 +256,7 @@ def train_gpt(
         for _ in range(config.eval_batches)
     ]
     loss = SequenceCrossEntropyLoss()
-    gradients = _gradients(model)
+    gradients = gradient_reader(model)
     while run.step < config.steps:
         rng = np.random.default_rng([config.seed, 1, run.step])
         x, y = random_windows(train_tokens, config.block_size, config.batch_size, rng)
