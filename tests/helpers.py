@@ -48,6 +48,36 @@ class Square:
         return 2 * self.x * dy
 
 
+def against_torch(layer, x, r, backend: str = "numpy") -> dict:
+    """Run ``layer`` (its arrays on ``backend``) and its torch counterpart
+    (``layer.torch_module()`` with the layer's parameters and buffers, in the layer's mode)
+    on the float64 NumPy input ``x`` with the upstream gradient ``r``; return the relative
+    error (:func:`rel_err`) of the output, dL/dx, every parameter gradient and, after the
+    step, every floating buffer. Integer buffers (batch counts) must be equal."""
+    pytest.importorskip("torch")
+    from handgrad.core.arrays import convert
+
+    module = layer.torch_module().double()
+    module.load_state_dict({k: as_torch(v) for k, v in layer.state_dict().items()})
+    module.train(layer.training)
+    xt = as_torch(x, requires_grad=True)
+    yt = module(xt)
+    (yt * as_torch(r)).sum().backward()
+    xp = namespace_or_skip(backend)
+    y = layer.forward(convert(x, xp))
+    dx = layer.backward(convert(r, xp))
+    assert type(dx) is type(convert(r, xp))
+    errors = {"y": rel_err(y, yt.detach()), "dx": rel_err(dx, xt.grad)}
+    for name, p in module.named_parameters():
+        errors[name] = rel_err(layer.grads[name], p.grad)
+    for name, b in module.named_buffers():
+        if b.is_floating_point():
+            errors[name] = rel_err(layer.buffers[name], b)
+        else:
+            assert int(to_numpy(layer.buffers[name])) == int(b), name
+    return errors
+
+
 class IndexInput:
     """Feeds a model that takes integer indices (an Embedding, a GPT) from a float array of
     whole numbers, since the gradient checks take float inputs; its parameters are the

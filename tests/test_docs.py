@@ -65,6 +65,10 @@ def test_the_derivations_quote_the_source():
     quoting = {page.name for page, _, _ in QUOTES}
     for name in ("linear", "sigmoid", "tanh", "relu", "softmax", "log-softmax"):
         assert f"{name}.md" in quoting
+    for name in ("conv", "max-pool", "avg-pool", "batch-norm", "layer-norm", "group-norm"):
+        assert f"{name}.md" in quoting
+    for name in ("dropout", "flatten", "leaky-relu", "elu", "gelu", "silu", "softplus"):
+        assert f"{name}.md" in quoting
     for name in ("cross-entropy", "nll", "mse", "seed-network"):
         assert f"{name}.md" in quoting
     for name in ("embedding", "attention", "recurrent", "sequence-cross-entropy", "huber", "gpt"):

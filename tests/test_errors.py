@@ -39,6 +39,7 @@ from handgrad.data import (
 )
 from handgrad.data.text import CharVocabulary, read_text
 from handgrad.gradcheck.check import GradientCheckError
+from handgrad.models.cnn import square_image
 from handgrad.training.clipping import clip_grad_norm
 from handgrad.training.fit import fit
 from handgrad.training.optim import SGD, Adam, AdamW, RMSprop, make_optimizer
@@ -284,6 +285,28 @@ TRIGGERS = {
     "activation-complex": lambda: hg.Tanh().forward(np.ones((2, 2), dtype=complex)),
     "activation-backward-before-forward": lambda: hg.ReLU().backward(np.ones((2, 2))),
     "activation-no-classes": lambda: hg.Softmax().forward(np.ones((2, 0))),
+    # vision layers
+    "conv-ndim": lambda: hg.Conv2d(3, 8, 3).forward(np.ones((3, 8, 8))),
+    "conv1d-ndim": lambda: hg.Conv1d(2, 4, 3).forward(np.ones((2, 8))),
+    "conv-channels": lambda: hg.Conv2d(3, 8, 3).forward(np.ones((2, 1, 8, 8))),
+    "conv-kernel-too-large": lambda: hg.Conv2d(1, 1, 5, padding=1).forward(np.ones((1, 1, 2, 2))),
+    "conv-groups": lambda: hg.Conv2d(3, 4, 3, groups=2),
+    "conv-same-stride": lambda: hg.Conv2d(3, 4, 3, stride=2, padding="same"),
+    "conv-padding-string": lambda: hg.Conv2d(3, 4, 3, padding="full"),
+    "conv-kernel-size": lambda: hg.Conv2d(3, 4, (3, 0)),
+    "pool-padding": lambda: hg.MaxPool2d(2, padding=2),
+    "pool-kernel-too-large": lambda: hg.MaxPool2d(3).forward(np.ones((1, 1, 2, 2))),
+    "pool-ndim": lambda: hg.AvgPool2d(2).forward(np.ones((4, 4))),
+    "batchnorm-ndim": lambda: hg.BatchNorm2d(3).forward(np.ones((2, 3, 4))),
+    "batchnorm-channels": lambda: hg.BatchNorm1d(3).forward(np.ones((2, 4))),
+    "batchnorm-one-value": lambda: hg.BatchNorm1d(3).forward(np.ones((1, 3))),
+    "batchnorm-momentum": lambda: hg.BatchNorm1d(3, momentum=1.5),
+    "groupnorm-groups": lambda: hg.GroupNorm(3, 4),
+    "layernorm-shape": lambda: hg.LayerNorm(3).forward(np.ones((2, 4))),
+    "dropout-p": lambda: hg.Dropout(1.5),
+    "flatten-axes": lambda: hg.Flatten(2).forward(np.ones((2, 3))),
+    "unflatten-size": lambda: hg.Unflatten(1, (1, 8, 8)).forward(np.ones((2, 30))),
+    "gelu-approximate": lambda: hg.GELU("fast"),
     # losses
     "loss-class-index": lambda: _ce(np.zeros((2, 3)), np.array([0, 3])),
     "loss-negative-class-index": lambda: _ce(np.zeros((2, 3)), np.array([-1, 0])),
@@ -317,6 +340,7 @@ TRIGGERS = {
     "mlp-size-zero": lambda: hg.mlp([3, 0, 2]),
     "mlp-size-float": lambda: hg.mlp([3, 2.5, 2]),
     "mlp-activation": lambda: hg.mlp([3, 2], activation="sine"),
+    "cnn-not-square": lambda: square_image(30),
     "simplenn-backend": lambda: hg.SimpleNN(3, 4, 2, backend="jax"),
     "simplenn-x-shape": lambda: hg.SimpleNN(3, 4, 2).forward(np.ones((4, 1))),
     "simplenn-label-shape": lambda: hg.SimpleNN(3, 4, 2).loss(np.ones((3, 1)), np.ones((2, 2))),
@@ -447,6 +471,9 @@ TRIGGERS = {
     "cli-train-missing-csv": _cli("train", "--data", "nope.csv", "--target", "label"),
     "cli-train-unknown-dataset": _cli("train", "--dataset", "mnist"),
     "cli-train-alpha": _cli("train", "--alpha", "-1"),
+    "cli-train-model": _cli("train", "--model", "resnet"),
+    "cli-train-cnn-not-square": _cli("train", "--model", "cnn", "--quiet"),
+    "cli-train-cnn-hidden": _cli("train", "--model", "cnn", "--hidden", "8"),
     "cli-predict-missing-model": _cli("predict", "--model", "nope.npz", "new.csv"),
     "cli-predict-missing-feature": _predict_without_feature,
     "cli-evaluate-missing-target": _evaluate_without_target,

@@ -450,6 +450,42 @@ def test_activation_forward_and_backward(activation, data):
     outcome(lambda: layer.backward(dy), API_ERRORS)
 
 
+VISION_LAYERS = st.sampled_from(
+    [
+        lambda: hg.Conv2d(2, 3, 3, padding=1, rng=0),
+        lambda: hg.Conv2d(2, 2, 2, stride=2, groups=2, rng=0),
+        lambda: hg.Conv1d(2, 3, 2, dilation=2, rng=0),
+        lambda: hg.MaxPool2d(2, stride=1, padding=1),
+        lambda: hg.AvgPool2d(3, stride=2),
+        lambda: hg.BatchNorm1d(2),
+        lambda: hg.BatchNorm2d(2).eval(),
+        lambda: hg.LayerNorm(2),
+        lambda: hg.GroupNorm(1, 2),
+        lambda: hg.Dropout(0.5, rng=0),
+        lambda: hg.Flatten(),
+        lambda: hg.Unflatten(-1, (1, 2)),
+        lambda: hg.GELU(),
+        lambda: hg.Softplus(beta=2.0),
+    ]
+)
+
+
+@FUZZ
+@given(make=VISION_LAYERS, data=st.data())
+def test_vision_layer_forward_and_backward(make, data):
+    """Random shapes and dtypes (empty axes, NaN, integers, lists) at the vision layers:
+    a result, or a refusal of handgrad's own."""
+    layer = make()
+    x = data.draw(inputs(width=2, max_dims=5, max_side=4))
+    y = outcome(lambda: layer.forward(x), API_ERRORS)
+    if y is None:
+        return
+    dy = data.draw(st.one_of(inputs(max_dims=5), st.just(np.ones(tuple(y.shape)))))
+    dx = outcome(lambda: layer.backward(dy), API_ERRORS)
+    if dx is not None:
+        assert tuple(dx.shape) == tuple(x.shape)
+
+
 @st.composite
 def targets(draw, pred):
     """A target for ``pred``: class indices, probabilities or anything at all."""

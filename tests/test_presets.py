@@ -39,7 +39,7 @@ def test_mlp_is_reproducible_and_uses_the_activations_initialiser():
     [
         (([3],), r"at least an input and an output width, got \[3\]"),
         (([3, 0, 2],), r"sizes\[1\] must be a positive integer, got 0"),
-        (([3, 2], "sine"), "activation must be one of .*'relu', 'sigmoid', .*'tanh', got 'sine'"),
+        (([3, 2], "sine"), "activation must be one of 'elu', 'gelu', .*'tanh', got 'sine'"),
     ],
 )
 def test_mlp_refuses_bad_arguments(args, match):

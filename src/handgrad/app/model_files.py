@@ -122,7 +122,8 @@ def _check_model(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
             raise ValueError(
                 f"parameter {name} has shape {got}, the architecture says {expected.get(name)}"
             )
-        if value.dtype.kind != "f" or not np.all(np.isfinite(value)):
+        counter = value.dtype.kind in "iu" and f"buffer/{name}" in arrays  # a batch count
+        if not counter and (value.dtype.kind != "f" or not np.all(np.isfinite(value))):
             raise ValueError(f"parameter {name} is not finite floating-point data")
     for key in ("class_names", "feature_names"):
         value = meta[key]
@@ -133,13 +134,17 @@ def _check_model(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
 
 
 def _inputs_of(model: Sequential) -> int:
-    """The input width the model takes: its first layer's ``in_features``."""
+    """The input width the model takes: its first layer's ``in_features`` (a Linear, or an
+    Unflatten that turns rows of features into images)."""
     first = model
     while hasattr(first, "layers"):
         first = first.layers[0]
-    width = first.config().get("in_features") if hasattr(first, "config") else None
+    width = getattr(first, "in_features", None)
     if not isinstance(width, int):
-        raise ValueError(f"the model's first layer ({type(first).__name__}) is not a Linear")
+        raise ValueError(
+            f"the model's first layer ({type(first).__name__}) is not a Linear or an Unflatten, "
+            "which take rows of features"
+        )
     return width
 
 

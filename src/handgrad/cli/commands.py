@@ -22,7 +22,7 @@ import numpy as np
 from handgrad.app.metrics import classification_metrics
 from handgrad.app.model_files import load_classifier, save_classifier
 from handgrad.app.seed_network import SimpleNN
-from handgrad.app.trainer import TrainConfig, train_classifier
+from handgrad.app.trainer import TrainConfig, describe_model, train_classifier
 from handgrad.core.arrays import convert, get_namespace
 from handgrad.core.errors import TrainingDivergedError, TrainingInterruptedError
 from handgrad.core.files import atomic_write
@@ -50,6 +50,7 @@ _RUN_ARGS = (
     "dataset",
     "data",
     "target",
+    "model",
     "hidden",
     "activation",
     "optimizer",
@@ -72,7 +73,7 @@ _RUN_ARGS = (
 def _resumed(args: argparse.Namespace) -> tuple[argparse.Namespace, Any]:
     """The arguments and checkpoint of the run in ``--resume DIR``."""
     checkpoint = load_checkpoint(Path(args.resume) / "checkpoint.npz")
-    saved = checkpoint.config.get("args", {})
+    saved = {"model": "mlp", **checkpoint.config.get("args", {})}  # before --model: an MLP
     missing = [name for name in _RUN_ARGS if name not in saved]
     if missing:
         raise ValueError(
@@ -129,7 +130,10 @@ def train(args: argparse.Namespace) -> int:
     if args.seed is None:
         args.seed = secrets.randbelow(2**31)
         print(f"seed {args.seed} (drawn at random; pass --seed {args.seed} to repeat this run)")
+    if args.model == "cnn" and (args.hidden or args.activation != TrainConfig.activation):
+        raise ValueError("--hidden and --activation shape the mlp; --model cnn has its own layers")
     config = TrainConfig(
+        model=args.model,
         hidden=tuple(args.hidden or (20,)),
         activation=args.activation,
         optimizer=args.optimizer,
@@ -149,14 +153,14 @@ def train(args: argparse.Namespace) -> int:
     parts = split(
         dataset.X, dataset.y, test_size=args.test_size, val_size=args.val_size, seed=args.seed
     )
-    sizes = [dataset.X.shape[1], *config.hidden, len(dataset.class_names)]
+    network = describe_model(config, dataset.X.shape[1], len(dataset.class_names))
     print(
         f"{dataset.name}: {dataset.X.shape[0]} examples, {dataset.X.shape[1]} features, "
         f"{len(dataset.class_names)} classes; train {parts.y_train.shape[0]}, validation "
         f"{parts.y_val.shape[0]}, test {parts.y_test.shape[0]} (seed {args.seed})"
     )
     print(
-        f"model {'-'.join(map(str, sizes))} ({args.activation}), {args.optimizer}, "
+        f"model {network}, {args.optimizer}, "
         f"batch {args.batch_size}, up to {args.epochs} epochs, backend {args.backend} "
         f"{args.dtype}"
     )
@@ -216,7 +220,7 @@ def train(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("matplotlib") is not None:
         from handgrad.app.plots import plot_curves
 
-        title = f"{dataset.name}: {'-'.join(map(str, sizes))} {args.activation}, {args.optimizer}"
+        title = f"{dataset.name}: {network}, {args.optimizer}"
         written.append(plot_curves(history.as_dict(), out / "curves.png", title=title))
     else:
         print("matplotlib is not installed, so no curves.png: pip install 'handgrad[plots]'")

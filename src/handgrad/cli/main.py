@@ -65,6 +65,13 @@ def _add_train(commands_: argparse._SubParsersAction) -> None:
     source.add_argument("--data", metavar="FILE.csv", help="your own CSV file (needs --target)")
     p.add_argument("--target", metavar="COL", help="the CSV's class column: name or 0-based index")
     p.add_argument(
+        "--model",
+        choices=CONSTRAINTS["model"].values,
+        default=_DEFAULT.model,
+        help="mlp (default: --hidden, --activation) or cnn (rows of pixels of square images, "
+        "e.g. digits' 8x8: conv, relu, max pool, conv, relu, dropout, dense)",
+    )
+    p.add_argument(
         "--hidden",
         type=_POSITIVE_INT,
         action="append",
@@ -81,7 +88,8 @@ def _add_train(commands_: argparse._SubParsersAction) -> None:
         "--lr",
         type=_POSITIVE,
         default=None,
-        help="learning rate (default 0.01 for adam, 0.1 for sgd and momentum)",
+        help="learning rate (default 0.01 for adam, 0.1 for sgd and momentum; a tenth of "
+        "that for --model cnn)",
     )
     p.add_argument("--epochs", type=_POSITIVE_INT, default=_DEFAULT.epochs)
     p.add_argument("--batch-size", type=_POSITIVE_INT, default=_DEFAULT.batch_size)

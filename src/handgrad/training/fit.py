@@ -4,12 +4,13 @@ the loss stops being finite."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,10 @@ from handgrad.gradcheck.check import GradientCheckReport, check_gradients
 from handgrad.nn.containers import Sequential
 from handgrad.nn.init import make_rng
 from handgrad.nn.module import slots
-from handgrad.nn.protocol import chain
+from handgrad.nn.protocol import chain, children_of
 from handgrad.training.optim import Optimizer
 
-__all__ = ["COLUMNS", "History", "Progress", "evaluate", "fit"]
+__all__ = ["COLUMNS", "History", "Progress", "evaluate", "fit", "in_mode"]
 
 COLUMNS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
@@ -127,8 +128,43 @@ def _check_data(X: Any, y: Any, prefix: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def in_mode(model: Any, training: bool) -> Iterator[Any]:
+    """``model`` in training (or evaluation) mode for the ``with`` block, every layer's
+    mode as it was afterwards; a model without modes is left alone.
+
+    Examples
+    --------
+    >>> import handgrad as hg
+    >>> from handgrad.training.fit import in_mode
+    >>> model = hg.Sequential(hg.Linear(2, 2), hg.Dropout(0.5))
+    >>> with in_mode(model, False):
+    ...     print(model[1].training)
+    False
+    >>> model[1].training
+    True
+    """
+    before = []
+
+    def visit(layer: Any) -> None:
+        if hasattr(layer, "training"):
+            before.append((layer, layer.training))
+        for child in children_of(layer).values():
+            visit(child)
+
+    visit(model)
+    if hasattr(model, "train"):
+        model.train(training)
+    try:
+        yield model
+    finally:
+        for layer, training_before in before:
+            layer.training = training_before
+
+
 def evaluate(model: Sequential, loss: Any, X: Any, y: Any) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` on ``(X, y)`` (arrays of the model's library).
+    """Mean loss and accuracy of ``model`` on ``(X, y)`` (arrays of the model's library),
+    in evaluation mode.
 
     Examples
     --------
@@ -141,7 +177,8 @@ def evaluate(model: Sequential, loss: Any, X: Any, y: Any) -> tuple[float, float
     (0.6231, 0.5)
     """
     xp = namespace(X)
-    logits = model.forward(X)
+    with in_mode(model, False):
+        logits = model.forward(X)
     value = float(loss.forward(logits, y))
     correct = xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.int64))
     return value, int(correct) / X.shape[0]
@@ -172,6 +209,9 @@ def fit(
 ) -> History:
     """Train ``model`` on integer class labels ``y`` with mini-batches; return the history.
 
+    The model trains in training mode and is evaluated in evaluation mode (which matter to
+    layers such as dropout and batch norm); its modes are as they were when ``fit`` returns.
+
     Parameters
     ----------
     model, loss, optimizer
@@ -200,6 +240,8 @@ def fit(
     check : bool
         Gradient-check the model on the first batch before the first step (raises
         :class:`~handgrad.GradientCheckError` if it fails); the report is kept in the history.
+        The check runs in evaluation mode, where every forward pass computes the same
+        function (no fresh dropout masks) and leaves the running statistics alone.
     progress : bool
         Show a tqdm progress bar (one tick per epoch) with the running loss and accuracy.
     start : Progress, optional
@@ -255,6 +297,8 @@ def fit(
         generator.bit_generator.state = state.rng_state
     history = state.history
     bar = _progress_bar(epochs, state.epoch) if progress else None
+    modes = contextlib.ExitStack()
+    modes.enter_context(in_mode(model, True))  # back as they were in the finally clause
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
             optimizer.lr = base_lr * (schedule(epoch - 1) if schedule else 1.0)
@@ -266,8 +310,10 @@ def fit(
             total_loss, correct = state.totals
             for position in range(state.position, len(order)):
                 index = order[position]
-                if check and state.step == 0:
-                    history.gradient_check = check_gradients(model, loss, *run_step.batch(index))
+                if check and state.step == 0:  # in evaluation mode: no dropout mask drawn
+                    with in_mode(model, False):  # anew, no running statistic moved per pass
+                        batch = run_step.batch(index)
+                        history.gradient_check = check_gradients(model, loss, *batch)
                 value, right = run_step(index)
                 state.step += 1
                 if not math.isfinite(value):
@@ -317,6 +363,7 @@ def fit(
                 checkpoint(state)
     finally:
         optimizer.lr = base_lr  # a schedule changes the rate for the run only
+        modes.close()
         if bar is not None:
             bar.close()
     if state.best_state is not None and patience is not None:
@@ -338,7 +385,8 @@ class _Step:
         layers = chain(model)
         self.xp = xp = namespace(X)
         self.X, self.y, self.alpha = X, y, alpha
-        classes = model.forward(X[:1, ...]).shape[-1]  # the model takes this data, checked
+        with in_mode(model, False):  # the model takes this data, checked
+            classes = model.forward(X[:1, ...]).shape[-1]
         low, high = int(xp.min(y)), int(xp.max(y))
         if low < 0 or high >= classes:
             raise ValueError(
@@ -346,10 +394,13 @@ class _Step:
                 f"has {classes} outputs (valid indices 0 to {classes - 1})"
             )
         self.forwards = [getattr(layer, "forward_unchecked", layer.forward) for layer in layers]
+        # backpropagate down to the first layer with parameters, without its dL/dx: the
+        # layers before it (a reshape of the input, say) have no gradient to fill
+        first = next((i for i, layer in enumerate(layers) if layer.params), 0)
         backwards = [getattr(layer, "backward_unchecked", layer.backward) for layer in layers]
-        if hasattr(layers[0], "backward_unchecked"):
-            backwards[0] = functools.partial(layers[0].backward_unchecked, input_grad=False)
-        self.backwards = backwards[::-1]
+        if hasattr(layers[first], "backward_unchecked"):
+            backwards[first] = functools.partial(layers[first].backward_unchecked, input_grad=False)
+        self.backwards = backwards[first:][::-1]
         self.loss = loss
         self.targets = None
         if hasattr(loss, "forward_unchecked"):  # fused targets: one-hot rows, made once

@@ -184,11 +184,13 @@ class _ConvNd(Module):
         ):
             span = d * (k - 1) + 1
             if size + before + after < span:
+                dilated = f" (dilation {self.dilation})" if self.dilation != (1,) * dims else ""
                 raise ValueError(
-                    f"kernel_size {self.kernel_size} (dilation {self.dilation}) spans {span} "
-                    f"along spatial axis {axis}, larger than the padded input there "
-                    f"({size} + padding {before + after}); x has shape {tuple(x.shape)}: use "
-                    "a smaller kernel_size or dilation, a larger input, or more padding"
+                    f"kernel_size {self.kernel_size}{dilated} spans {span} along axis "
+                    f"{x.ndim - dims + axis} of x, more than its padded length "
+                    f"{size + before + after} ({size} + padding {before + after}); x has shape "
+                    f"{tuple(x.shape)}: use a smaller kernel_size or dilation, a larger input, "
+                    "or more padding"
                 )
         return self.forward_unchecked(x)
 

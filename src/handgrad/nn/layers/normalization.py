@@ -171,26 +171,28 @@ class _BatchNorm(_Normalization):
         mode (updating the running ones), with the running statistics in evaluation mode."""
         check_array(x, "x")
         if x.ndim not in self.ranks:
-            raise ValueError(f"x must be a {self.layout} array, got shape {tuple(x.shape)}")
+            ranks = " or ".join(f"{n}-D" for n in self.ranks)
+            raise ValueError(f"x must be a {ranks} array {self.layout}, got shape {tuple(x.shape)}")
         if x.shape[1] != self.num_features:
             raise ValueError(
                 f"x must have {self.num_features} channels (axis 1) for {self!r}, got shape "
                 f"{tuple(x.shape)}"
             )
         self._check_like_params(x)
+        return self.forward_unchecked(x)
+
+    def forward_unchecked(self, x: Any) -> Any:
+        """:meth:`forward` without checking ``x``, but for a batch too small for statistics
+        (a training loop's last batch may be that one)."""
+        xp = namespace(x)
+        axes = (0, *range(2, x.ndim))
+        per_channel = (1, self.num_features, *((1,) * (x.ndim - 2)))
         if self._uses_batch() and math.prod(x.shape) // self.num_features < 2:
             raise ValueError(
                 f"x must hold more than one value per channel to normalise over the batch, "
                 f"got shape {tuple(x.shape)}; use a larger batch, or eval() to use the running "
                 "statistics"
             )
-        return self.forward_unchecked(x)
-
-    def forward_unchecked(self, x: Any) -> Any:
-        """:meth:`forward` without checking ``x``: for loops that checked their data once."""
-        xp = namespace(x)
-        axes = (0, *range(2, x.ndim))
-        per_channel = (1, self.num_features, *((1,) * (x.ndim - 2)))
         if self._uses_batch():
             xhat, inv_std, mean, var = _normalise(xp, x, axes, self.eps)
             if self.training and self.track_running_stats:
@@ -214,11 +216,10 @@ class _BatchNorm(_Normalization):
         count[...] = count + 1
         factor = self.momentum if self.momentum is not None else 1.0 / int(count)
         running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
+        unbiased = var * (n / (n - 1))  # the variance of the batch's n values, over n - 1
         c = self.num_features
         running_mean[...] = (1 - factor) * running_mean + factor * xp.reshape(mean, (c,))
-        running_var[...] = (1 - factor) * running_var + factor * xp.reshape(var, (c,)) * (
-            n / (n - 1)
-        )
+        running_var[...] = (1 - factor) * running_var + factor * xp.reshape(unbiased, (c,))
 
     def backward_unchecked(self, dy: Any, input_grad: bool = True) -> Any:
         """:meth:`backward` without checking ``dy``."""
@@ -277,7 +278,7 @@ class BatchNorm1d(_BatchNorm):
     """
 
     ranks = (2, 3)
-    layout = "2-D (batch, features) or 3-D (batch, channels, length)"
+    layout = "(batch, features) or (batch, channels, length)"
 
 
 @register_layer
@@ -299,7 +300,7 @@ class BatchNorm2d(_BatchNorm):
     """
 
     ranks = (4,)
-    layout = "4-D (batch, channels, height, width)"
+    layout = "(batch, channels, height, width)"
 
 
 @register_layer

@@ -35,14 +35,12 @@ class _Pool2d(Module):
         self._y = None
 
     def _check_padding(self) -> None:
-        """Padding of at most half the window on each side, as torch asks: every window
-        then holds at least one element of the input."""
-        spans = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation, strict=True)]
-        if any(2 * p > s for p, s in zip(self.padding, spans, strict=True)):
+        """Padding of at most half the kernel on each side, as torch asks (for max
+        pooling: half the kernel's size, whatever its dilation)."""
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size, strict=True)):
             raise ValueError(
                 f"padding must be at most half the window on each side, got padding "
                 f"{self.padding} for kernel_size {self.kernel_size}"
-                + (f", dilation {self.dilation}" if self.dilation != (1, 1) else "")
             )
 
     @classmethod
