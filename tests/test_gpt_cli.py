@@ -110,3 +110,19 @@ def test_a_text_too_short_for_the_context_is_refused(tmp_path, capsys):
     args[args.index("--block-size") + 1] = "20"
     assert main(args) == 2
     assert "too few for windows of 20" in capsys.readouterr().err
+
+
+def test_the_progress_bar_counts_steps_and_prints_evaluations(capsys):
+    from handgrad.cli.gpt import _Progress
+
+    class Run:
+        step, train_loss, val_loss = 3, [2.0, 1.0], [1.25]
+
+    bar = _Progress(10, 2, enabled=True)
+    bar.step(Run, 1.0)
+    bar.evaluation(Run)
+    bar.close()
+    bar.close()  # twice is harmless
+    err = capsys.readouterr().err
+    assert "3/10" in err and "loss=1.000" in err
+    assert "step 3: train loss 1.5000 (last 20 steps), validation loss 1.2500" in err

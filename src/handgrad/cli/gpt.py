@@ -126,7 +126,9 @@ def add_gpt_parser(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help="save OUT/gpt.npz every N steps too (Ctrl-C always saves it)",
     )
-    p.add_argument("--resume", metavar="DIR", help="go on with the run saved in DIR")
+    p.add_argument(
+        "--resume", metavar="DIR", help="go on with the run saved in DIR (its settings are kept)"
+    )
     p.add_argument("--sample-chars", type=_typed(POSITIVE_INT), default=500)
     p.add_argument("--out", default="handgrad-gpt", metavar="DIR", help="(handgrad-gpt)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -174,6 +176,7 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def _blas_threads(threads: int) -> Any:
@@ -237,7 +240,7 @@ def _train(args: argparse.Namespace) -> int:
                 interrupted=interrupted,
             )
     except TrainingInterruptedError as err:
-        progress.close()
+        progress.close()  # before the message, so that the bar does not cover it
         print(
             f"handgrad gpt train: {err}; saved to {out / RUN_FILE}; go on with: "
             f"handgrad gpt train --resume {out}",
