@@ -247,8 +247,7 @@ class MultiheadSelfAttention(Module):
             self.params[name] = xp.asarray(value, dtype=dtype, device=device)
         self.grads = {name: xp.zeros_like(p) for name, p in self.params.items()}
         self.attention = ScaledDotProductAttention(num_heads, causal)
-        self._x = None
-        self._y = None
+        self._x = self._heads = self._y = None
 
     @property
     def causal(self) -> bool:
