@@ -71,6 +71,8 @@ def test_the_derivations_quote_the_source():
         assert f"{name}.md" in quoting
     for name in ("cross-entropy", "nll", "mse", "seed-network"):
         assert f"{name}.md" in quoting
+    for name in ("embedding", "attention", "recurrent", "sequence-cross-entropy", "huber", "gpt"):
+        assert f"{name}.md" in quoting
 
 
 @pytest.mark.parametrize(

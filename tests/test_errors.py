@@ -27,6 +27,7 @@ import pytest
 
 import handgrad as hg
 from handgrad.app.classifier import Classifier
+from handgrad.app.language_model import load_gpt_run
 from handgrad.app.model_files import load_classifier, save_classifier
 from handgrad.cli.main import main
 from handgrad.core.errors import (
@@ -45,10 +46,12 @@ from handgrad.data import (
     load_features,
     split,
 )
+from handgrad.data.text import CharVocabulary, read_text
 from handgrad.gradcheck.check import GradientCheckError
 from handgrad.models.cnn import square_image
+from handgrad.training.clipping import clip_grad_norm
 from handgrad.training.fit import fit
-from handgrad.training.optim import SGD, Adam, make_optimizer
+from handgrad.training.optim import SGD, Adam, AdamW, RMSprop, make_optimizer
 from handgrad.training.schedules import make_schedule
 
 ERRORS_MD = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
@@ -354,6 +357,13 @@ def _diverge():
 def _torch_into_numpy_layer():
     torch = pytest.importorskip("torch")
     return _linear().forward(torch.ones((2, 3), dtype=torch.float64))
+
+
+def _gpt_untied_head():
+    model = hg.GPT(11, 8, rng=0)
+    state = model.state_dict()
+    state["lm_head.weight"] = state["lm_head.weight"] + 1.0
+    model.load_state_dict(state)
 
 
 def _cli(*argv: str):
@@ -675,7 +685,7 @@ TRIGGERS = {
     "adam-betas-pair": lambda: Adam(hg.mlp([2, 2]).params, betas=(0.9,)),
     "adam-beta-range": lambda: Adam(hg.mlp([2, 2]).params, betas=(1.0, 0.999)),
     "adam-eps": lambda: Adam(hg.mlp([2, 2]).params, eps=0.0),
-    "optimizer-unknown": lambda: make_optimizer("rmsprop", hg.mlp([2, 2]).params),
+    "optimizer-unknown": lambda: make_optimizer("lbfgs", hg.mlp([2, 2]).params),
     "optimizer-option": lambda: make_optimizer("adam", hg.mlp([2, 2]).params, momentum=0.9),
     "schedule-unknown": lambda: make_schedule("linear"),
     "schedule-option": lambda: make_schedule("step", steps=3),
@@ -857,6 +867,41 @@ TRIGGERS = {
     "cli-check-target-form": _cli("check", "nosuchmodule"),
     "cli-check-input-shape-without-target": _cli("check", "--input-shape", "8,10"),
     "cli-check-method-rows": _cli("check", "--method", "rows"),
+    "cli-gpt-text-missing": _cli("gpt", "train", "--text", "nope.txt"),
+    "cli-gpt-heads": _cli("gpt", "train", "--n-embd", "10", "--n-head", "4"),
+    "cli-gpt-lr": _cli("gpt", "train", "--lr", "0"),
+    "cli-gpt-sample-missing": _cli("gpt", "sample", "--model", "nope.npz"),
+    # sequence layers, the GPT and its training
+    "embedding-float-idx": lambda: hg.Embedding(4, 2).forward(np.zeros((2, 3))),
+    "embedding-index-range": lambda: hg.Embedding(4, 2).forward(np.array([[0, 4]])),
+    "attention-heads": lambda: hg.MultiheadSelfAttention(6, 4),
+    "attention-qkv-width": lambda: hg.ScaledDotProductAttention(1).forward(np.ones((1, 2, 10))),
+    "rnn-nonlinearity": lambda: hg.RNN(2, 3, nonlinearity="gelu"),
+    "rnn-input-size": lambda: hg.GRU(2, 3).forward(np.ones((1, 4, 3))),
+    "residual-shape": lambda: hg.Residual(hg.Linear(3, 2)).forward(np.ones((2, 3))),
+    "moduledict-forward": lambda: hg.ModuleDict(a=hg.Tanh()).forward(np.ones((1, 2))),
+    "seq-ce-shape": lambda: hg.SequenceCrossEntropyLoss().forward(
+        np.zeros((2, 3, 4)), np.zeros((2, 2), dtype=np.int64)
+    ),
+    "seq-ce-class-range": lambda: hg.SequenceCrossEntropyLoss().forward(
+        np.zeros((2, 3, 4)), np.full((2, 3), 4)
+    ),
+    "seq-ce-nothing-counts": lambda: hg.SequenceCrossEntropyLoss().forward(
+        np.zeros((2, 3, 4)), np.full((2, 3), -100)
+    ),
+    "seq-ce-mask": lambda: hg.SequenceCrossEntropyLoss().forward(
+        np.zeros((2, 3, 4)), np.zeros((2, 3), dtype=np.int64), np.ones((2, 3))
+    ),
+    "huber-delta": lambda: hg.HuberLoss(delta=0),
+    "adamw-decay": lambda: AdamW(hg.mlp([2, 2]).params, decay="biases"),
+    "rmsprop-alpha": lambda: RMSprop(hg.mlp([2, 2]).params, alpha=1.0),
+    "clip-max-norm": lambda: clip_grad_norm({"w": np.ones(2)}, 0),
+    "schedule-warmup": lambda: make_schedule("warmup_cosine", warmup=5, total=5),
+    "gpt-context": lambda: hg.GPT(11, 8).forward(np.zeros((1, 9), dtype=np.int64)),
+    "gpt-tied-head": _gpt_untied_head,
+    "gpt-run-missing": lambda: load_gpt_run("nope.npz"),
+    "text-too-short": lambda: read_text(_write("short.txt", "x" * 20)),
+    "text-unknown-char": lambda: CharVocabulary.from_text("abc").encode("zab"),
 }
 
 

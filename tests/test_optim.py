@@ -6,7 +6,8 @@ from helpers import as_torch, namespace_or_skip, rel_err
 
 import handgrad as hg
 from handgrad.core.arrays import convert
-from handgrad.training.optim import SGD, Adam
+from handgrad.training.clipping import clip_grad_norm
+from handgrad.training.optim import SGD, Adagrad, Adam, AdamW, RMSprop, make_optimizer
 from handgrad.training.schedules import make_schedule
 
 torch = pytest.importorskip("torch")
@@ -167,3 +168,145 @@ def test_bad_schedules_are_refused():
         make_schedule("step", total_epochs=3)
     with pytest.raises(ValueError, match="step_size must be a positive integer"):
         make_schedule("step", step_size=0)
+
+
+# AdamW, RMSprop, Adagrad; clipping; warm-up + cosine
+
+
+def test_adamw_decays_only_the_matrices_as_torch_with_two_groups():
+    def theirs(tensors):
+        weight, bias = tensors
+        groups = [{"params": [weight]}, {"params": [bias], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=0.01, weight_decay=0.1)
+
+    ours, reference = _run_both(lambda p: AdamW(p, lr=0.01, weight_decay=0.1), theirs)
+    for p, t in zip(ours.values(), reference, strict=True):
+        assert rel_err(p, t.detach()) < 1e-12
+
+
+@pytest.mark.parametrize("options", [{}, {"betas": (0.8, 0.95), "eps": 1e-6, "weight_decay": 0.5}])
+def test_adamw_decaying_everything_matches_torch(options):
+    ours, theirs = _run_both(
+        lambda p: AdamW(p, lr=0.02, decay="all", **options),
+        lambda t: torch.optim.AdamW(t, lr=0.02, **options),
+    )
+    for p, t in zip(ours.values(), theirs, strict=True):
+        assert rel_err(p, t.detach()) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"alpha": 0.9, "eps": 1e-6},
+        {"momentum": 0.8},
+        {"centered": True},
+        {"centered": True, "momentum": 0.5, "weight_decay": 0.1},
+    ],
+)
+def test_rmsprop_matches_torch_over_several_steps(options):
+    ours, theirs = _run_both(
+        lambda p: RMSprop(p, lr=0.01, **options),
+        lambda t: torch.optim.RMSprop(t, lr=0.01, **options),
+    )
+    for p, t in zip(ours.values(), theirs, strict=True):
+        assert rel_err(p, t.detach()) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"lr_decay": 0.1}, {"weight_decay": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-6}],
+)
+def test_adagrad_matches_torch_over_several_steps(options):
+    ours, theirs = _run_both(
+        lambda p: Adagrad(p, lr=0.1, **options),
+        lambda t: torch.optim.Adagrad(t, lr=0.1, **options),
+    )
+    for p, t in zip(ours.values(), theirs, strict=True):
+        assert rel_err(p, t.detach()) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: AdamW(p, lr=0.01, weight_decay=0.1),
+        lambda p: RMSprop(p, lr=0.01, momentum=0.5, centered=True),
+        lambda p: Adagrad(p, lr=0.1, lr_decay=0.01),
+    ],
+    ids=["adamw", "rmsprop", "adagrad"],
+)
+def test_a_restored_state_goes_on_as_if_never_stopped(make):
+    rng = np.random.default_rng(3)
+    start = {"w": rng.standard_normal((2, 3)), "b": rng.standard_normal(2)}
+    grads = [{k: rng.standard_normal(v.shape) for k, v in start.items()} for _ in range(6)]
+    straight = {k: v.copy() for k, v in start.items()}
+    opt = make(straight)
+    for g in grads:
+        opt.step(g)
+    resumed = {k: v.copy() for k, v in start.items()}
+    first = make(resumed)
+    for g in grads[:3]:
+        first.step(g)
+    second = make(resumed)
+    second.load_state_dict(first.state_dict())
+    for g in grads[3:]:
+        second.step(g)
+    for k in start:
+        assert np.array_equal(resumed[k], straight[k]), k
+
+
+def test_make_optimizer_knows_the_new_names():
+    params = hg.mlp([3, 2], rng=0).params
+    assert type(make_optimizer("adamw", params)).__name__ == "AdamW"
+    assert make_optimizer("rmsprop", params, centered=True).centered
+    assert make_optimizer("adagrad", params).lr == 0.1
+    with pytest.raises(TypeError, match="optimizer 'rmsprop' takes the options alpha, eps"):
+        make_optimizer("rmsprop", params, betas=(0.9, 0.99))
+    with pytest.raises(ValueError, match="decay must be one of 'matrices', 'all', got 'biases'"):
+        AdamW(params, decay="biases")
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 100.0])
+def test_clip_grad_norm_matches_torch(max_norm):
+    rng = np.random.default_rng(4)
+    grads = {"w": rng.standard_normal((3, 4)), "b": rng.standard_normal(3)}
+    before = {k: v.copy() for k, v in grads.items()}
+    clipped, norm = clip_grad_norm(grads, max_norm)
+    tensors = [as_torch(g, requires_grad=True) for g in grads.values()]
+    for t, g in zip(tensors, grads.values(), strict=True):
+        t.grad = as_torch(g)
+    want = torch.nn.utils.clip_grad_norm_(tensors, max_norm)
+    assert norm == pytest.approx(float(want), rel=1e-14)
+    for t, g in zip(tensors, clipped.values(), strict=True):
+        assert rel_err(g, t.grad) < 1e-14
+    assert all(np.array_equal(grads[k], before[k]) for k in grads)  # inputs untouched
+    total = math.sqrt(sum(float(np.sum(g * g)) for g in clipped.values()))
+    assert total <= max_norm * (1 + 1e-9)
+
+
+def test_clip_grad_norm_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="max_norm must be a finite number greater than 0"):
+        clip_grad_norm({"w": np.ones(2)}, 0)
+    with pytest.raises(ValueError, match="grads must be a non-empty dict"):
+        clip_grad_norm({}, 1.0)
+
+
+def test_warmup_cosine_is_nanogpts_get_lr():
+    lr, min_lr, warmup, decay_iters = 6e-4, 6e-5, 10, 50
+
+    def get_lr(it):  # nanoGPT's train.py, as it is written there
+        if it < warmup:
+            return lr * (it + 1) / (warmup + 1)
+        if it > decay_iters:
+            return min_lr
+        ratio = (it - warmup) / (decay_iters - warmup)
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+    schedule = make_schedule("warmup_cosine", warmup=warmup, total=decay_iters, min_factor=0.1)
+    np.testing.assert_allclose(
+        [lr * schedule(i) for i in range(70)], [get_lr(i) for i in range(70)]
+    )
+    with pytest.raises(ValueError, match=r"warmup \(5\) must be shorter than total \(5\)"):
+        make_schedule("warmup_cosine", warmup=5, total=5)
+    with pytest.raises(ValueError, match="warmup must be an integer >= 0, got -1"):
+        make_schedule("warmup_cosine", warmup=-1)

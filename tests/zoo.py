@@ -29,6 +29,10 @@ from handgrad import (
     Tanh,
 )
 from handgrad.core.arrays import namespace
+from handgrad.models.gpt import GPT
+from handgrad.nn.layers.attention import ScaledDotProductAttention, merge_heads, split_heads
+from handgrad.nn.layers.embedding import Embedding
+from handgrad.nn.layers.recurrent import GRU, LSTM
 
 
 class TransposedWeightGrad(Linear):
@@ -371,3 +375,92 @@ VISION_BUGS = {
     "silu without x sigmoid'(x)": (lambda rng: SiluOnlySigmoid(), (4, 5)),
     "softplus without beta": (lambda rng: SoftplusWithoutBeta(beta=2.0), (4, 5)),
 }
+
+
+# Slips in the sequence layers: each needs its own input, so each comes with one.
+
+
+class EmbeddingOverwritesRepeats(Embedding):
+    """dW[idx] = dy by fancy assignment: a row picked twice keeps one gradient, not the sum."""
+
+    def backward_unchecked(self, dy, input_grad=True):
+        grad = np.zeros_like(self.params["weight"])
+        grad[self._idx.reshape(-1)] = dy.reshape(-1, self.embedding_dim)
+        self.grads["weight"] = grad
+
+
+class AttentionWithoutJacobianTerm(ScaledDotProductAttention):
+    """dS = P * dP: the softmax Jacobian's -P rowsum(dP * P) term left out."""
+
+    def backward_unchecked(self, dy, input_grad=True):
+        q, k, v, p, scale = self._cache
+        xp = namespace(dy)
+        do = split_heads(xp, dy, self.num_heads)
+        ds = p * (do @ v.mT) * scale
+        grads = (ds @ k, ds.mT @ q, p.mT @ do)
+        return xp.concat([merge_heads(xp, g) for g in grads], axis=-1)
+
+
+class MaskAfterSoftmax(ScaledDotProductAttention):
+    """The causal mask applied after the softmax (probabilities zeroed, rows no longer summing
+    to 1), with the backward of a softmax whose mask came first."""
+
+    def forward_unchecked(self, qkv):
+        xp = namespace(qkv)
+        width = qkv.shape[-1] // 3
+        q, k, v = (
+            split_heads(xp, qkv[..., i * width : (i + 1) * width], self.num_heads) for i in range(3)
+        )
+        scale = 1.0 / np.sqrt(width // self.num_heads)
+        s = (q @ k.mT) * scale
+        e = np.exp(s - s.max(axis=-1, keepdims=True))
+        p = e / e.sum(axis=-1, keepdims=True) * np.tril(np.ones(s.shape[-2:]))
+        self._cache = (q, k, v, p, scale)
+        self._y = merge_heads(xp, p @ v)
+        return self._y
+
+
+class LSTMGateOrder(LSTM):
+    """The gate gradients stacked as (i, f, o, g) where the weights hold (i, f, g, o)."""
+
+    def _step_back(self, xp, dh, dc_next, h_prev, cache):
+        da, _, direct, dc = super()._step_back(xp, dh, dc_next, h_prev, cache)
+        n = self.hidden_size
+        da = xp.concat([da[..., : 2 * n], da[..., 3 * n :], da[..., 2 * n : 3 * n]], axis=-1)
+        return da, da, direct, dc
+
+
+class GRUResetBeforeBias(GRU):
+    """The reset gate's derivative taken as if n = tanh(W_in x + b_in + W_hn (r h) + b_hn),
+    the variant torch does not compute: dL/dr from hw_n without its bias."""
+
+    def _step_back(self, xp, dh, dstate, h_prev, cache):
+        r, z, new, hw_n = cache
+        bias = self.params.get("bias_hh_l0")
+        if bias is not None:
+            hw_n = hw_n - bias[2 * self.hidden_size :]
+        return super()._step_back(xp, dh, dstate, h_prev, (r, z, new, hw_n))
+
+
+# name: (make the layer from a generator, the input shape)
+SEQUENCE_BUGS = {
+    "attention without the softmax Jacobian's second term": (
+        lambda rng: AttentionWithoutJacobianTerm(2, causal=True),
+        (2, 4, 12),
+    ),
+    "causal mask applied after the softmax": (lambda rng: MaskAfterSoftmax(2, True), (2, 4, 12)),
+    "LSTM gates in the wrong order": (lambda rng: LSTMGateOrder(3, 4, rng=rng), (2, 4, 3)),
+    "GRU reset gate without the hidden bias": (
+        lambda rng: GRUResetBeforeBias(3, 4, rng=rng),
+        (2, 4, 3),
+    ),
+}
+
+
+class ForgottenTiedGradient(GPT):
+    """The tied weight's gradient taken from the token embedding alone: the language-model
+    head's use of the same array is dropped."""
+
+    def backward_unchecked(self, dlogits, input_grad=True):
+        super().backward_unchecked(dlogits, input_grad)
+        self.lm_head.grads["weight"] = np.zeros_like(self.lm_head.grads["weight"])

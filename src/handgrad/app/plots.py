@@ -10,7 +10,7 @@ from typing import Any
 
 from handgrad.core.files import atomic_write
 
-__all__ = ["plot_curves"]
+__all__ = ["plot_curves", "plot_loss_by_step"]
 
 _PANELS = (("loss", "Loss"), ("accuracy", "Accuracy"))
 _SPLITS = (("train", "train", "-"), ("val", "validation", "--"))
@@ -112,3 +112,74 @@ def _best_epoch(epochs: list[float], val_loss: list[float] | None) -> float | No
         return None
     finite = [(loss, e) for e, loss in zip(epochs, val_loss, strict=True) if math.isfinite(loss)]
     return min(finite)[1] if finite else None
+
+
+def plot_loss_by_step(
+    train_loss: Sequence[float],
+    val_steps: Sequence[int],
+    val_loss: Sequence[float],
+    path: str | os.PathLike,
+    *,
+    baseline: float | None = None,
+    title: str = "Training loss",
+) -> Path:
+    """Draw the training loss of every step (faint, with its running mean over 20 steps),
+    the validation loss at its steps and a ``baseline`` level, and write them to ``path``
+    as a PNG, atomically.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from handgrad.app.plots import plot_loss_by_step
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = plot_loss_by_step([3.0, 2.5, 2.2, 2.0], [2, 4], [2.6, 2.1],
+    ...         Path(folder) / "loss.png", baseline=3.1)
+    ...     print(path.name, path.read_bytes()[1:4] == b"PNG")
+    loss.png True
+    """
+    train = [float(v) for v in train_loss]
+    if not train:
+        raise ValueError("train_loss must hold the loss of at least one step, got none")
+    if len(val_steps) != len(val_loss):
+        raise ValueError(
+            f"val_steps has {len(val_steps)} values but val_loss has {len(val_loss)}; give one "
+            "step per validation loss"
+        )
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {target}: folder {target.parent} does not exist")
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise ImportError(
+            "plot_loss_by_step needs matplotlib: pip install 'handgrad[plots]'"
+        ) from err
+
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    steps = range(1, len(train) + 1)
+    ax.plot(steps, train, color="tab:blue", alpha=0.25, linewidth=0.8)
+    window = min(20, len(train))
+    running = [
+        sum(train[max(0, i - window + 1) : i + 1]) / min(i + 1, window) for i in range(len(train))
+    ]
+    ax.plot(steps, running, color="tab:blue", label=f"train (mean of {window} steps)")
+    if val_steps:
+        ax.plot(
+            list(val_steps),
+            [float(v) for v in val_loss],
+            "o-",
+            color="tab:orange",
+            label="validation",
+        )
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle=":", label=f"unigram baseline {baseline:.3f}")
+    ax.set(xlabel="step", ylabel="cross-entropy (nats per token)", title=title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best")
+    with atomic_write(target, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    return target

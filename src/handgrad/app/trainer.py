@@ -126,6 +126,9 @@ def _schedule(config: TrainConfig) -> Any:
         return make_schedule("cosine", total_epochs=config.epochs)
     if config.schedule == "step":
         return make_schedule("step", step_size=max(1, config.epochs // 3), gamma=0.1)
+    if config.schedule == "warmup_cosine":
+        warmup = min(config.epochs // 10, config.epochs - 1)
+        return make_schedule("warmup_cosine", warmup=warmup, total=config.epochs)
     return make_schedule(config.schedule)
 
 

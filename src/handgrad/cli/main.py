@@ -6,6 +6,8 @@
 - ``handgrad predict`` and ``handgrad evaluate``: use a saved model on a CSV file.
 - ``handgrad check``: gradient-check the seed's network and an MLP against finite
   differences and PyTorch autograd.
+- ``handgrad gpt train`` and ``handgrad gpt sample``: a character-level GPT (see
+  :mod:`handgrad.cli.gpt`).
 
 Bad input ends with exit status 2 and one line on stderr (``--debug`` shows the traceback),
 and so does a lack of memory. ``handgrad train`` stopped by Ctrl-C exits with 130, by
@@ -22,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from handgrad.app.trainer import CONSTRAINTS, TrainConfig
-from handgrad.cli import commands, workers
+from handgrad.cli import commands, gpt, workers
 from handgrad.core.arrays import BACKENDS
 from handgrad.core.validation import FRACTION, POSITIVE, POSITIVE_INT, Constraint
 from handgrad.gradcheck.check import DEFAULT_EPS, DEFAULT_THRESHOLD, METHODS, MODES
@@ -327,6 +329,7 @@ def _parser(given_only: bool = False) -> argparse.ArgumentParser:
             action.default = argparse.SUPPRESS
     _add_predict_and_evaluate(commands_)
     _add_check(commands_)
+    gpt.add_gpt_parser(commands_)
     return parser
 
 
@@ -382,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "predict": commands.predict,
         "evaluate": commands.evaluate,
         "check": commands.check,
+        "gpt": gpt.run,
     }[args.command]
     stdout = sys.stdout = _QuietPipe(sys.stdout)
     try:
@@ -390,7 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"handgrad {args.command}: error: {message}", file=sys.stderr)
+        command = args.command + (f" {args.gpt_command}" if args.command == "gpt" else "")
+        print(f"handgrad {command}: error: {message}", file=sys.stderr)
         return 2
     except MemoryError as err:
         if args.debug:

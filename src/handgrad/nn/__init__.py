@@ -1,16 +1,20 @@
 """Layers and losses with hand-written backward passes: the protocol, the module base,
 containers, the registry of layer types, initialisers, layers and losses."""
 
-from handgrad.nn.containers import Sequential
+from handgrad.nn.containers import ModuleDict, Residual, Sequential
 from handgrad.nn.layers import (
     ELU,
     GELU,
+    GRU,
+    LSTM,
+    RNN,
     AvgPool2d,
     BatchNorm1d,
     BatchNorm2d,
     Conv1d,
     Conv2d,
     Dropout,
+    Embedding,
     Flatten,
     GroupNorm,
     LayerNorm,
@@ -18,7 +22,9 @@ from handgrad.nn.layers import (
     Linear,
     LogSoftmax,
     MaxPool2d,
+    MultiheadSelfAttention,
     ReLU,
+    ScaledDotProductAttention,
     Sigmoid,
     SiLU,
     Softmax,
@@ -29,9 +35,11 @@ from handgrad.nn.layers import (
 from handgrad.nn.losses import (
     BCEWithLogitsLoss,
     CrossEntropyLoss,
+    HuberLoss,
     MSELoss,
     NLLLoss,
     PoissonNLLLoss,
+    SequenceCrossEntropyLoss,
 )
 from handgrad.nn.module import Module
 from handgrad.nn.protocol import Layer, named_layers
@@ -40,6 +48,9 @@ from handgrad.nn.registry import register_layer
 __all__ = [
     "ELU",
     "GELU",
+    "GRU",
+    "LSTM",
+    "RNN",
     "AvgPool2d",
     "BCEWithLogitsLoss",
     "BatchNorm1d",
@@ -48,8 +59,10 @@ __all__ = [
     "Conv2d",
     "CrossEntropyLoss",
     "Dropout",
+    "Embedding",
     "Flatten",
     "GroupNorm",
+    "HuberLoss",
     "Layer",
     "LayerNorm",
     "LeakyReLU",
@@ -58,9 +71,14 @@ __all__ = [
     "MSELoss",
     "MaxPool2d",
     "Module",
+    "ModuleDict",
+    "MultiheadSelfAttention",
     "NLLLoss",
     "PoissonNLLLoss",
     "ReLU",
+    "Residual",
+    "ScaledDotProductAttention",
+    "SequenceCrossEntropyLoss",
     "Sequential",
     "SiLU",
     "Sigmoid",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import array_api_compat
+
 from handgrad.core.arrays import namespace, to_numpy
 from handgrad.core.validation import (
     check_array,
@@ -19,7 +21,15 @@ from handgrad.core.validation import (
 )
 from handgrad.nn.functional import log_softmax, softplus
 
-__all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss", "MSELoss", "NLLLoss", "PoissonNLLLoss"]
+__all__ = [
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "HuberLoss",
+    "MSELoss",
+    "NLLLoss",
+    "PoissonNLLLoss",
+    "SequenceCrossEntropyLoss",
+]
 
 
 class _Loss:
@@ -387,3 +397,168 @@ class PoissonNLLLoss(_Loss):
 def _sigmoid(xp: Any, x: Any) -> Any:
     e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
     return xp.where(x >= 0, 1.0, e) / (1 + e)
+
+
+class SequenceCrossEntropyLoss(_Loss):
+    """Cross-entropy from logits over a sequence: ``logits`` (batch, time, classes) against
+    integer ``target`` (batch, time), positions with ``target == ignore_index`` (or
+    ``mask`` False) left out. 'mean' divides by the positions counted, as
+    ``torch.nn.CrossEntropyLoss(ignore_index=...)`` on the flattened positions does.
+
+    Targets may have any shape S, the logits then S + (classes,); leading axes beyond
+    those are stacked copies, one loss each.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.nn.losses import SequenceCrossEntropyLoss
+    >>> loss = SequenceCrossEntropyLoss()
+    >>> logits = np.zeros((1, 3, 4))  # (batch, time, classes): uniform predictions
+    >>> round(float(loss.forward(logits, np.array([[2, 0, -100]]))), 4)  # log 4, 2 positions
+    1.3863
+    >>> print(loss.backward()[0].round(3))  # (softmax - one_hot) / 2; the ignored row is 0
+    [[ 0.125  0.125 -0.375  0.125]
+     [-0.375  0.125  0.125  0.125]
+     [ 0.     0.     0.     0.   ]]
+    """
+
+    def __init__(self, ignore_index: int = -100, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+            raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
+        self.ignore_index = ignore_index
+
+    def __repr__(self) -> str:
+        return (
+            f"SequenceCrossEntropyLoss(ignore_index={self.ignore_index}, "
+            f"reduction={self.reduction!r})"
+        )
+
+    def forward(self, logits: Any, target: Any, mask: Any = None) -> Any:
+        """Return the loss of ``logits`` (..., batch, time, classes) against ``target``
+        (batch, time) of class indices; ``mask`` (batch, time), if given, is True where a
+        position counts."""
+        xp = check_array(logits, "logits", min_ndim=2, layout="(batch, time, classes)")
+        check_array(target, "target", floating=False, finite=False)
+        namespace(logits, target)
+        if not xp.isdtype(target.dtype, "integral"):
+            raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+        shape, classes = tuple(target.shape), logits.shape[-1]
+        if target.ndim == 0 or tuple(logits.shape[-1 - target.ndim : -1]) != shape:
+            raise ValueError(
+                f"logits must have shape (..., {', '.join(map(str, shape))}, classes) for "
+                f"target of shape {shape}, got {tuple(logits.shape)}"
+            )
+        check_not_empty(logits, "logits", last=1, needs="at least one class")
+        valid = target != self.ignore_index
+        if mask is not None:
+            check_array(mask, "mask", floating=False, finite=False)
+            if mask.dtype != xp.bool or tuple(mask.shape) != shape:
+                raise ValueError(
+                    f"mask must be a boolean array of the target's shape {shape}, got "
+                    f"{mask.dtype} of shape {tuple(mask.shape)}"
+                )
+            valid = valid & mask
+        counted = int(xp.sum(xp.astype(valid, xp.int64)))
+        if counted == 0:
+            raise ValueError(
+                f"no position counts: every target is ignore_index ({self.ignore_index}) or "
+                "masked out, so the mean is undefined"
+            )
+        picked = target[valid]
+        low, high = int(xp.min(picked)), int(xp.max(picked))
+        if low < 0 or high >= classes:
+            raise ValueError(
+                f"target holds class index {low if low < 0 else high} but logits have "
+                f"{classes} classes (valid indices 0 to {classes - 1}, or ignore_index "
+                f"{self.ignore_index})"
+            )
+        return self.forward_unchecked(logits, target, valid, counted)
+
+    def forward_unchecked(self, logits: Any, target: Any, valid: Any, counted: int) -> Any:
+        """:meth:`forward` from the positions that count (``valid``, boolean, and their
+        number), without checks."""
+        xp = namespace(logits)
+        classes = xp.arange(
+            logits.shape[-1], dtype=target.dtype, device=array_api_compat.device(target)
+        )
+        weight = xp.astype(valid, logits.dtype)[..., None]  # B,T,1
+        t = xp.astype(target[..., None] == classes, logits.dtype) * weight  # one-hot rows
+        scale = 1.0 / counted if self.reduction == "mean" else 1.0
+        log_p = log_softmax(xp, logits)
+        self._cache = (xp, log_p, t, weight, scale)
+        axes = tuple(range(logits.ndim - target.ndim - 1, logits.ndim))
+        return -xp.sum(t * log_p, axis=axes) * scale
+
+    def torch_loss(self, output: Any, target: Any, mask: Any = None) -> Any:
+        """The same loss by ``torch.nn.functional.cross_entropy`` on the flattened positions
+        (masked positions given ``ignore_index``). Needs PyTorch."""
+        import torch
+
+        if mask is not None:
+            target = torch.where(mask, target, self.ignore_index)
+        return torch.nn.functional.cross_entropy(
+            output.reshape(-1, output.shape[-1]),
+            target.reshape(-1),
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+        )
+
+    def _backward(self, xp: Any, log_p: Any, t: Any, weight: Any, scale: float) -> Any:
+        # dL/dz = (softmax(z) - one_hot) at each counted position, 0 at the others
+        return (xp.exp(log_p) * weight - t) * scale
+
+
+class HuberLoss(_Loss):
+    """Huber loss, as ``torch.nn.HuberLoss``: ``d^2 / 2`` where ``|d| <= delta`` and
+    ``delta (|d| - delta / 2)`` beyond, for ``d = pred - target``, summed or averaged over
+    every element.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.nn.losses import HuberLoss
+    >>> loss = HuberLoss(delta=1.0, reduction="sum")
+    >>> float(loss.forward(np.array([[0.5, 3.0]]), np.zeros((1, 2))))  # 0.125 + 2.5
+    2.625
+    >>> print(loss.backward())  # d clipped to [-delta, delta]
+    [[0.5 1. ]]
+    """
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.delta = check_positive_float(delta, "delta")
+
+    def __repr__(self) -> str:
+        return f"HuberLoss(reduction={self.reduction!r}, delta={self.delta})"
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        """Return the loss of ``pred`` against a ``target`` of the same shape."""
+        xp = check_array(pred, "pred")
+        check_not_empty(pred, "pred")
+        check_array(target, "target")
+        namespace(pred, target)
+        copies = pred.ndim - target.ndim  # leading axes of stacked copies
+        if copies < 0 or tuple(pred.shape[copies:]) != tuple(target.shape):
+            raise ValueError(
+                f"target must have the shape of pred {tuple(pred.shape)}, got {tuple(target.shape)}"
+            )
+        scale = 1.0 / math.prod(target.shape) if self.reduction == "mean" else 1.0
+        d = pred - xp.astype(target, pred.dtype)
+        size = xp.abs(d)
+        inside = size <= self.delta
+        terms = xp.where(inside, 0.5 * d * d, self.delta * (size - 0.5 * self.delta))
+        self._cache = (xp, d, scale)
+        return xp.sum(terms, axis=tuple(range(copies, pred.ndim))) * scale
+
+    def torch_loss(self, output: Any, target: Any) -> Any:
+        """The same loss computed by ``torch.nn.HuberLoss``. Needs PyTorch."""
+        import torch
+
+        return torch.nn.HuberLoss(reduction=self.reduction, delta=self.delta)(output, target)
+
+    def _backward(self, xp: Any, d: Any, scale: float) -> Any:
+        # dL/dpred = d where |d| <= delta, delta sign(d) beyond: d clipped to [-delta, delta]
+        return xp.clip(d, -self.delta, self.delta) * scale

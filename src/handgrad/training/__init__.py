@@ -1,15 +1,29 @@
-"""Training: optimizers, learning-rate schedules, the fit loop and checkpoints."""
+"""Training: optimizers, learning-rate schedules, gradient clipping, the fit loop and
+checkpoints."""
 
+from handgrad.training.clipping import clip_grad_norm
 from handgrad.training.fit import History, Progress, evaluate, fit
-from handgrad.training.optim import SGD, Adam, Optimizer, make_optimizer
+from handgrad.training.optim import (
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    Optimizer,
+    RMSprop,
+    make_optimizer,
+)
 from handgrad.training.schedules import make_schedule
 
 __all__ = [
     "SGD",
+    "Adagrad",
     "Adam",
+    "AdamW",
     "History",
     "Optimizer",
     "Progress",
+    "RMSprop",
+    "clip_grad_norm",
     "evaluate",
     "fit",
     "make_optimizer",

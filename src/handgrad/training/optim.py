@@ -22,7 +22,17 @@ from handgrad.core.validation import (
     check_positive_float,
 )
 
-__all__ = ["DEFAULT_LR", "OPTIMIZERS", "SGD", "Adam", "Optimizer", "make_optimizer"]
+__all__ = [
+    "DEFAULT_LR",
+    "OPTIMIZERS",
+    "SGD",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Optimizer",
+    "RMSprop",
+    "make_optimizer",
+]
 
 
 class Optimizer:
@@ -208,6 +218,8 @@ class Adam(Optimizer):
     1
     """
 
+    coupled_decay = True  # weight decay as an L2 term in the gradient (AdamW: decoupled)
+
     def __init__(
         self,
         params: Mapping[str, Any],
@@ -244,7 +256,7 @@ class Adam(Optimizer):
         root_correction = math.sqrt(1 - beta2**self.t)
         for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
             xp = namespace(p)
-            if self.weight_decay:
+            if self.weight_decay and self.coupled_decay:
                 g = g + self.weight_decay * p
             m *= beta1
             m += (1 - beta1) * g
@@ -253,23 +265,212 @@ class Adam(Optimizer):
             p -= step_size * (m / (xp.sqrt(v) / root_correction + self.eps))
 
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
-DEFAULT_LR = {"sgd": 0.1, "momentum": 0.1, "adam": 0.01}
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov and Hutter), as ``torch.optim.AdamW``:
+    each step first shrinks a parameter, ``p *= 1 - lr * weight_decay``, then takes Adam's
+    step from the gradient alone.
+
+    ``decay="matrices"`` (the default) decays only parameters of two or more dimensions
+    (weights and embeddings, not biases or norm scales), as GPT training does with two
+    parameter groups; ``"all"`` decays every parameter.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.training.optim import AdamW
+    >>> w, b = np.ones((1, 2)), np.ones(2)
+    >>> optimizer = AdamW({"w": w, "b": b}, lr=0.1, weight_decay=0.5)
+    >>> optimizer.step({"w": np.zeros((1, 2)), "b": np.zeros(2)})  # no gradient: decay only
+    >>> print(w, b)  # the matrix shrinks by lr * weight_decay, the bias does not
+    [[0.95 0.95]] [1. 1.]
+    """
+
+    coupled_decay = False
+
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        lr: float = 0.001,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        decay: str = "matrices",
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay)
+        self.decay = check_choice(decay, "decay", ("matrices", "all"))
+        self.decayed = [self.decay == "all" or p.ndim >= 2 for p in self.params]
+
+    def update(self, grads: list[Any]) -> None:
+        """One update: ``p *= 1 - lr * weight_decay`` (decayed parameters), then Adam's step
+        without weight decay in the gradient."""
+        if self.weight_decay:
+            shrink = 1 - self.lr * self.weight_decay
+            for p, decayed in zip(self.params, self.decayed, strict=True):
+                if decayed:
+                    p *= shrink
+        super().update(grads)
+
+
+class RMSprop(Optimizer):
+    """RMSprop, as ``torch.optim.RMSprop``: each gradient divided by the root of a running
+    mean of its squares, ``v = alpha v + (1 - alpha) g^2``, ``p -= lr g / (sqrt(v) + eps)``;
+    optional momentum on that step, ``centered`` (the running mean's square subtracted from
+    ``v``) and L2 weight decay.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.training.optim import RMSprop
+    >>> w = np.array([1.0, -1.0])
+    >>> optimizer = RMSprop({"w": w}, lr=0.01, alpha=0.75)
+    >>> optimizer.step({"w": np.array([2.0, -0.5])})  # v = 0.25 g^2: the step is 2 lr sign(g)
+    >>> print(w.round(6))
+    [ 0.98 -0.98]
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        lr: float = 0.01,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ) -> None:
+        super().__init__(params, lr)
+        self.alpha = FRACTION.check(alpha, "alpha")
+        self.eps = check_positive_float(eps, "eps")
+        self.weight_decay = NON_NEGATIVE.check(weight_decay, "weight_decay")
+        self.momentum = FRACTION.check(momentum, "momentum")
+        self.centered = bool(centered)
+        self.square_avg: list[Any] = [namespace(p).zeros_like(p) for p in self.params]
+        self.grad_avg: list[Any] = [
+            namespace(p).zeros_like(p) if self.centered else None for p in self.params
+        ]
+        self.velocity: list[Any] = [
+            namespace(p).zeros_like(p) if self.momentum else None for p in self.params
+        ]
+
+    def _buffers(self) -> dict[str, list[Any]]:
+        return {"square_avg": self.square_avg, "grad_avg": self.grad_avg, "velocity": self.velocity}
+
+    def update(self, grads: list[Any]) -> None:
+        """One update: ``v = alpha v + (1 - alpha) g^2``, ``d = sqrt(v - m^2 if centered
+        else v) + eps``, then ``p -= lr g / d`` (or through momentum ``b = mu b + g / d``)."""
+        for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
+            xp = namespace(p)
+            if self.weight_decay:
+                g = g + self.weight_decay * p
+            v = self.square_avg[i]
+            v *= self.alpha
+            v += (1 - self.alpha) * (g * g)
+            if self.centered:
+                m = self.grad_avg[i]
+                m *= self.alpha
+                m += (1 - self.alpha) * g
+                denominator = xp.sqrt(v - m * m) + self.eps
+            else:
+                denominator = xp.sqrt(v) + self.eps
+            if self.momentum:
+                b = self.velocity[i]
+                b *= self.momentum
+                b += g / denominator
+                p -= self.lr * b
+            else:
+                p -= self.lr * (g / denominator)
+
+
+class Adagrad(Optimizer):
+    """Adagrad, as ``torch.optim.Adagrad``: each gradient divided by the root of the sum of
+    all its squares so far, ``s += g^2``, ``p -= lr_t g / (sqrt(s) + eps)``, with
+    ``lr_t = lr / (1 + (t - 1) lr_decay)`` at step t, and L2 weight decay.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.training.optim import Adagrad
+    >>> w = np.array([1.0, -1.0])
+    >>> optimizer = Adagrad({"w": w}, lr=0.1)
+    >>> optimizer.step({"w": np.array([3.0, -0.5])})  # the first step: lr sign(g)
+    >>> print(w.round(6))
+    [ 0.9 -0.9]
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        lr: float = 0.01,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+    ) -> None:
+        super().__init__(params, lr)
+        self.lr_decay = NON_NEGATIVE.check(lr_decay, "lr_decay")
+        self.weight_decay = NON_NEGATIVE.check(weight_decay, "weight_decay")
+        start = NON_NEGATIVE.check(initial_accumulator_value, "initial_accumulator_value")
+        self.eps = check_positive_float(eps, "eps")
+        self.t = 0
+        self.sum: list[Any] = [namespace(p).zeros_like(p) + start for p in self.params]
+
+    def _buffers(self) -> dict[str, list[Any]]:
+        return {"sum": self.sum}
+
+    def _steps(self) -> int:
+        return self.t
+
+    def _set_steps(self, steps: int) -> None:
+        self.t = steps
+
+    def update(self, grads: list[Any]) -> None:
+        """One update: ``s += g^2``, ``p -= lr / (1 + (t - 1) lr_decay) g / (sqrt(s) + eps)``."""
+        self.t += 1
+        rate = self.lr / (1 + (self.t - 1) * self.lr_decay)
+        for p, g, s in zip(self.params, grads, self.sum, strict=True):
+            if self.weight_decay:
+                g = g + self.weight_decay * p
+            s += g * g
+            p -= rate * (g / (namespace(p).sqrt(s) + self.eps))
+
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad")
+DEFAULT_LR = {
+    "sgd": 0.1,
+    "momentum": 0.1,
+    "adam": 0.01,
+    "adamw": 0.01,
+    "rmsprop": 0.01,
+    "adagrad": 0.1,
+}
+_KINDS = {
+    "sgd": SGD,
+    "momentum": SGD,
+    "adam": Adam,
+    "adamw": AdamW,
+    "rmsprop": RMSprop,
+    "adagrad": Adagrad,
+}
 _OPTIONS = {
-    "sgd": ("momentum", "nesterov", "weight_decay"),
-    "adam": ("betas", "eps", "weight_decay"),
+    SGD: ("momentum", "nesterov", "weight_decay"),
+    Adam: ("betas", "eps", "weight_decay"),
+    AdamW: ("betas", "eps", "weight_decay", "decay"),
+    RMSprop: ("alpha", "eps", "weight_decay", "momentum", "centered"),
+    Adagrad: ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"),
 }
 
 
 def make_optimizer(
     name: str, params: Mapping[str, Any], lr: float | None = None, **options: Any
 ) -> Optimizer:
-    """``"sgd"`` (plain), ``"momentum"`` (SGD with Nesterov momentum 0.9) or ``"adam"``,
-    with the learning rate ``lr`` or the name's default (:data:`DEFAULT_LR`).
+    """An optimizer by name: ``"sgd"`` (plain), ``"momentum"`` (SGD with Nesterov momentum
+    0.9), ``"adam"``, ``"adamw"``, ``"rmsprop"`` or ``"adagrad"``, with the learning rate
+    ``lr`` or the name's default (:data:`DEFAULT_LR`).
 
-    ``options`` go to the optimizer and override the name's presets: ``momentum``,
+    ``options`` go to the optimizer's class and override the name's presets: ``momentum``,
     ``nesterov`` and ``weight_decay`` for the SGD names (:class:`SGD`); ``betas``, ``eps``
-    and ``weight_decay`` for ``"adam"`` (:class:`Adam`).
+    and ``weight_decay`` for :class:`Adam` (and ``decay`` for :class:`AdamW`); see
+    :class:`RMSprop` and :class:`Adagrad` for theirs.
 
     Examples
     --------
@@ -278,17 +479,17 @@ def make_optimizer(
     >>> optimizer = make_optimizer("momentum", hg.mlp([3, 2], rng=0).params)
     >>> type(optimizer).__name__, optimizer.lr, optimizer.momentum, optimizer.nesterov
     ('SGD', 0.1, 0.9, True)
+    >>> type(make_optimizer("adamw", hg.mlp([3, 2], rng=0).params, weight_decay=0.1)).__name__
+    'AdamW'
     """
     check_choice(name, "optimizer", OPTIMIZERS)
     lr = DEFAULT_LR[name] if lr is None else lr
-    kind = "adam" if name == "adam" else "sgd"
+    kind = _KINDS[name]
     unknown = sorted(set(options) - set(_OPTIONS[kind]))
     if unknown:
         raise TypeError(
             f"optimizer {name!r} takes the options {', '.join(_OPTIONS[kind])}, "
             f"got {', '.join(unknown)}"
         )
-    if name == "adam":
-        return Adam(params, lr, **options)
     preset = {"momentum": 0.9, "nesterov": True} if name == "momentum" else {}
-    return SGD(params, lr, **{**preset, **options})
+    return kind(params, lr, **{**preset, **options})

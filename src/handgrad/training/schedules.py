@@ -40,7 +40,29 @@ def _cosine(total_epochs: int = 100, min_factor: float = 0.0) -> Schedule:
     )
 
 
-SCHEDULES = {"constant": _constant, "step": _step, "cosine": _cosine}
+def _warmup_cosine(warmup: int = 0, total: int = 100, min_factor: float = 0.1) -> Schedule:
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+    total = check_positive_int(total, "total")
+    if warmup >= total:
+        raise ValueError(f"warmup ({warmup}) must be shorter than total ({total})")
+    min_factor = FRACTION.check(min_factor, "min_factor")
+
+    def factor(index: int) -> float:
+        if index < warmup:  # linear, as nanoGPT: (index + 1) / (warmup + 1)
+            return (index + 1) / (warmup + 1)
+        progress = min(index - warmup, total - warmup) / (total - warmup)
+        return min_factor + (1 - min_factor) * (1 + math.cos(math.pi * progress)) / 2
+
+    return factor
+
+
+SCHEDULES = {
+    "constant": _constant,
+    "step": _step,
+    "cosine": _cosine,
+    "warmup_cosine": _warmup_cosine,
+}
 
 
 def make_schedule(name: str, **options: Any) -> Schedule:
@@ -51,6 +73,10 @@ def make_schedule(name: str, **options: Any) -> Schedule:
     - ``"step"``: ``gamma ** (epoch // step_size)`` (as ``torch.optim.lr_scheduler.StepLR``).
     - ``"cosine"``: from 1 down to ``min_factor`` over ``total_epochs``, half a cosine (as
       ``CosineAnnealingLR`` with ``eta_min = min_factor * lr``).
+    - ``"warmup_cosine"``: a linear warm-up over the first ``warmup`` indices,
+      ``(i + 1) / (warmup + 1)``, then half a cosine from 1 down to ``min_factor`` at index
+      ``total`` and after, as nanoGPT's ``get_lr`` (the index counts epochs or steps,
+      whichever the caller steps it by).
 
     Examples
     --------
@@ -61,6 +87,9 @@ def make_schedule(name: str, **options: Any) -> Schedule:
     >>> cosine = make_schedule("cosine", total_epochs=4)
     >>> [round(cosine(epoch), 3) for epoch in range(5)]
     [1.0, 0.854, 0.5, 0.146, 0.0]
+    >>> warm = make_schedule("warmup_cosine", warmup=3, total=7, min_factor=0.1)
+    >>> [round(warm(step), 3) for step in range(9)]
+    [0.25, 0.5, 0.75, 1.0, 0.868, 0.55, 0.232, 0.1, 0.1]
     """
     check_choice(name, "schedule", SCHEDULES)
     takes = inspect.signature(SCHEDULES[name]).parameters
