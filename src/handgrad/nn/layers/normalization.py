@@ -529,7 +529,8 @@ class GroupNorm(_Normalization):
     def forward_unchecked(self, x: Any) -> Any:
         """:meth:`forward` without checking ``x``: for loops that checked their data once."""
         xp = namespace(x)
-        groups = xp.reshape(x, (x.shape[0], self.num_groups, -1))  # N,G,C/G*...
+        per_group = math.prod(x.shape[1:]) // self.num_groups  # no -1: a batch may be empty
+        groups = xp.reshape(x, (x.shape[0], self.num_groups, per_group))  # N,G,C/G*...
         xhat, self._inv_std, _, _ = _normalise(xp, groups, (2,), self.eps)
         self._xhat = xp.reshape(xhat, x.shape)
         y = self._xhat
