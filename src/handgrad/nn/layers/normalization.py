@@ -548,7 +548,7 @@ class GroupNorm(_Normalization):
         dxhat = self._affine_grads(xp, dy, axes, (self.num_channels,))
         if not input_grad:
             return None
-        shape = (dy.shape[0], self.num_groups, -1)
+        shape = (dy.shape[0], self.num_groups, math.prod(dy.shape[1:]) // self.num_groups)
         xhat = xp.reshape(self._xhat, shape)
         dx = normalised_backward(xp, xp.reshape(dxhat, shape), xhat, self._inv_std, (2,))
         return xp.reshape(dx, dy.shape)
