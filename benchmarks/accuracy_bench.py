@@ -36,7 +36,7 @@ SEEDS = range(5)
 
 
 def handgrad_accuracy(dataset, hidden, activation, seed):
-    parts = split(dataset.X, dataset.y, test_size=0.25, val_size=0.1, seed=seed)
+    parts = split(dataset.X, dataset.y, test_size=0.25, val_size=0.1, rng=seed)
     classifier, _ = train_classifier(
         parts.X_train,
         parts.y_train,
@@ -48,7 +48,7 @@ def handgrad_accuracy(dataset, hidden, activation, seed):
 
 
 def peer_accuracy(make, dataset, seed):
-    parts = split(dataset.X, dataset.y, test_size=0.25, val_size=0.0, seed=seed)
+    parts = split(dataset.X, dataset.y, test_size=0.25, val_size=0.0, rng=seed)
     model = make_pipeline(StandardScaler(), make(seed)).fit(parts.X_train, parts.y_train)
     return float(model.score(parts.X_test, parts.y_test))
 

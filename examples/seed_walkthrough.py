@@ -225,7 +225,7 @@ print("after the steps:", round(float(nn.loss(x, label)), 4))
 
 # %%
 data = load_dataset("breast_cancer")
-parts = split(data.X, data.y, test_size=0.25, val_size=0.1, seed=0)
+parts = split(data.X, data.y, test_size=0.25, val_size=0.1, rng=0)
 mean, scale = parts.X_train.mean(axis=0), parts.X_train.std(axis=0)
 
 

@@ -44,7 +44,7 @@ def _run(make_optimizer, X, y, val, *, stop_at=None, start=None, saved=None, tmp
             config={"test": True},
             model=model,
             optimizer=optimizer,
-            standardiser=None,
+            standardizer=None,
             progress=progress,
         )
 

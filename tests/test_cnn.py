@@ -13,7 +13,7 @@ from handgrad.app.classifier import Classifier
 from handgrad.app.model_files import load_classifier, save_classifier
 from handgrad.app.trainer import TrainConfig, train_classifier
 from handgrad.cli.main import main
-from handgrad.data import Standardiser, load_dataset
+from handgrad.data import Standardizer, load_dataset
 from handgrad.models.cnn import cnn, square_image
 from handgrad.training.fit import evaluate, fit
 from handgrad.training.optim import Adam
@@ -144,7 +144,7 @@ def test_a_model_file_saves_and_loads_every_new_layer(tmp_path):
     for name, p in model.params.items():
         model.params[name][...] = rng.standard_normal(p.shape)
     names = tuple(f"pixel_{i}" for i in range(64))
-    saved = Classifier(model.eval(), Standardiser().fit(X), ("a", "b", "c"), names)
+    saved = Classifier(model.eval(), Standardizer().fit(X), ("a", "b", "c"), names)
     loaded = load_classifier(save_classifier(tmp_path / "model.npz", saved))
     assert repr(loaded.model) == repr(model)
     state = model.state_dict()

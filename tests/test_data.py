@@ -14,7 +14,7 @@ from handgrad.core.errors import DataError
 from handgrad.data import (
     DATASETS,
     Dataset,
-    Standardiser,
+    Standardizer,
     batches,
     load_csv,
     load_dataset,
@@ -435,7 +435,7 @@ def test_split_sizes_stratification_and_coverage(data, test_size, val_size):
         ds = load_dataset(data)
         X, y = np.column_stack([np.arange(len(ds.y), dtype=np.float64), ds.X]), ds.y
     n = len(y)
-    s = split(X, y, test_size=test_size, val_size=val_size, seed=0)
+    s = split(X, y, test_size=test_size, val_size=val_size, rng=0)
     n_test, n_val = math.ceil(test_size * n), math.ceil(val_size * n)
     assert (len(s.y_test), len(s.y_val), len(s.y_train)) == (n_test, n_val, n - n_test - n_val)
     overall = np.bincount(y) / n
@@ -450,7 +450,7 @@ def test_split_sizes_stratification_and_coverage(data, test_size, val_size):
 
 def test_same_seed_same_split_and_another_seed_another():
     X, y = _imbalanced()
-    a, b, c = (split(X, y, seed=seed) for seed in (3, 3, 4))
+    a, b, c = (split(X, y, rng=seed) for seed in (3, 3, 4))
     for field in ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
     assert not np.array_equal(a.X_test, c.X_test)
@@ -458,7 +458,7 @@ def test_same_seed_same_split_and_another_seed_another():
 
 def test_no_validation_gives_empty_arrays_of_the_right_shape():
     X, y = _imbalanced(features=4)
-    s = split(X, y, val_size=0, seed=1)
+    s = split(X, y, val_size=0, rng=1)
     assert s.X_val.shape == (0, 4) and s.X_val.dtype == np.float64
     assert s.y_val.shape == (0,) and s.y_val.dtype == y.dtype
     assert len(s.y_train) + len(s.y_test) == len(y)
@@ -495,7 +495,7 @@ def test_split_checks_shapes():
         split(X, y[:-1])
 
 
-# Standardiser
+# Standardizer
 
 
 def _features_with_a_constant_column(seed=0):
@@ -507,7 +507,7 @@ def _features_with_a_constant_column(seed=0):
 def test_standardiser_agrees_with_standard_scaler():
     X = _features_with_a_constant_column()
     other = np.random.default_rng(1).normal(size=(6, 5))
-    st_ = Standardiser().fit(X)
+    st_ = Standardizer().fit(X)
     sk = StandardScaler().fit(X)
     np.testing.assert_allclose(st_.mean_, sk.mean_, rtol=1e-12)
     np.testing.assert_allclose(st_.scale_, sk.scale_, rtol=1e-12)
@@ -518,9 +518,9 @@ def test_standardiser_agrees_with_standard_scaler():
 
 def test_from_arrays_round_trip_needs_no_scikit_learn(monkeypatch):
     X = _features_with_a_constant_column()
-    fitted = Standardiser().fit(X)
+    fitted = Standardizer().fit(X)
     monkeypatch.setitem(sys.modules, "sklearn", None)
-    rebuilt = Standardiser.from_arrays(list(fitted.mean_), fitted.scale_)
+    rebuilt = Standardizer.from_arrays(list(fitted.mean_), fitted.scale_)
     np.testing.assert_array_equal(rebuilt.transform(X), fitted.transform(X))
     assert rebuilt.mean_ is not fitted.mean_  # a copy, not a view of the caller's array
 
@@ -538,13 +538,13 @@ def test_from_arrays_round_trip_needs_no_scikit_learn(monkeypatch):
 )
 def test_from_arrays_refuses_bad_arrays(mean, scale):
     with pytest.raises(ValueError, match=r"mean .*scale"):
-        Standardiser.from_arrays(mean, scale)
+        Standardizer.from_arrays(mean, scale)
 
 
 def test_transform_checks_the_feature_count_and_fitting():
     with pytest.raises(RuntimeError, match="not fitted"):
-        Standardiser().transform(np.zeros((2, 3)))
-    fitted = Standardiser().fit(np.arange(12.0).reshape(4, 3))
+        Standardizer().transform(np.zeros((2, 3)))
+    fitted = Standardizer().fit(np.arange(12.0).reshape(4, 3))
     with pytest.raises(ValueError, match=r"shape \(2, 4\).*fitted on 3 features"):
         fitted.transform(np.zeros((2, 4)))
 
@@ -553,7 +553,7 @@ def test_fit_refuses_non_finite_values():
     X = _features_with_a_constant_column()
     X[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN or infinity"):
-        Standardiser().fit(X)
+        Standardizer().fit(X)
 
 
 # batches
@@ -693,7 +693,7 @@ def test_the_fingerprint_changes_with_any_value_or_name_and_only_then(tmp_path):
 
 
 def test_a_split_of_two_rows_per_class_has_no_validation_part_and_says_so():
-    s = split(np.arange(6.0)[:, None], np.array([0, 0, 1, 1, 2, 2]), seed=0)
+    s = split(np.arange(6.0)[:, None], np.array([0, 0, 1, 1, 2, 2]), rng=0)
     assert (len(s.y_train), len(s.y_val), len(s.y_test)) == (3, 0, 3)
     assert set(s.y_train) == set(s.y_test) == {0, 1, 2}
     assert "no validation part: every class has 2 rows" in s.note
@@ -702,4 +702,4 @@ def test_a_split_of_two_rows_per_class_has_no_validation_part_and_says_so():
 def test_standardising_a_column_that_overflows_names_it():
     X = np.array([[1.0, 1e308], [2.0, 1e308], [3.0, 0.0]])
     with raises_data_error("feature 'b' holds values as large as 1e+308", "mean overflows"):
-        Standardiser().fit(X, ["a", "b"])
+        Standardizer().fit(X, ["a", "b"])

@@ -244,7 +244,7 @@ def test_two_workers_stopped_and_resumed_end_as_one_process_never_stopped(tmp_pa
                 config={},
                 model=model,
                 optimizer=optimizer,
-                standardiser=None,
+                standardizer=None,
                 progress=progress,
             )
 

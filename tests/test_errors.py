@@ -39,7 +39,7 @@ from handgrad.core.errors import (
 )
 from handgrad.core.files import atomic_write, locked_folder
 from handgrad.data import (
-    Standardiser,
+    Standardizer,
     batches,
     load_csv,
     load_dataset,
@@ -126,7 +126,7 @@ GOOD_CSV = "a,b,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n"
 
 def _classifier() -> Classifier:
     model = hg.mlp([3, 4, 2], rng=0)
-    scaler = Standardiser.from_arrays(np.zeros(3), np.ones(3))
+    scaler = Standardizer.from_arrays(np.zeros(3), np.ones(3))
     return Classifier(model, scaler, ("no", "yes"), ("a", "b", "c"), "label")
 
 
@@ -460,7 +460,7 @@ def _train_into_folder_in_use():
 
 def _predict_too_large():
     model = hg.mlp([2, 2], rng=0)
-    scaler = Standardiser.from_arrays(np.zeros(2), np.full(2, 0.5))
+    scaler = Standardizer.from_arrays(np.zeros(2), np.full(2, 0.5))
     path = save_classifier("model.npz", Classifier(model, scaler, ("x", "y"), ("a", "b"), "label"))
     _write("new.csv", "a,b\n1,2\n1e308,2\n")
     return main(["predict", "--model", str(path), "new.csv"])
@@ -763,10 +763,10 @@ TRIGGERS = {
     "features-target-without-classes": lambda: load_features(
         _csv(GOOD_CSV), ["a", "b"], target="label"
     ),
-    "standardiser-not-fitted": lambda: Standardiser().transform(np.ones((2, 3))),
-    "standardiser-width": lambda: Standardiser().fit(np.ones((4, 3))).transform(np.ones((2, 2))),
-    "standardiser-scale": lambda: Standardiser.from_arrays(np.zeros(2), np.array([1.0, 0.0])),
-    "standardiser-overflow": lambda: Standardiser().fit(np.array([[1.0, 1e200], [2.0, -1e200]])),
+    "standardizer-not-fitted": lambda: Standardizer().transform(np.ones((2, 3))),
+    "standardizer-width": lambda: Standardizer().fit(np.ones((4, 3))).transform(np.ones((2, 2))),
+    "standardizer-scale": lambda: Standardizer.from_arrays(np.zeros(2), np.array([1.0, 0.0])),
+    "standardizer-overflow": lambda: Standardizer().fit(np.array([[1.0, 1e200], [2.0, -1e200]])),
     "batches-rng": lambda: batches(10, 3, rng=0),
     # data-parallel training
     "shard-rank": lambda: _distributed("shard")(np.arange(4), 2, 2),

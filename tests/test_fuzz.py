@@ -33,7 +33,7 @@ import handgrad as hg
 from handgrad.app.classifier import Classifier
 from handgrad.app.model_files import load_classifier, save_classifier
 from handgrad.core.errors import DataError, HandgradError, ModelFileError, TrainingDivergedError
-from handgrad.data import Dataset, Standardiser, load_csv, load_features, split
+from handgrad.data import Dataset, Standardizer, load_csv, load_features, split
 from handgrad.training.fit import History, fit
 from handgrad.training.optim import SGD, Adam
 
@@ -285,7 +285,7 @@ def test_a_split_keeps_a_row_of_each_class_in_each_part_where_it_can(
         return
     y = np.repeat(np.arange(len(counts)), counts)
     X = np.arange(len(y), dtype=np.float64)[:, None]
-    parts = split(X, y, test_size=test_size, val_size=val_size, seed=seed)
+    parts = split(X, y, test_size=test_size, val_size=val_size, rng=seed)
     ids = np.concatenate([parts.X_train[:, 0], parts.X_val[:, 0], parts.X_test[:, 0]])
     np.testing.assert_array_equal(np.sort(ids), np.arange(len(y)))  # each row once
     assert set(parts.y_train) == set(parts.y_test) == set(range(len(counts)))
@@ -334,7 +334,7 @@ def any_arrays(draw, max_dims: int = 3) -> np.ndarray:
 def model_contents(workdir):
     """The arrays and metadata of a good model file."""
     model = hg.mlp([3, 4, 2], rng=0)
-    scaler = Standardiser.from_arrays(np.zeros(3), np.ones(3))
+    scaler = Standardizer.from_arrays(np.zeros(3), np.ones(3))
     classifier = Classifier(model, scaler, ("no", "yes"), ("a", "b", "c"), "label")
     path = save_classifier(workdir / "good.npz", classifier)
     with np.load(path, allow_pickle=False) as archive:

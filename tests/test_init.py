@@ -20,13 +20,13 @@ def test_initialisers_have_their_documented_scales():
     assert init.scaled_normal((300, 400), rng).std() == pytest.approx(0.01, rel=0.02)
     glorot = init.glorot_uniform((300, 400), rng)
     assert 0.99 * np.sqrt(6 / 700) < np.abs(glorot).max() <= np.sqrt(6 / 700)
-    sigmoid = init.get_initialiser("glorot_sigmoid")((300, 400), rng)
+    sigmoid = init.get_initializer("glorot_sigmoid")((300, 400), rng)
     assert 0.99 * np.sqrt(2 / 700) < np.abs(sigmoid).max() <= np.sqrt(2 / 700)
     assert init.he_normal((300, 400), rng).std() == pytest.approx(np.sqrt(2 / 400), rel=0.02)
 
 
 def test_unknown_names_and_bad_factors_are_refused():
     with pytest.raises(ValueError, match="init must be one of 'small_normal', 'glorot'"):
-        init.get_initialiser("xavier")
+        init.get_initializer("xavier")
     with pytest.raises(ValueError, match="factor must be a finite number greater than 0"):
         init.glorot_uniform((2, 2), np.random.default_rng(0), factor=0)

@@ -22,12 +22,12 @@ from handgrad.core import archives, files
 from handgrad.core.archives import FORMAT_VERSION
 from handgrad.core.errors import ModelFileError
 from handgrad.core.files import atomic_write
-from handgrad.data import Standardiser
+from handgrad.data import Standardizer
 
 
 def _classifier():
     model = hg.mlp([3, 4, 2], "tanh", rng=0)
-    scaler = Standardiser.from_arrays(np.array([1.0, 2.0, 3.0]), np.array([0.5, 1.0, 2.0]))
+    scaler = Standardizer.from_arrays(np.array([1.0, 2.0, 3.0]), np.array([0.5, 1.0, 2.0]))
     return Classifier(model, scaler, ("no", "yes"), ("a", "b", "c"), "label", {"seed": 3})
 
 

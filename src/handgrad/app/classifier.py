@@ -10,7 +10,7 @@ import numpy as np
 
 from handgrad.core.arrays import convert, namespace, to_numpy
 from handgrad.core.validation import check_array
-from handgrad.data import Standardiser
+from handgrad.data import Standardizer
 from handgrad.nn.containers import Sequential
 from handgrad.nn.layers import Softmax
 
@@ -29,15 +29,15 @@ class Classifier:
     >>> import numpy as np
     >>> import handgrad as hg
     >>> from handgrad.app.classifier import Classifier
-    >>> from handgrad.data import Standardiser
+    >>> from handgrad.data import Standardizer
     >>> X = np.array([[1.0, 200.0], [3.0, 100.0], [2.0, 150.0]])  # raw features
-    >>> classifier = Classifier(hg.mlp([2, 2], rng=0), Standardiser().fit(X), ("no", "yes"))
+    >>> classifier = Classifier(hg.mlp([2, 2], rng=0), Standardizer().fit(X), ("no", "yes"))
     >>> classifier.predict_proba(X).shape, classifier.predict(X).tolist()
     ((3, 2), [1, 0, 0])
     """
 
     model: Sequential
-    standardiser: Standardiser | None
+    standardizer: Standardizer | None
     class_names: tuple[str, ...]
     feature_names: tuple[str, ...] = ()
     target_name: str = "target"
@@ -46,8 +46,8 @@ class Classifier:
     def _inputs(self, X: Any) -> Any:
         X = np.asarray(X, dtype=np.float64)
         check_array(X, "X", ndim=2, layout="(examples, features)")
-        if self.standardiser is not None:
-            X = self.standardiser.transform(X)
+        if self.standardizer is not None:
+            X = self.standardizer.transform(X)
         weight = self.model.params[next(iter(self.model.params))]
         return convert(X, namespace(weight), dtype=weight.dtype, device=weight.device)
 

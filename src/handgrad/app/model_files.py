@@ -19,7 +19,7 @@ from handgrad.app.classifier import Classifier
 from handgrad.core.archives import FORMAT, read_archive, write_archive
 from handgrad.core.arrays import to_numpy
 from handgrad.core.errors import ModelFileError
-from handgrad.data import Standardiser
+from handgrad.data import Standardizer
 from handgrad.nn.containers import Sequential
 from handgrad.nn.module import slots_arrays
 from handgrad.nn.registry import spec_shapes
@@ -91,8 +91,8 @@ def save_classifier(path: str | os.PathLike, classifier: Classifier) -> Path:
     for store, prefix in (("params", "param/"), ("buffers", "buffer/")):
         for name, value in slots_arrays(model, store).items():
             arrays[prefix + name] = np.array(to_numpy(value))
-    if classifier.standardiser is not None:
-        arrays.update(classifier.standardiser.to_arrays("scaler/"))
+    if classifier.standardizer is not None:
+        arrays.update(classifier.standardizer.to_arrays("scaler/"))
     return write_archive(path, arrays, meta)
 
 
@@ -207,12 +207,12 @@ def load_classifier(path: str | os.PathLike, **options: Any) -> Classifier:
         _check_model(meta, arrays)
         model = Sequential.from_config({"layers": meta["architecture"]})
         model.load_state_dict(_state(arrays)).eval()
-        standardiser = Standardiser.from_archive(arrays, "scaler/")
-        _check_widths(model, meta, standardiser)
+        standardizer = Standardizer.from_archive(arrays, "scaler/")
+        _check_widths(model, meta, standardizer)
         model.to(options.get("backend"), dtype=options.get("dtype"), device=options.get("device"))
         return Classifier(
             model=model,
-            standardiser=standardiser,
+            standardizer=standardizer,
             class_names=tuple(meta["class_names"]),
             feature_names=tuple(meta["feature_names"]),
             target_name=str(meta["target_name"]),

@@ -20,7 +20,7 @@ from handgrad.core.validation import (
     Constraint,
     Options,
 )
-from handgrad.data import Standardiser
+from handgrad.data import Standardizer
 from handgrad.models.cnn import cnn, square_image
 from handgrad.models.mlp import mlp
 from handgrad.nn.containers import Sequential
@@ -192,7 +192,7 @@ def train_classifier(
     feature_names: Sequence[str] = (),
     target_name: str = "target",
     resume: Any = None,
-    checkpoint: Callable[[Sequential, Any, Standardiser, Progress], None] | None = None,
+    checkpoint: Callable[[Sequential, Any, Standardizer, Progress], None] | None = None,
     checkpoint_every: int | None = None,
     interrupted: Callable[[], bool] | None = None,
     parallel: Any = None,
@@ -214,7 +214,7 @@ def train_classifier(
     >>> from handgrad.app.trainer import TrainConfig, train_classifier
     >>> from handgrad.data import load_dataset, split
     >>> data = load_dataset("iris")
-    >>> parts = split(data.X, data.y, seed=0)
+    >>> parts = split(data.X, data.y, rng=0)
     >>> classifier, history = train_classifier(
     ...     parts.X_train,
     ...     parts.y_train,
@@ -228,7 +228,7 @@ def train_classifier(
     True
     """
     X = np.asarray(X, dtype=np.float64)
-    scaler = Standardiser().fit(X) if resume is None else resume.standardiser
+    scaler = Standardizer().fit(X) if resume is None else resume.standardizer
     model = build_model(config, X.shape[1], len(class_names))
     lr = default_lr(config.optimizer, config.model) if config.lr is None else config.lr
     optimizer = make_optimizer(config.optimizer, model.params, lr, **config.optimizer_options)

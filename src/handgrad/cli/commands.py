@@ -35,7 +35,7 @@ from handgrad.core.files import (
 )
 from handgrad.data import (
     Dataset,
-    Standardiser,
+    Standardizer,
     load_csv,
     load_dataset,
     load_features,
@@ -93,10 +93,10 @@ def _check_memory(sizes: list[int], args: argparse.Namespace) -> None:
 def _check_inputs(classifier: Any, X: np.ndarray, path: str) -> None:
     """Refuse rows whose standardised features overflow float64 (the model would be given
     infinities)."""
-    if classifier.standardiser is None:
+    if classifier.standardizer is None:
         return
     with np.errstate(over="ignore", invalid="ignore"):
-        bad = ~np.isfinite(classifier.standardiser.transform(X))
+        bad = ~np.isfinite(classifier.standardizer.transform(X))
     if bad.any():
         i, j = (int(k) for k in np.argwhere(bad)[0])
         raise DataError(
@@ -217,13 +217,13 @@ def _run(
         dataset.y,
         test_size=args.test_size,
         val_size=args.val_size,
-        seed=args.seed,
+        rng=args.seed,
         class_names=dataset.class_names,
     )
     if args.model == "mlp":
         _check_memory([dataset.X.shape[1], *config.hidden, len(dataset.class_names)], args)
     network = describe_model(config, dataset.X.shape[1], len(dataset.class_names))
-    Standardiser().fit(parts.X_train, dataset.feature_names)  # names a column that overflows
+    Standardizer().fit(parts.X_train, dataset.feature_names)  # names a column that overflows
     print(
         f"{dataset.name}: {dataset.X.shape[0]} examples, {dataset.X.shape[1]} features, "
         f"{len(dataset.class_names)} classes; train {parts.y_train.shape[0]}, validation "
@@ -245,7 +245,7 @@ def _run(
             config={"run": run},
             model=model,
             optimizer=optimizer,
-            standardiser=scaler,
+            standardizer=scaler,
             progress=progress,
         )
 

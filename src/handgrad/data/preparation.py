@@ -4,16 +4,19 @@ and mini-batches."""
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from handgrad.core.deprecation import renamed
 from handgrad.core.errors import DataError
 from handgrad.core.validation import check_array, check_positive_int
 from handgrad.data.loading import sklearn_module
 
-__all__ = ["Split", "Standardiser", "batches", "split"]
+__all__ = ["Split", "Standardizer", "batches", "split"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,7 +28,7 @@ class Split:
     --------
     >>> from handgrad.data import load_dataset, split
     >>> data = load_dataset("wine")
-    >>> parts = split(data.X, data.y, val_size=0, seed=0)  # no validation part
+    >>> parts = split(data.X, data.y, val_size=0, rng=0)  # no validation part
     >>> parts.X_train.shape, parts.X_val.shape, parts.X_test.shape, parts.y_test.shape
     ((133, 13), (0, 13), (45, 13), (45,))
     """
@@ -45,8 +48,9 @@ def split(
     *,
     test_size: float = 0.25,
     val_size: float = 0.1,
-    seed: int | None = None,
+    rng: int | None = None,
     class_names: Sequence[str] | None = None,
+    seed: int | None = None,
 ) -> Split:
     """Split stratified into train, validation and test parts.
 
@@ -55,8 +59,8 @@ def split(
     in each part where it can: a held-out part too small to hold a row of every class is
     made larger, and a class of 2 rows gives one to train on and one to test (none to
     validate); ``note`` says what was changed. A class of one row is refused. The same
-    ``seed`` gives the same split, and where every part holds every class, the same as in
-    handgrad 0.2 (scikit-learn's ``train_test_split``, twice); ``class_names`` name the
+    ``rng`` (an int seed; ``seed`` is its deprecated name) gives the same split, and where
+    every part holds every class, the same as in handgrad 0.2 (scikit-learn's ``train_test_split``, twice); ``class_names`` name the
     classes in messages.
 
     Examples
@@ -64,10 +68,10 @@ def split(
     >>> import numpy as np
     >>> from handgrad.data import load_dataset, split
     >>> data = load_dataset("iris")
-    >>> parts = split(data.X, data.y, test_size=0.2, val_size=0.1, seed=0)
+    >>> parts = split(data.X, data.y, test_size=0.2, val_size=0.1, rng=0)
     >>> len(parts.y_train), len(parts.y_val), len(parts.y_test), parts.note
     (105, 15, 30, '')
-    >>> small = split(np.ones((8, 2)), np.array([0, 0, 0, 1, 1, 1, 2, 2]), seed=0)  # 25%: 2 rows
+    >>> small = split(np.ones((8, 2)), np.array([0, 0, 0, 1, 1, 1, 2, 2]), rng=0)  # 25%: 2 rows
     >>> np.bincount(small.y_test).tolist(), np.bincount(small.y_val, minlength=3).tolist()
     ([1, 1, 1], [1, 1, 0])
     >>> test_note, validation_note = small.note.split("; ")
@@ -76,6 +80,12 @@ def split(
     >>> validation_note.endswith("but class 2 (2 rows: one to train on, one to test)")
     True
     """
+    if seed is not None:
+        warnings.warn("split's seed is deprecated: pass rng", DeprecationWarning, stacklevel=2)
+        rng = seed if rng is None else rng
+    if rng is not None and (isinstance(rng, bool) or not isinstance(rng, numbers.Integral)):
+        raise TypeError(f"rng must be an int seed or None, got {type(rng).__name__}")
+    seed = None if rng is None else int(rng)
     if not (0 < test_size < 1 and val_size >= 0 and test_size + val_size < 1):
         raise ValueError(
             f"need 0 < test_size < 1, val_size >= 0 and test_size + val_size < 1, got "
@@ -188,7 +198,7 @@ def _resized(part: str, rows: int, asked: int, lacking: list[str]) -> str:
     return f"{part} holds no row of {without}" if without else ""
 
 
-class Standardiser:
+class Standardizer:
     """Standardise features, ``z = (X - mean_) / scale_``, with statistics from training data.
 
     Columns with no spread get ``scale_ = 1``, as in scikit-learn's ``StandardScaler``.
@@ -196,8 +206,8 @@ class Standardiser:
     Examples
     --------
     >>> import numpy as np
-    >>> from handgrad.data import Standardiser
-    >>> scaler = Standardiser().fit(np.array([[1.0, 5.0], [3.0, 5.0]]))
+    >>> from handgrad.data import Standardizer
+    >>> scaler = Standardizer().fit(np.array([[1.0, 5.0], [3.0, 5.0]]))
     >>> print(scaler.transform(np.array([[2.0, 5.0], [5.0, 6.0]])))
     [[0. 0.]
      [3. 1.]]
@@ -207,7 +217,7 @@ class Standardiser:
         self.mean_: np.ndarray | None = None
         self.scale_: np.ndarray | None = None
 
-    def fit(self, X: np.ndarray, feature_names: Sequence[str] | None = None) -> Standardiser:
+    def fit(self, X: np.ndarray, feature_names: Sequence[str] | None = None) -> Standardizer:
         """Fit ``mean_`` and ``scale_`` to ``X`` of shape (n, features) with StandardScaler.
 
         A column whose mean or spread overflows float64 (values near 1e308, or squares
@@ -217,9 +227,9 @@ class Standardiser:
         Examples
         --------
         >>> import numpy as np
-        >>> from handgrad.data import Standardiser
+        >>> from handgrad.data import Standardizer
         >>> try:
-        ...     Standardiser().fit(np.array([[1.0, 1e200], [2.0, -1e200]]), ["a", "b"])
+        ...     Standardizer().fit(np.array([[1.0, 1e200], [2.0, -1e200]]), ["a", "b"])
         ... except ValueError as err:
         ...     print(str(err).partition(":")[0])
         feature 'b' holds values as large as 1e+200, too large to standardise
@@ -247,19 +257,19 @@ class Standardiser:
         """Return ``(X - mean_) / scale_`` as float64 (NumPy only)."""
         if self.mean_ is None or self.scale_ is None:
             raise RuntimeError(
-                "this Standardiser is not fitted; call fit(X_train) or Standardiser.from_arrays"
+                "this Standardizer is not fitted; call fit(X_train) or Standardizer.from_arrays"
             )
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.mean_.size:
             raise ValueError(
-                f"X has shape {X.shape}, but the Standardiser was fitted on "
+                f"X has shape {X.shape}, but the Standardizer was fitted on "
                 f"{self.mean_.size} features; give X of shape (n, {self.mean_.size})"
             )
         return (X - self.mean_) / self.scale_
 
     @classmethod
-    def from_arrays(cls, mean: np.ndarray, scale: np.ndarray) -> Standardiser:
-        """Rebuild a fitted Standardiser from saved ``mean_`` and ``scale_`` arrays."""
+    def from_arrays(cls, mean: np.ndarray, scale: np.ndarray) -> Standardizer:
+        """Rebuild a fitted Standardizer from saved ``mean_`` and ``scale_`` arrays."""
         mean = np.array(mean, dtype=np.float64)
         scale = np.array(scale, dtype=np.float64)
         if mean.ndim != 1 or mean.shape != scale.shape:
@@ -273,17 +283,17 @@ class Standardiser:
                 f"feature {j} has mean {mean[j]} and scale {scale[j]}, but the mean must be "
                 "finite and the scale finite and greater than 0; is this the right model file?"
             )
-        standardiser = cls()
-        standardiser.mean_, standardiser.scale_ = mean, scale
-        return standardiser
+        standardizer = cls()
+        standardizer.mean_, standardizer.scale_ = mean, scale
+        return standardizer
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         """``{prefix + "mean": mean_, prefix + "scale": scale_}``, for an archive."""
         return {f"{prefix}mean": self.mean_, f"{prefix}scale": self.scale_}
 
     @classmethod
-    def from_archive(cls, arrays: dict[str, np.ndarray], prefix: str) -> Standardiser | None:
-        """The Standardiser that :meth:`to_arrays` wrote into ``arrays``, or None."""
+    def from_archive(cls, arrays: dict[str, np.ndarray], prefix: str) -> Standardizer | None:
+        """The Standardizer that :meth:`to_arrays` wrote into ``arrays``, or None."""
         if f"{prefix}mean" not in arrays:
             return None
         return cls.from_arrays(arrays[f"{prefix}mean"], arrays.get(f"{prefix}scale"))
@@ -310,3 +320,8 @@ def batches(
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     order = rng.permutation(n) if shuffle else np.arange(n)
     return (order[i : i + batch_size] for i in range(0, n, batch_size))
+
+
+__getattr__ = renamed(
+    "handgrad.data.preparation", {"Standardiser": "Standardizer"}, globals()
+)  # the names of 0.1

@@ -10,18 +10,19 @@ from typing import Any
 
 import numpy as np
 
+from handgrad.core.deprecation import renamed
 from handgrad.core.random import make_rng
 from handgrad.core.validation import check_positive_float
 
 __all__ = [
-    "Initialiser",
-    "get_initialiser",
+    "Initializer",
+    "get_initializer",
     "glorot_uniform",
     "he_normal",
     "scaled_normal",
 ]
 
-Initialiser = Callable[[tuple[int, int], np.random.Generator], np.ndarray]
+Initializer = Callable[[tuple[int, int], np.random.Generator], np.ndarray]
 
 
 def scaled_normal(
@@ -74,7 +75,7 @@ def he_normal(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return rng.standard_normal(shape) * np.sqrt(2.0 / shape[1])
 
 
-_NAMED: dict[str, Initialiser] = {
+_NAMED: dict[str, Initializer] = {
     "small_normal": scaled_normal,
     "glorot": glorot_uniform,
     "glorot_sigmoid": functools.partial(glorot_uniform, factor=2.0),
@@ -82,7 +83,7 @@ _NAMED: dict[str, Initialiser] = {
 }
 
 
-def get_initialiser(init: str | Initialiser) -> Initialiser:
+def get_initializer(init: str | Initializer) -> Initializer:
     """Return the initialiser named ``init`` ('small_normal', 'glorot', 'glorot_sigmoid',
     'he'),
     or ``init`` itself if it is callable.
@@ -90,10 +91,10 @@ def get_initialiser(init: str | Initialiser) -> Initialiser:
     Examples
     --------
     >>> import numpy as np
-    >>> from handgrad.nn.init import get_initialiser, he_normal
-    >>> get_initialiser("he") is he_normal
+    >>> from handgrad.nn.init import get_initializer, he_normal
+    >>> get_initializer("he") is he_normal
     True
-    >>> get_initialiser("glorot_sigmoid")((3, 4), np.random.default_rng(0)).shape
+    >>> get_initializer("glorot_sigmoid")((3, 4), np.random.default_rng(0)).shape
     (3, 4)
     """
     if callable(init):
@@ -112,9 +113,20 @@ def get_initialiser(init: str | Initialiser) -> Initialiser:
     return _NAMED[init]
 
 
-def initialise(init: str | Initialiser, shape: tuple[int, int], rng: Any) -> np.ndarray:
+def initialize(init: str | Initializer, shape: tuple[int, int], rng: Any) -> np.ndarray:
     """Draw a weight of ``shape`` with ``init``, checking what a custom initialiser returns."""
-    weight = np.asarray(get_initialiser(init)(shape, make_rng(rng)), dtype=np.float64)
+    weight = np.asarray(get_initializer(init)(shape, make_rng(rng)), dtype=np.float64)
     if weight.shape != shape:
         raise ValueError(f"init returned shape {weight.shape}, the layer needs {shape}")
     return weight
+
+
+__getattr__ = renamed(
+    "handgrad.nn.init",
+    {
+        "Initialiser": "Initializer",
+        "get_initialiser": "get_initializer",
+        "initialise": "initialize",
+    },
+    globals(),
+)  # the names of 0.1

@@ -16,7 +16,7 @@ import numpy as np
 from handgrad.core.archives import read_archive, write_archive
 from handgrad.core.arrays import to_numpy
 from handgrad.core.errors import ModelFileError
-from handgrad.data import Standardiser
+from handgrad.data import Standardizer
 from handgrad.nn.containers import Sequential
 from handgrad.nn.module import slots_arrays
 from handgrad.nn.registry import spec_shapes
@@ -44,7 +44,7 @@ class Checkpoint:
     >>> model = hg.mlp([4, 3, 2], rng=0)
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     path = save_checkpoint(f"{folder}/run.npz", config={"epochs": 10}, model=model,
-    ...         optimizer=Adam(model.params), standardiser=None, progress=Progress(epoch=4))
+    ...         optimizer=Adam(model.params), standardizer=None, progress=Progress(epoch=4))
     ...     checkpoint = load_checkpoint(path)
     >>> checkpoint.config, checkpoint.progress.epoch, list(checkpoint.params)
     ({'epochs': 10}, 4, ['0.weight', '0.bias', '2.weight', '2.bias'])
@@ -54,7 +54,7 @@ class Checkpoint:
     progress: Progress
     params: dict[str, np.ndarray]
     optimizer_state: dict[str, Any]
-    standardiser: Standardiser | None
+    standardizer: Standardizer | None
 
 
 def save_checkpoint(
@@ -63,7 +63,7 @@ def save_checkpoint(
     config: dict[str, Any],
     model: Sequential,
     optimizer: Optimizer,
-    standardiser: Standardiser | None,
+    standardizer: Standardizer | None,
     progress: Progress,
 ) -> Path:
     """Write a checkpoint of a run to ``path``, atomically.
@@ -78,7 +78,7 @@ def save_checkpoint(
     >>> model = hg.mlp([4, 3, 2], rng=0)
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     path = save_checkpoint(f"{folder}/run.npz", config={"epochs": 10}, model=model,
-    ...         optimizer=Adam(model.params), standardiser=None, progress=Progress(epoch=4))
+    ...         optimizer=Adam(model.params), standardizer=None, progress=Progress(epoch=4))
     ...     print(path.name, path.is_file())
     run.npz True
     """
@@ -91,8 +91,8 @@ def save_checkpoint(
     arrays.update({f"optim/{k}": v for k, v in state.items() if k != "step"})
     for k, v in (progress.best_state or {}).items():
         arrays[f"best/{k}"] = np.array(to_numpy(v))
-    if standardiser is not None:
-        arrays.update(standardiser.to_arrays("scaler/"))
+    if standardizer is not None:
+        arrays.update(standardizer.to_arrays("scaler/"))
     history = progress.history
     meta = {
         "format": KIND,
@@ -129,7 +129,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     >>> model = hg.mlp([4, 3, 2], rng=0)
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     path = save_checkpoint(f"{folder}/run.npz", config={"epochs": 10}, model=model,
-    ...         optimizer=Adam(model.params), standardiser=None, progress=Progress(epoch=4))
+    ...         optimizer=Adam(model.params), standardizer=None, progress=Progress(epoch=4))
     ...     checkpoint = load_checkpoint(path)
     >>> bool((checkpoint.params["0.weight"] == model.params["0.weight"]).all())  # as saved
     True
@@ -154,7 +154,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         )
         state = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
         state["step"] = int(meta["optimizer"]["step"])
-        standardiser = Standardiser.from_archive(arrays, "scaler/")
+        standardizer = Standardizer.from_archive(arrays, "scaler/")
         return Checkpoint(
             config=dict(meta["config"]),
             progress=progress,
@@ -164,7 +164,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                 if k.startswith(("param/", "buffer/"))
             },
             optimizer_state=state,
-            standardiser=standardiser,
+            standardizer=standardizer,
         )
     except (KeyError, ValueError, TypeError, IndexError) as err:
         raise ModelFileError(f"{str(path)!r} is not a consistent checkpoint: {err}") from None

@@ -14,7 +14,7 @@ import numpy as np
 from handgrad.core.arrays import get_namespace, namespace, resolve_dtype
 from handgrad.core.validation import check_array, check_positive_int
 from handgrad.nn.functional import affine
-from handgrad.nn.init import initialise
+from handgrad.nn.init import initialize
 from handgrad.nn.module import Module
 from handgrad.nn.protocol import check_upstream
 from handgrad.nn.registry import register_layer
@@ -243,7 +243,7 @@ class MultiheadSelfAttention(Module):
         xp = get_namespace(backend)
         dtype = resolve_dtype(xp, dtype)
         for name, shape in shapes.items():
-            value = initialise("glorot", shape, rng) if name.endswith("weight") else np.zeros(shape)
+            value = initialize("glorot", shape, rng) if name.endswith("weight") else np.zeros(shape)
             self.params[name] = xp.asarray(value, dtype=dtype, device=device)
         self.grads = {name: xp.zeros_like(p) for name, p in self.params.items()}
         self.attention = ScaledDotProductAttention(num_heads, causal)

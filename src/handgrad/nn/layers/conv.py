@@ -13,7 +13,7 @@ import array_api_compat
 
 from handgrad.core.arrays import get_namespace, namespace, resolve_dtype
 from handgrad.core.validation import check_array, check_positive_int
-from handgrad.nn.init import Initialiser, initialise
+from handgrad.nn.init import Initializer, initialize
 from handgrad.nn.module import Module
 from handgrad.nn.protocol import check_upstream
 from handgrad.nn.registry import register_layer
@@ -65,7 +65,7 @@ class _ConvNd(Module):
         groups: int = 1,
         bias: bool = True,
         *,
-        init: str | Initialiser = "he",
+        init: str | Initializer = "he",
         rng: Any = None,
         backend: Any = "numpy",
         dtype: Any = "float64",
@@ -85,7 +85,7 @@ class _ConvNd(Module):
         xp = get_namespace(backend)
         dtype = resolve_dtype(xp, dtype)
         fan_in = math.prod(shapes["weight"][1:])
-        weight = initialise(init, (self.out_channels, fan_in), rng)
+        weight = initialize(init, (self.out_channels, fan_in), rng)
         weight = xp.asarray(weight, dtype=dtype, device=device)
         self.params["weight"] = xp.reshape(weight, shapes["weight"])
         if bias:

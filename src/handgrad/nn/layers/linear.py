@@ -7,7 +7,7 @@ from typing import Any
 from handgrad.core.arrays import get_namespace, namespace, resolve_dtype
 from handgrad.core.validation import check_array, check_positive_int
 from handgrad.nn.functional import affine
-from handgrad.nn.init import Initialiser, initialise
+from handgrad.nn.init import Initializer, initialize
 from handgrad.nn.module import Module
 from handgrad.nn.protocol import check_upstream
 from handgrad.nn.registry import register_layer
@@ -58,7 +58,7 @@ class Linear(Module):
         out_features: int,
         bias: bool = True,
         *,
-        init: str | Initialiser = "glorot",
+        init: str | Initializer = "glorot",
         rng: Any = None,
         backend: Any = "numpy",
         dtype: Any = "float64",
@@ -69,7 +69,7 @@ class Linear(Module):
         self.in_features, self.out_features = int(in_features), int(out_features)
         xp = get_namespace(backend)
         dtype = resolve_dtype(xp, dtype)
-        weight = initialise(init, shapes["weight"], rng)
+        weight = initialize(init, shapes["weight"], rng)
         self.params["weight"] = xp.asarray(weight, dtype=dtype, device=device)
         if bias:
             self.params["bias"] = xp.zeros(shapes["bias"], dtype=dtype, device=device)
