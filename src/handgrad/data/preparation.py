@@ -60,8 +60,8 @@ def split(
     made larger, and a class of 2 rows gives one to train on and one to test (none to
     validate); ``note`` says what was changed. A class of one row is refused. The same
     ``rng`` (an int seed; ``seed`` is its deprecated name) gives the same split, and where
-    every part holds every class, the same as in handgrad 0.2 (scikit-learn's ``train_test_split``, twice); ``class_names`` name the
-    classes in messages.
+    every part holds every class, the same as handgrad 0.1 drew (scikit-learn's
+    ``train_test_split``, twice); ``class_names`` name the classes in messages.
 
     Examples
     --------
