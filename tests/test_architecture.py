@@ -133,3 +133,22 @@ def test_the_batched_method_does_not_turn_a_bug_into_the_slow_loop():
             hg.check_gradients(model, hg.CrossEntropyLoss(), x, y, method="auto")
     finally:
         del LAYER_TYPES["Broken"]
+
+
+def test_renamed_names_still_work_with_a_deprecation_warning():
+    import handgrad.data
+    import handgrad.nn.init
+    from handgrad.app.classifier import Classifier
+    from handgrad.data import Standardizer, split
+
+    with pytest.warns(DeprecationWarning, match="Standardiser is deprecated"):
+        assert handgrad.data.Standardiser is Standardizer
+    with pytest.warns(DeprecationWarning, match="get_initialiser is deprecated"):
+        assert handgrad.nn.init.get_initialiser is handgrad.nn.init.get_initializer
+    classifier = Classifier(hg.mlp([2, 2], rng=0), Standardizer(), ("a", "b"))
+    with pytest.warns(DeprecationWarning, match="standardiser is deprecated"):
+        assert classifier.standardiser is classifier.standardizer
+    X, y = np.arange(40.0).reshape(20, 2), np.repeat([0, 1], 10)
+    with pytest.warns(DeprecationWarning, match="seed is deprecated: pass rng"):
+        old = split(X, y, seed=3)
+    assert np.array_equal(old.y_test, split(X, y, rng=3).y_test)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,16 @@ class Classifier:
     feature_names: tuple[str, ...] = ()
     target_name: str = "target"
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def standardiser(self) -> Standardizer | None:
+        """The old name of :attr:`standardizer`."""
+        warnings.warn(
+            "Classifier.standardiser is deprecated: use Classifier.standardizer",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.standardizer
 
     def _inputs(self, X: Any) -> Any:
         X = np.asarray(X, dtype=np.float64)

@@ -139,7 +139,7 @@ def split(
 def _as_before(
     X: np.ndarray, y: np.ndarray, n_test: int, n_val: int, seed: int | None, classes: int
 ) -> list[np.ndarray] | None:
-    """The split of handgrad 0.2 (scikit-learn's, drawn from one seed), so that a seed gives
+    """The split of handgrad 0.1 (scikit-learn's, drawn from one seed), so that a seed gives
     the same parts as it did; None when that split cannot keep a row of every class in
     every part."""
     rng = np.random.RandomState(seed)
