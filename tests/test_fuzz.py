@@ -34,7 +34,8 @@ from handgrad.app.classifier import Classifier
 from handgrad.app.model_files import load_classifier, save_classifier
 from handgrad.core.errors import DataError, HandgradError, ModelFileError, TrainingDivergedError
 from handgrad.data import Dataset, Standardizer, load_csv, load_features, split
-from handgrad.training.fit import History, fit
+from handgrad.training.fit import fit
+from handgrad.training.history import History
 from handgrad.training.optim import SGD, Adam
 
 pytestmark = pytest.mark.fuzz

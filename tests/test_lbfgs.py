@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 import handgrad as hg
-from handgrad.training.fit import _Step
 from handgrad.training.lbfgs import fit_lbfgs
+from handgrad.training.step import Step
 
 pytest.importorskip("scipy")
 
@@ -18,7 +18,7 @@ def test_lbfgs_fits_and_leaves_the_model_at_the_result():
     X, y = _data()
     model = hg.mlp([3, 10, 2], "tanh", rng=0)
     result = fit_lbfgs(model, hg.CrossEntropyLoss(), X, y, alpha=1e-3, max_iter=200)
-    value, _, _ = _Step(model, hg.CrossEntropyLoss(), None, X, y, 1e-3).gradients(None)
+    value, _, _ = Step(model, hg.CrossEntropyLoss(), None, X, y, 1e-3).gradients(None)
     assert value == pytest.approx(result.fun, rel=1e-12)
     assert result.fun < 0.2
 
@@ -43,7 +43,7 @@ def test_lbfgs_stops_at_max_iter_and_max_fun():
 def test_the_gradient_lbfgs_follows_is_the_finite_difference_one():
     X, y = _data(1, n=15)
     model = hg.mlp([3, 4, 2], "tanh", rng=2)
-    step = _Step(model, hg.CrossEntropyLoss(), None, X, y, 0.5)
+    step = Step(model, hg.CrossEntropyLoss(), None, X, y, 0.5)
     _, _, grads = step.gradients(None)
     for (name, p), g in zip(model.params.items(), grads, strict=True):
         numeric = hg.numerical_gradient(lambda _: step.gradients(None)[0], p)

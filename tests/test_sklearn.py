@@ -26,7 +26,7 @@ from sklearn.utils.estimator_checks import (
 )
 
 from handgrad.sklearn import HandgradClassifier, HandgradRegressor
-from handgrad.training.fit import _Step
+from handgrad.training.step import Step
 
 pytest.importorskip("scipy")
 
@@ -119,7 +119,7 @@ def test_the_gradient_is_scikit_learns(case, activation):
         [np.empty(s[1]) for s in shapes],
     )
     targets = own._validate_input(X, y, False, False)[1]
-    step = _Step(own._network().network, own._loss(own.n_outputs_), None, X, targets, 0.3, weight)
+    step = Step(own._network().network, own._loss(own.n_outputs_), None, X, targets, 0.3, weight)
     own_value, _, own_grads = step.gradients(None)
     params = own._network().network.params
     names = [n for n in params if n.endswith("weight")] + [n for n in params if n.endswith("bias")]

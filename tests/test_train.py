@@ -7,7 +7,8 @@ from helpers import Square
 
 import handgrad as hg
 from handgrad.core.errors import TrainingDivergedError
-from handgrad.training.fit import History, evaluate, fit
+from handgrad.training.fit import evaluate, fit
+from handgrad.training.history import History
 from handgrad.training.optim import SGD, Adam
 from handgrad.training.schedules import make_schedule
 
@@ -356,7 +357,7 @@ def test_sparse_features_train_as_the_dense_ones():
 
 
 def test_data_already_on_the_model_is_not_copied(monkeypatch):
-    fit_module = sys.modules["handgrad.training.fit"]  # the name fit is the function
+    fit_module = sys.modules["handgrad.training.inputs"]  # where the data is moved
     copies = []
     real = fit_module.convert
     monkeypatch.setattr(

@@ -26,7 +26,8 @@ from handgrad.models.mlp import mlp
 from handgrad.nn.containers import Sequential
 from handgrad.nn.losses import CrossEntropyLoss
 from handgrad.nn.registry import activation_names
-from handgrad.training.fit import History, Progress, fit
+from handgrad.training.fit import fit
+from handgrad.training.history import History, Progress
 from handgrad.training.optim import DEFAULT_LR, OPTIMIZERS, make_optimizer
 from handgrad.training.schedules import SCHEDULES, make_schedule
 

@@ -13,13 +13,22 @@ layer, for containers: parameters are then named ``"<child>.<name>"``, as PyTorc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from handgrad.core.arrays import namespace
 from handgrad.core.validation import check_array
 
-__all__ = ["Layer", "chain", "check_protocol", "check_upstream", "children_of", "named_layers"]
+__all__ = [
+    "Layer",
+    "chain",
+    "check_protocol",
+    "check_upstream",
+    "children_of",
+    "in_mode",
+    "named_layers",
+]
 
 
 @runtime_checkable
@@ -134,3 +143,37 @@ def check_upstream(dy: Any, out: Any, layer: object) -> Any:
             f"got {tuple(dy.shape)}"
         )
     return namespace(dy, out)
+
+
+@contextlib.contextmanager
+def in_mode(model: Any, training: bool) -> Iterator[Any]:
+    """``model`` in training (or evaluation) mode for the ``with`` block, every layer's
+    mode as it was afterwards; a model without modes is left alone.
+
+    Examples
+    --------
+    >>> import handgrad as hg
+    >>> from handgrad.nn.protocol import in_mode
+    >>> model = hg.Sequential(hg.Linear(2, 2), hg.Dropout(0.5))
+    >>> with in_mode(model, False):
+    ...     print(model[1].training)
+    False
+    >>> model[1].training
+    True
+    """
+    before = []
+
+    def visit(layer: Any) -> None:
+        if hasattr(layer, "training"):
+            before.append((layer, layer.training))
+        for child in children_of(layer).values():
+            visit(child)
+
+    visit(model)
+    if hasattr(model, "train"):
+        model.train(training)
+    try:
+        yield model
+    finally:
+        for layer, training_before in before:
+            layer.training = training_before

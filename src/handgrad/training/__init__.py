@@ -2,7 +2,8 @@
 checkpoints."""
 
 from handgrad.training.clipping import clip_grad_norm
-from handgrad.training.fit import History, Progress, evaluate, fit
+from handgrad.training.fit import evaluate, fit
+from handgrad.training.history import History, Progress
 from handgrad.training.optim import (
     SGD,
     Adagrad,

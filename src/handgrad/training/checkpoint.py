@@ -20,7 +20,7 @@ from handgrad.data import Standardizer
 from handgrad.nn.containers import Sequential
 from handgrad.nn.module import slots_arrays
 from handgrad.nn.registry import spec_shapes
-from handgrad.training.fit import COLUMNS, History, Progress
+from handgrad.training.history import COLUMNS, History, Progress
 from handgrad.training.optim import Optimizer
 
 __all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint"]
@@ -40,7 +40,7 @@ class Checkpoint:
     >>> import handgrad as hg
     >>> from handgrad.training.checkpoint import load_checkpoint, save_checkpoint
     >>> from handgrad.training.optim import Adam
-    >>> from handgrad.training.fit import Progress
+    >>> from handgrad.training.history import Progress
     >>> model = hg.mlp([4, 3, 2], rng=0)
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     path = save_checkpoint(f"{folder}/run.npz", config={"epochs": 10}, model=model,
@@ -74,7 +74,7 @@ def save_checkpoint(
     >>> import handgrad as hg
     >>> from handgrad.training.checkpoint import load_checkpoint, save_checkpoint
     >>> from handgrad.training.optim import Adam
-    >>> from handgrad.training.fit import Progress
+    >>> from handgrad.training.history import Progress
     >>> model = hg.mlp([4, 3, 2], rng=0)
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     path = save_checkpoint(f"{folder}/run.npz", config={"epochs": 10}, model=model,
@@ -125,7 +125,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     >>> import handgrad as hg
     >>> from handgrad.training.checkpoint import load_checkpoint, save_checkpoint
     >>> from handgrad.training.optim import Adam
-    >>> from handgrad.training.fit import Progress
+    >>> from handgrad.training.history import Progress
     >>> model = hg.mlp([4, 3, 2], rng=0)
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     path = save_checkpoint(f"{folder}/run.npz", config={"epochs": 10}, model=model,

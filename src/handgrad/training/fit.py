@@ -5,207 +5,24 @@ the loss stops being finite."""
 from __future__ import annotations
 
 import contextlib
-import csv
-import functools
-import io
 import math
-import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from handgrad.core.arrays import convert, namespace
+from handgrad.core.arrays import namespace
 from handgrad.core.errors import TrainingDivergedError, TrainingInterruptedError
-from handgrad.core.files import atomic_write
-from handgrad.core.validation import NON_NEGATIVE, check_array, check_positive_int
+from handgrad.core.validation import NON_NEGATIVE, check_positive_int
 from handgrad.data import batches
-from handgrad.gradcheck.check import GradientCheckReport, check_gradients
+from handgrad.gradcheck.check import check_gradients
 from handgrad.nn.containers import Sequential
 from handgrad.nn.init import make_rng
-from handgrad.nn.module import slots
-from handgrad.nn.protocol import chain, children_of
+from handgrad.nn.protocol import in_mode
+from handgrad.training.history import History, Progress
+from handgrad.training.inputs import check_data, is_targets, on_model, sample_weights
 from handgrad.training.optim import Optimizer
+from handgrad.training.step import Step
 
-__all__ = ["COLUMNS", "History", "Progress", "evaluate", "fit", "in_mode"]
-
-COLUMNS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
-
-
-@dataclass
-class History:
-    """What happened in each epoch, and how training ended.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import handgrad as hg
-    >>> from handgrad.training.optim import SGD
-    >>> from handgrad.training.fit import fit
-    >>> model, X, y = hg.mlp([2, 2], rng=0), np.eye(2), np.array([0, 1])
-    >>> history = fit(model, hg.CrossEntropyLoss(), SGD(model.params, lr=0.5), X, y, epochs=3)
-    >>> history.epoch, [round(loss, 4) for loss in history.train_loss], history.val_loss
-    ([1, 2, 3], [0.6231, 0.505, 0.4237], [])
-    """
-
-    epoch: list[int] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    train_accuracy: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_accuracy: list[float] = field(default_factory=list)
-    best_epoch: int | None = None
-    stopped_early: bool = False
-    gradient_check: GradientCheckReport | None = None
-
-    def as_dict(self) -> dict[str, list[float]]:
-        """The per-epoch columns; validation columns are empty without validation data."""
-        return {name: list(getattr(self, name)) for name in COLUMNS}
-
-    def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write one row per epoch to ``path``, atomically."""
-        columns = [c for c, values in self.as_dict().items() if values]
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(columns)
-        for row in zip(*(getattr(self, c) for c in columns), strict=True):
-            writer.writerow([repr(v) if isinstance(v, float) else v for v in row])
-        with atomic_write(path, "w") as f:
-            f.write(text.getvalue())
-        return Path(path)
-
-
-def _on_model(model: Sequential, X: Any, y: Any, keep_sparse: bool = False) -> tuple[Any, Any]:
-    """X and y moved once to the library, dtype and device of the model's parameters (not
-    copied when they are there already); y as int64 class indices, or as floating-point
-    targets of the weights' dtype, (examples, outputs). A SciPy sparse X stays sparse (rows
-    are made dense one batch at a time) when ``keep_sparse`` and the model is NumPy's."""
-    weight = next(iter(model.params.values()))
-    xp = namespace(weight)
-    if _is_sparse(X):
-        if keep_sparse and xp.__name__.endswith("numpy"):
-            X = X.tocsr().astype(weight.dtype, copy=False)
-        else:
-            X = X.toarray()
-    if not _is_sparse(X):
-        X = _moved(X, xp, weight.dtype, weight.device)
-    if _is_targets(y):
-        y = _moved(y, xp, weight.dtype, weight.device)
-        return X, (xp.reshape(y, (-1, 1)) if y.ndim == 1 else y)
-    return X, _moved(y, xp, xp.int64, weight.device)
-
-
-def _moved(a: Any, xp: Any, dtype: Any, device: Any) -> Any:
-    """``a`` in namespace ``xp`` with ``dtype`` on ``device``: itself if it is there."""
-    try:
-        if namespace(a) is xp and a.dtype == dtype and a.device == device:
-            return a
-    except TypeError:  # a list, or another library's array
-        pass
-    return convert(a, xp, dtype=dtype, device=device)
-
-
-def _is_sparse(X: Any) -> bool:
-    return type(X).__module__.startswith("scipy.sparse")
-
-
-def _is_targets(y: Any) -> bool:
-    """Whether ``y`` holds floating-point targets (regression, multi-label) rather than
-    class indices."""
-    return hasattr(y, "dtype") and namespace(y).isdtype(y.dtype, "real floating")
-
-
-@dataclass
-class Progress:
-    """Where a run of :func:`fit` stands: enough, with the model's weights and the
-    optimizer's state, to go on exactly as if it had never stopped.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import handgrad as hg
-    >>> from handgrad.training.optim import SGD
-    >>> from handgrad.training.fit import fit
-    >>> model, X, y = hg.mlp([2, 2], rng=0), np.eye(2), np.array([0, 1])
-    >>> seen = []  # fit hands its Progress to checkpoint() every checkpoint_every epochs
-    >>> history = fit(model, hg.CrossEntropyLoss(), SGD(model.params), X, y, epochs=3,
-    ...               checkpoint=lambda p: seen.append((p.epoch, p.step)), checkpoint_every=1)
-    >>> seen
-    [(1, 1), (2, 2), (3, 3)]
-    """
-
-    history: History = field(default_factory=History)
-    epoch: int = 0  # epochs completed
-    step: int = 0  # steps completed
-    position: int = 0  # batches completed in the epoch under way
-    totals: tuple[float, int] = (0.0, 0)  # its loss sum and rows classified right so far
-    rng_state: dict[str, Any] | None = None  # the batch order's generator as that epoch began
-    best_loss: float = math.inf
-    best_state: dict[str, Any] | None = None
-    waited: int = 0
-
-
-def _check_data(X: Any, y: Any, prefix: str) -> None:
-    kind = getattr(getattr(y, "dtype", None), "kind", "")
-    if kind in ("U", "S", "O", "V"):
-        raise TypeError(
-            f"{prefix}y must hold integer class indices, got labels of dtype {y.dtype}; turn "
-            "them into indices first, e.g. classes, y = np.unique(labels, return_inverse=True)"
-        )
-    if _is_sparse(X):
-        if len(X.shape) != 2:
-            raise ValueError(f"{prefix}X must be 2-D (examples, features), got {X.shape}")
-    else:
-        check_array(X, f"{prefix}X", ndim=2, layout="(examples, features)")
-    if hasattr(y, "dtype") and _is_targets(y):
-        if y.ndim not in (1, 2):
-            raise ValueError(
-                f"{prefix}y of floating-point targets must be (examples,) or (examples, "
-                f"outputs), got shape {tuple(y.shape)}"
-            )
-        check_array(y, f"{prefix}y")
-    else:
-        check_array(y, f"{prefix}y", ndim=1, layout="(examples,) of class indices", floating=False)
-    if X.shape[0] != y.shape[0]:
-        raise ValueError(f"{prefix}X has {X.shape[0]} rows but {prefix}y has {y.shape[0]} labels")
-    if X.shape[0] == 0:
-        raise ValueError(
-            f"{prefix}X must hold at least one row (example), got shape {tuple(X.shape)}"
-        )
-
-
-@contextlib.contextmanager
-def in_mode(model: Any, training: bool) -> Iterator[Any]:
-    """``model`` in training (or evaluation) mode for the ``with`` block, every layer's
-    mode as it was afterwards; a model without modes is left alone.
-
-    Examples
-    --------
-    >>> import handgrad as hg
-    >>> from handgrad.training.fit import in_mode
-    >>> model = hg.Sequential(hg.Linear(2, 2), hg.Dropout(0.5))
-    >>> with in_mode(model, False):
-    ...     print(model[1].training)
-    False
-    >>> model[1].training
-    True
-    """
-    before = []
-
-    def visit(layer: Any) -> None:
-        if hasattr(layer, "training"):
-            before.append((layer, layer.training))
-        for child in children_of(layer).values():
-            visit(child)
-
-    visit(model)
-    if hasattr(model, "train"):
-        model.train(training)
-    try:
-        yield model
-    finally:
-        for layer, training_before in before:
-            layer.training = training_before
+__all__ = ["evaluate", "fit"]
 
 
 def _optimizer_order(model: Sequential, optimizer: Optimizer) -> list[int]:
@@ -240,7 +57,7 @@ def evaluate(model: Sequential, loss: Any, X: Any, y: Any) -> tuple[float, float
     with in_mode(model, False):
         logits = model.forward(X)
     value = float(loss.forward(logits, y))
-    if _is_targets(y):  # regression or multi-label targets: no accuracy
+    if is_targets(y):  # regression or multi-label targets: no accuracy
         return value, math.nan
     correct = xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.int64))
     return value, int(correct) / X.shape[0]
@@ -362,9 +179,9 @@ def fit(
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
-    _check_data(X, y, "")
+    check_data(X, y, "")
     if validation is not None:
-        _check_data(*validation, "validation ")
+        check_data(*validation, "validation ")
     if patience is not None:
         check_positive_int(patience, "patience")
         if validation is None:
@@ -372,17 +189,17 @@ def fit(
     alpha = NON_NEGATIVE.check(alpha, "alpha")
     min_delta = NON_NEGATIVE.check(min_delta, "min_delta")
     order = _optimizer_order(model, optimizer)
-    X, y = _on_model(model, X, y, keep_sparse=True)
+    X, y = on_model(model, X, y, keep_sparse=True)
     if validation is not None:
-        validation = _on_model(model, *validation)
+        validation = on_model(model, *validation)
     if sample_weight is not None:
-        sample_weight = _sample_weight(sample_weight, model, y)
+        sample_weight = sample_weights(sample_weight, model, y)
         if not hasattr(loss, "forward_unchecked"):
             raise TypeError(
                 f"sample_weight needs one of handgrad's losses (CrossEntropyLoss, MSELoss, "
                 f"BCEWithLogitsLoss, PoissonNLLLoss), got {type(loss).__name__}"
             )
-    run_step = _Step(model, loss, optimizer, X, y, alpha, sample_weight, order)
+    run_step = Step(model, loss, optimizer, X, y, alpha, sample_weight, order)
     if parallel is not None:  # one worker of several: a share of each batch, all-reduced
         if sample_weight is not None:
             raise ValueError(
@@ -473,162 +290,6 @@ def fit(
     if state.best_state is not None and patience is not None:
         model.load_state_dict(state.best_state)
     return history
-
-
-class _Step:
-    """One training step on the rows ``index`` of the data, with every method, array and
-    target looked up once: the hot loop checks nothing that :func:`fit` checked before.
-
-    handgrad's own layers and losses offer ``*_unchecked`` methods (and the first layer
-    skips dL/dx, which nothing needs); a user's layer is called through the protocol.
-    """
-
-    def __init__(
-        self,
-        model: Sequential,
-        loss: Any,
-        optimizer: Optimizer | None,
-        X: Any,
-        y: Any,
-        alpha: float,
-        sample_weight: Any = None,
-        order: list[int] | None = None,
-    ) -> None:
-        layers = chain(model)
-        self.xp = xp = namespace(y)
-        self.X, self.y, self.alpha, self.sample_weight = X, y, alpha, sample_weight
-        self.sparse, self._dense = _is_sparse(X), None
-        first = X[:1].toarray() if self.sparse else X[:1, ...]
-        with in_mode(model, False):  # the model takes this data, checked
-            outputs = model.forward(first).shape[-1]
-        self.targets_given = _is_targets(y)
-        if self.targets_given and y.shape[1] != outputs:
-            raise ValueError(
-                f"y holds floating-point targets for {y.shape[1]} output(s) but the model has "
-                f"{outputs}; class labels must be integers (y.astype(int))"
-            )
-        if not self.targets_given:
-            low, high = int(xp.min(y)), int(xp.max(y))
-            if low < 0 or high >= outputs:
-                raise ValueError(
-                    f"y holds class index {low if low < 0 else high} but the model "
-                    f"has {outputs} outputs (valid indices 0 to {outputs - 1})"
-                )
-        self.forwards = [getattr(layer, "forward_unchecked", layer.forward) for layer in layers]
-        # backpropagate down to the first layer with parameters, without its dL/dx: the
-        # layers before it (a reshape of the input, say) have no gradient to fill
-        start = next((i for i, layer in enumerate(layers) if layer.params), 0)
-        backwards = [getattr(layer, "backward_unchecked", layer.backward) for layer in layers]
-        if hasattr(layers[start], "backward_unchecked"):
-            backwards[start] = functools.partial(layers[start].backward_unchecked, input_grad=False)
-        self.backwards = backwards[start:][::-1]
-        self.loss = loss
-        self.fused = hasattr(loss, "forward_unchecked")
-        self.targets = y if self.targets_given else None
-        if self.fused and not self.targets_given:  # one-hot rows, made once
-            columns = xp.arange(outputs, dtype=y.dtype, device=y.device)
-            self.targets = xp.astype(y[:, None] == columns[None, :], first.dtype)
-        places = list(slots(model).values())
-        self.grads = [(owners[0][0].grads, owners[0][1]) for owners in places]
-        self.tied = [  # an array held by several layers: the gradients of its uses add up
-            (i, [(layer.grads, key) for layer, key in owners[1:]])
-            for i, owners in enumerate(places)
-            if len(owners) > 1
-        ]
-        self.weights = [
-            (i, p) for i, (k, p) in enumerate(model.params.items()) if k.endswith("weight")
-        ]
-        if optimizer is not None:  # its arrays are the model's, maybe some, in its order
-            self.update = (
-                optimizer.update
-                if order == list(range(len(places)))
-                else lambda grads: optimizer.update([grads[i] for i in order])
-            )
-
-    def _index(self, index: Any) -> Any:
-        """Row indices in the data's library (NumPy's pass as they are)."""
-        if self.xp is namespace(index):
-            return index
-        return convert(index, self.xp, device=self.y.device)
-
-    def rows(self, index: Any) -> Any:
-        """The features of the rows ``index`` (all rows for None), dense."""
-        if index is None:
-            if self.sparse and self._dense is None:
-                self._dense = self.X.toarray()
-            return self._dense if self.sparse else self.X
-        if self.sparse:
-            return self.X[index].toarray()
-        return self.xp.take(self.X, index, axis=0)
-
-    def batch(self, index: Any) -> tuple[Any, Any]:
-        """The features and labels (or targets) of the rows ``index``."""
-        index = self._index(index)
-        return self.rows(index), self.xp.take(self.y, index, axis=0)
-
-    def __call__(self, index: Any) -> tuple[float, int]:
-        """Forward, loss, backward and update on rows ``index``; the loss and the number of
-        rows classified right."""
-        value, right, grads = self.gradients(index)
-        self.update(grads)
-        return value, right
-
-    def gradients(self, index: Any) -> tuple[float, int, list[Any]]:
-        """Forward, loss and backward on rows ``index`` (all rows for None): the loss, the
-        number of rows classified right (0 for targets) and the gradients, in the order of
-        ``model.params``."""
-        xp = self.xp
-        if index is not None:
-            index = self._index(index)
-        out = self.rows(index)
-        b = out.shape[0]
-        labels = self.y if index is None else xp.take(self.y, index, axis=0)
-        for forward in self.forwards:
-            out = forward(out)
-        extra, divisor = {}, b
-        if self.sample_weight is not None:
-            w = self.sample_weight if index is None else xp.take(self.sample_weight, index, axis=0)
-            total = float(xp.sum(w))
-            if total > 0:  # weights of mean 1: a 'mean' loss becomes the weighted mean
-                w, divisor = w * (b / total), total
-            extra = {"row_weight": w}
-        if not self.fused:  # a loss of one's own, called through the protocol
-            try:
-                value = float(self.loss.forward(out, labels))
-            except ValueError:
-                if bool(xp.all(xp.isfinite(out))):
-                    raise
-                return math.nan, 0, []  # the model's output is no longer finite
-        else:  # NaN or infinite outputs make a NaN or infinite loss, which fit reports
-            targets = self.targets if index is None else xp.take(self.targets, index, axis=0)
-            if not self.targets_given:
-                extra["one_hot"] = True
-            value = float(self.loss.forward_unchecked(out, targets, **extra))
-        grad = self.loss.backward()
-        for backward in self.backwards:
-            grad = backward(grad)
-        grads = [store[key] for store, key in self.grads]
-        for i, others in self.tied:
-            for store, key in others:
-                grads[i] = grads[i] + store[key]
-        if self.alpha:
-            # L2 penalty: L += alpha / (2 b) |W|^2,  dL/dW += alpha W / b
-            # (b is the batch's total weight when examples are weighted)
-            for i, w in self.weights:
-                value += self.alpha / (2 * divisor) * float(xp.sum(w * w))
-                grads[i] = grads[i] + (self.alpha / divisor) * w
-        right = 0 if self.targets_given else int(xp.count_nonzero(xp.argmax(out, axis=1) == labels))
-        return value, right, grads
-
-
-def _sample_weight(sample_weight: Any, model: Sequential, y: Any) -> Any:
-    """The weights as an array of the model's library and dtype, checked against y's rows."""
-    param = next(iter(model.params.values()))
-    weight = _moved(sample_weight, namespace(param), param.dtype, param.device)
-    check_array(weight, "sample_weight", ndim=1, layout="(examples,)")
-    if weight.shape[0] != y.shape[0]:
-        raise ValueError(f"sample_weight has {weight.shape[0]} weights but y has {y.shape[0]} rows")
-    return weight
 
 
 def _progress_bar(epochs: int, done: int) -> Any:

@@ -14,7 +14,8 @@ import numpy as np
 from handgrad.core.arrays import convert, namespace, to_numpy
 from handgrad.core.validation import NON_NEGATIVE, check_positive_int
 from handgrad.nn.containers import Sequential
-from handgrad.training.fit import _check_data, _on_model, _sample_weight, _Step
+from handgrad.training.inputs import check_data, on_model, sample_weights
+from handgrad.training.step import Step
 
 __all__ = ["fit_lbfgs"]
 
@@ -66,11 +67,11 @@ def fit_lbfgs(
     max_fun = check_positive_int(max_fun, "max_fun")
     tol = NON_NEGATIVE.check(tol, "tol")
     alpha = NON_NEGATIVE.check(alpha, "alpha")
-    _check_data(X, y, "")
-    X, y = _on_model(model, X, y, keep_sparse=True)
+    check_data(X, y, "")
+    X, y = on_model(model, X, y, keep_sparse=True)
     if sample_weight is not None:
-        sample_weight = _sample_weight(sample_weight, model, y)
-    step = _Step(model, loss, None, X, y, alpha, sample_weight)
+        sample_weight = sample_weights(sample_weight, model, y)
+    step = Step(model, loss, None, X, y, alpha, sample_weight)
     params = list(model.params.values())
     sizes = [math.prod(p.shape) for p in params]
     ends = np.cumsum(sizes)
