@@ -30,7 +30,7 @@ EXCLUDED = {
 }
 # The slowest tests here (3 to 15 s each on 2 cores, about 35 s together; scikit-learn's own
 # MLPClassifier takes as long on them): marked slow, they run in CI (CI=true) and with
-# HANDGRAD_SLOW_TESTS=1, and are skipped in a plain local run.
+# HANDGRAD_SLOW=1, and are skipped in a plain local run.
 SLOW = {
     "test_partial_fit_classification",
     "test_multioutput_regression",
@@ -38,7 +38,7 @@ SLOW = {
     "test_lbfgs_classification_maxfun",
     "test_lbfgs_regression",
 }
-RUN_SLOW = bool(os.environ.get("CI") or os.environ.get("HANDGRAD_SLOW_TESTS"))
+RUN_SLOW = bool(os.environ.get("CI") or os.environ.get("HANDGRAD_SLOW"))
 _IMPORT = "from sklearn.neural_network import MLPClassifier, MLPRegressor"
 
 
@@ -75,7 +75,7 @@ for _name, _test in vars(_module).items():
         if _name in SLOW:
             _test = pytest.mark.slow(_test)
             if not RUN_SLOW:
-                reason = "slow: runs in CI, or here with HANDGRAD_SLOW_TESTS=1"
+                reason = "slow: runs in CI, or here with HANDGRAD_SLOW=1"
                 _test = pytest.mark.skip(reason=reason)(_test)
         globals()[_name] = _test
 
