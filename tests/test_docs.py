@@ -290,3 +290,12 @@ def test_the_site_builds_strict(tmp_path):
         assert not re.search(r'<(script|link)[^>]+(src|href)="https?://', text), html
     reference = (site / "reference" / "gradcheck.check" / "index.html").read_text(encoding="utf-8")
     assert "raise_on_failure" in reference and "Examples" in reference
+    # signatures are formatted over several lines (ruff in the docs extra), none too wide
+    signature = re.search(
+        r'check_layer</span><span class="p">\(</span>(.*?)</code>', reference, re.S
+    )
+    lines = re.sub(r"<[^>]+>", "", signature[1]).splitlines()
+    assert len(lines) > 5 and max(map(len, lines)) <= 80
+    styles = (site / "stylesheets" / "blocks.css").read_text(encoding="utf-8")
+    assert "code[data-md-copying] .gp" in styles  # the copy button leaves out the prompts
+    assert "STIX Two Math" in (site / "stylesheets" / "math.css").read_text(encoding="utf-8")
