@@ -4,6 +4,7 @@ still in the source, and the seed walkthrough runs as a script and as a notebook
 import contextlib
 import importlib.util
 import io
+import itertools
 import json
 import os
 import re
@@ -165,6 +166,25 @@ def test_the_eps_guide_prints_what_it_shows(page_folder):
     with contextlib.redirect_stdout(out):
         exec(compile(blocks[code][2], "eps.md", "exec"), {"__name__": "__docs__"})
     assert out.getvalue() == blocks[code + 1][2]
+
+
+def test_the_own_layer_guide_prints_what_it_shows(page_folder):
+    """The reports quoted after the two checks are what the checks print (rng is fixed)."""
+    pytest.importorskip("torch")
+    blocks = _blocks(DOCS / "guides" / "own-layer.md")
+    layer_file = next(body for _, title, body in blocks if title == "my_layers.py")
+    (page_folder / "my_layers.py").write_text(layer_file, encoding="utf-8")
+    namespace: dict = {"__name__": "__docs__"}
+    shown = 0
+    for (language, title, body), after in itertools.pairwise(blocks):
+        if language != "python" or title or after[0] != "text":
+            continue
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(body, "own-layer.md", "exec"), namespace)
+        assert out.getvalue() == after[2]
+        shown += 1
+    assert shown == 2
 
 
 def test_the_own_layer_guide_shows_the_failure_it_describes(tmp_path, monkeypatch):
