@@ -208,6 +208,20 @@ def test_the_own_layer_guide_shows_the_failure_it_describes(tmp_path, monkeypatc
     assert failure.numeric / failure.analytic == pytest.approx(8)  # the batch, as it says
 
 
+INTERNAL = re.compile(r"\bissue \d+|\bissue's|\bthis task\b|\bthe session\b", re.IGNORECASE)
+
+
+@pytest.mark.parametrize(
+    "page",
+    [*PAGES, ROOT / "benchmarks" / "README.md"],
+    ids=lambda p: p.relative_to(ROOT).as_posix(),
+)
+def test_reader_pages_speak_to_readers(page):
+    """No project bookkeeping on a page a reader sees: no issue numbers, no "this task"."""
+    found = INTERNAL.findall(page.read_text(encoding="utf-8"))
+    assert not found, f"{page.name} says {found}"
+
+
 # The seed walkthrough: the script runs, the notebook runs, and they hold the same cells.
 
 
