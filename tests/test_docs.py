@@ -222,6 +222,18 @@ def test_reader_pages_speak_to_readers(page):
     assert not found, f"{page.name} says {found}"
 
 
+def test_the_home_page_states_the_version_and_license():
+    import handgrad
+
+    home = (DOCS / "index.md").read_text(encoding="utf-8")
+    project = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert f"**Version**: {handgrad.__version__}" in home
+    assert f'version = "{handgrad.__version__}"' in project
+    license_name = re.search(r'license = \{ text = "(\w+)" \}', project)[1]
+    assert f"**License**: {license_name}." in home
+    assert f"## {handgrad.__version__}" in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+
+
 # The seed walkthrough: the script runs, the notebook runs, and they hold the same cells.
 
 
