@@ -6,7 +6,11 @@
   Examples section kept last. Griffe reads the source, and would miss the added part.
 - A Parameters entry that names several parameters (``backend, dtype, device``) is split
   into one entry per name, so that each shows its own default and type from the
-  signature (griffe gives them all the first one's)."""
+  signature (griffe gives them all the first one's).
+- An attribute without a docstring that ``__init__`` sets to the parameter of the same
+  name (``self.alpha = alpha``, as scikit-learn's estimators must) is left out: the
+  class's Parameters section documents it, and an entry reading ``alpha = alpha`` says
+  nothing."""
 
 from __future__ import annotations
 
@@ -50,7 +54,21 @@ def _one_name_per_entry(doc: str) -> str:
     return "\n".join(out)
 
 
+def _echoes_a_parameter(member: griffe.Object) -> bool:
+    return (
+        member.is_attribute
+        and member.docstring is None
+        and "instance-attribute" in member.labels
+        and str(member.value) == member.name
+    )
+
+
 class RuntimeDocstrings(griffe.Extension):
+    def on_class_members(self, *, cls: griffe.Class, **kwargs) -> None:
+        for name, member in list(cls.members.items()):
+            if not member.is_alias and _echoes_a_parameter(member):
+                del cls.members[name]
+
     def on_instance(self, *, obj: griffe.Object, **kwargs) -> None:
         if obj.docstring is not None and ", " in obj.docstring.value:
             obj.docstring.value = _one_name_per_entry(obj.docstring.value)

@@ -345,3 +345,7 @@ def test_the_site_builds_strict(tmp_path):
     styles = (site / "stylesheets" / "blocks.css").read_text(encoding="utf-8")
     assert "code[data-md-copying] .gp" in styles  # the copy button leaves out the prompts
     assert "STIX Two Math" in (site / "stylesheets" / "math.css").read_text(encoding="utf-8")
+    # no entry that only echoes a parameter (alpha = alpha): the Parameters section has it
+    perceptron = (site / "reference" / "app.perceptron" / "index.html").read_text(encoding="utf-8")
+    assert "hidden_layer_sizes" in perceptron
+    assert 'id="handgrad.app.perceptron.MultilayerPerceptron.alpha"' not in perceptron
