@@ -7,6 +7,8 @@
 - A Parameters entry that names several parameters (``backend, dtype, device``) is split
   into one entry per name, so that each shows its own default and type from the
   signature (griffe gives them all the first one's).
+- A paragraph that ends with reStructuredText's ``::`` before an indented block ends with
+  ``:``, as Sphinx shows it; the indented block is shown as code either way.
 - An attribute without a docstring that ``__init__`` sets to the parameter of the same
   name (``self.alpha = alpha``, as scikit-learn's estimators must) is left out: the
   class's Parameters section documents it, and an entry reading ``alpha = alpha`` says
@@ -21,6 +23,7 @@ import re
 import griffe
 
 SECTION = re.compile(r"^(\w[\w ]*)\n-{3,}$", flags=re.MULTILINE)
+LITERAL = re.compile(r"(?<=\S)::$", flags=re.MULTILINE)
 GROUP = re.compile(r"^([A-Za-z_]\w*(?:, [A-Za-z_]\w*)+)( : .*)?$")
 
 
@@ -70,6 +73,8 @@ class RuntimeDocstrings(griffe.Extension):
                 del cls.members[name]
 
     def on_instance(self, *, obj: griffe.Object, **kwargs) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = LITERAL.sub(":", obj.docstring.value)
         if obj.docstring is not None and ", " in obj.docstring.value:
             obj.docstring.value = _one_name_per_entry(obj.docstring.value)
 
@@ -82,4 +87,4 @@ class RuntimeDocstrings(griffe.Extension):
             return
         doc = inspect.cleandoc(getattr(live, "__doc__", None) or "")
         if doc and doc != inspect.cleandoc(func.docstring.value):
-            func.docstring.value = _one_name_per_entry(_examples_last(doc))
+            func.docstring.value = _one_name_per_entry(_examples_last(LITERAL.sub(":", doc)))
