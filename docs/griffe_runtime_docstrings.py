@@ -3,7 +3,8 @@
 - A module-level function whose module adds to its docstring after the definition
   (``handgrad.gradcheck`` appends the options that ``check_gradients`` and
   ``check_layer`` share) is documented with the docstring it has at run time, its
-  Examples section kept last. Griffe reads the source, and would miss the added part.
+  Examples section kept last and the added Parameters merged into its own. Griffe reads
+  the source, and would miss the added part.
 - A Parameters entry that names several parameters (``backend, dtype, device``) is split
   into one entry per name, so that each shows its own default and type from the
   signature (griffe gives them all the first one's).
@@ -34,6 +35,23 @@ def _examples_last(doc: str) -> str:
             end = starts[i + 1][0]
             return doc[:start] + doc[end:].rstrip() + "\n\n" + doc[start:end].rstrip()
     return doc
+
+
+def _sections_merged(doc: str) -> str:
+    """A section named twice (Parameters, then more Parameters added at run time) as one,
+    where it first appears."""
+    starts = [(m.start(), m[1]) for m in SECTION.finditer(doc)]
+    if len({name for _, name in starts}) == len(starts):
+        return doc
+    bounds = [start for start, _ in starts] + [len(doc)]
+    bodies: dict[str, list[str]] = {}
+    for (start, name), end in zip(starts, bounds[1:], strict=True):
+        body = doc[start:end].rstrip()
+        if name in bodies:
+            bodies[name].append(body.split("\n", 2)[2])  # without its heading
+        else:
+            bodies[name] = [body]
+    return doc[: starts[0][0]] + "\n\n".join("\n".join(parts) for parts in bodies.values())
 
 
 def _one_name_per_entry(doc: str) -> str:
@@ -87,4 +105,5 @@ class RuntimeDocstrings(griffe.Extension):
             return
         doc = inspect.cleandoc(getattr(live, "__doc__", None) or "")
         if doc and doc != inspect.cleandoc(func.docstring.value):
-            func.docstring.value = _one_name_per_entry(_examples_last(LITERAL.sub(":", doc)))
+            doc = _sections_merged(_examples_last(LITERAL.sub(":", doc)))
+            func.docstring.value = _one_name_per_entry(doc)

@@ -234,6 +234,32 @@ def test_the_home_page_states_the_version_and_license():
     assert f"## {handgrad.__version__}" in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
 
 
+VISIBLE = (
+    "check_layer",
+    "check_gradients",
+    "numerical_gradient",
+    "relative_difference",
+    "compare_with_autograd",
+    "mlp",
+)
+
+
+@pytest.mark.parametrize("name", VISIBLE)
+def test_the_most_used_functions_document_every_parameter_and_the_return(name):
+    import inspect
+
+    import handgrad
+
+    function = getattr(handgrad, name)
+    doc = inspect.getdoc(function)
+    entries = set()
+    for line in re.findall(r"^(\w[\w, ]*) :", doc, flags=re.MULTILINE):
+        entries |= set(line.split(", "))
+    for parameter in inspect.signature(function).parameters:
+        assert parameter in entries, f"{name}'s docstring has no entry for {parameter}"
+    assert re.search(r"^Returns\n-------$", doc, flags=re.MULTILINE), name
+
+
 # The seed walkthrough: the script runs, the notebook runs, and they hold the same cells.
 
 

@@ -38,6 +38,20 @@ def assert_layer_gradients(layer: Any, x: Any, **options: Any) -> GradientCheckR
     ``options`` go to :func:`handgrad.check_layer` (``eps``, ``threshold``, ``mode``,
     ``rng``, ...). Returns the report when the check passes.
 
+    Parameters
+    ----------
+    layer : layer
+        Any object with ``params``, ``grads``, ``forward`` and ``backward``.
+    x : array
+        The input the gradients are checked at.
+    **options
+        Passed to :func:`handgrad.check_layer`.
+
+    Returns
+    -------
+    GradientCheckReport
+        The report of the check, which passed.
+
     Raises
     ------
     AssertionError
@@ -78,6 +92,24 @@ def assert_gradients(
 
     The numeric gradient is the central difference of :func:`handgrad.numerical_gradient`;
     the tolerance is handgrad's (relative ``threshold`` above the rounding-noise floor).
+
+    Parameters
+    ----------
+    f : callable
+        A function of ``x`` that returns a scalar.
+    x : array
+        The point.
+    grad : array
+        The gradient to check, shaped like ``x``.
+    eps : float
+        The finite-difference step (1e-6).
+    threshold : float
+        The relative tolerance (1e-6).
+
+    Raises
+    ------
+    AssertionError
+        Naming the worst element, both values and how many elements are off.
 
     Examples
     --------

@@ -97,6 +97,18 @@ def relative_difference(a: Any, b: Any, floor: float = RELATIVE_FLOOR) -> Any:
     The floor (default 1e-8) keeps numbers that are both almost zero from counting as a
     100% error: 1e-13 against 0 is a relative difference of 1e-5, not 1.
 
+    Parameters
+    ----------
+    a, b : array
+        The values compared, of one shape (or broadcastable).
+    floor : float
+        The smallest denominator (1e-8), at least 0.
+
+    Returns
+    -------
+    array
+        The relative differences, elementwise.
+
     Examples
     --------
     >>> import numpy as np
@@ -156,6 +168,24 @@ def numerical_gradient(
     raises. The result has the shape, library and dtype of ``x``. Pass float64: in a
     coarser dtype the steps and the losses are rounded (float32 at ``eps=1e-6`` is off by
     percents, float16 loses the step), so other dtypes draw a :class:`GradientCheckWarning`.
+
+    Parameters
+    ----------
+    f : callable
+        A function of ``x`` that returns a scalar.
+    x : array
+        The point, perturbed in place and restored.
+    eps : float
+        The step (1e-6).
+    stencil : {"central", "4-point"}
+        The difference formula: central (O(eps^2)) or 4-point (O(eps^4)).
+    richardson : int
+        Levels of Richardson extrapolation over the central difference (0).
+
+    Returns
+    -------
+    array
+        The estimated gradient, shaped like ``x``.
 
     Examples
     --------
@@ -272,9 +302,14 @@ _CHECK_OPTIONS = """
     mode : {"full", "sample", "fast"}
         Every element; ``samples`` random elements per array; or ``directions`` random
         directions over everything, then the guilty array and element if one disagrees.
-    stencil : {"central", "4-point"}, richardson : int
-        The first look's difference formula: central (O(eps^2)), 4-point (O(eps^4)), or
-        central with ``richardson`` levels of Richardson extrapolation.
+    samples : int
+        Elements checked per array in ``mode="sample"`` (16).
+    directions : int
+        Random directions in ``mode="fast"`` (4).
+    stencil : {"central", "4-point"}
+        The first look's difference formula: central (O(eps^2)) or 4-point (O(eps^4)).
+    richardson : int
+        Levels of Richardson extrapolation over the central difference (0).
     scaled_steps : bool
         Step ``eps * max(1, |p|)`` per element instead of ``eps``.
     method : {"auto", "batched", "rows", "loop"}
@@ -319,6 +354,29 @@ def check_gradients(
     (parameters bit for bit, buffers, mode, every attribute), except that ``grads`` hold
     the analytic gradients of this batch (a float32 model checked as a float64 copy keeps
     its own).
+
+    Parameters
+    ----------
+    model : Sequential or layer
+        The model whose parameter gradients are checked.
+    loss : loss
+        A handgrad loss (``forward(logits, y)``, ``backward()``), such as
+        :class:`~handgrad.CrossEntropyLoss`.
+    x : array
+        The batch's input.
+    y : array
+        The batch's targets, as ``loss`` takes them.
+
+    Returns
+    -------
+    GradientCheckReport
+        One row per array, worst first; ``report.passed`` says whether every one passed.
+
+    Raises
+    ------
+    GradientCheckError
+        When an element fails and ``raise_on_failure`` is true; its ``report`` holds the
+        table.
 
     Examples
     --------
@@ -448,6 +506,25 @@ def check_layer(
     float32 layer checked as a float64 copy keeps its own). A layer
     whose forward gives different outputs on the same input raises
     :class:`~handgrad.core.errors.RandomLayerError`.
+
+    Parameters
+    ----------
+    layer : layer
+        Any object with ``params``, ``grads``, ``forward`` and ``backward``.
+    x : array
+        The input the gradients are checked at, (batch, ...).
+
+    Returns
+    -------
+    GradientCheckReport
+        One row per array (``"x"`` and each parameter), worst first; ``report.passed``
+        says whether every one passed.
+
+    Raises
+    ------
+    GradientCheckError
+        When an element fails and ``raise_on_failure`` is true; its ``report`` holds the
+        table.
 
     Examples
     --------

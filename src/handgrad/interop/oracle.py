@@ -38,6 +38,16 @@ def to_torch_module(model: Any) -> Any:
     is matched to its base, so a subclass with a slipped backward shows as a disagreement),
     or one such layer.
 
+    Parameters
+    ----------
+    model : Sequential or layer
+        handgrad layers, each with a PyTorch counterpart.
+
+    Returns
+    -------
+    torch.nn.Sequential
+        The same layers in ``torch.nn``, holding copies of the weights.
+
     Examples
     --------
     >>> import handgrad as hg
@@ -175,6 +185,27 @@ def compare_with_autograd(
     gradient check uses too; ``rtol`` is its deprecated name) defaults to 1e-12 in float64 and 1e-5
     in float32; it only sets ``passed``. After the call the model's ``grads`` hold the
     gradients of this batch.
+
+    Parameters
+    ----------
+    model : Sequential or layer
+        handgrad layers, each with a PyTorch counterpart.
+    loss : loss
+        A handgrad loss with a PyTorch counterpart, such as
+        :class:`~handgrad.CrossEntropyLoss`.
+    x : array
+        The batch's input.
+    y : array
+        The batch's targets.
+    threshold : float, optional
+        The relative tolerance that sets ``passed`` (1e-12 in float64, 1e-5 in float32).
+    rtol : float, optional
+        Deprecated name of ``threshold``.
+
+    Returns
+    -------
+    AutogradComparison
+        The largest absolute and relative difference per array, ``"x"`` first.
 
     Examples
     --------

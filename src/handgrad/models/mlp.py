@@ -34,6 +34,26 @@ def mlp(
     scikit-learn's factor 2 before a sigmoid, or He before a ReLU). Pair it with
     :class:`~handgrad.CrossEntropyLoss`.
 
+    Parameters
+    ----------
+    sizes : sequence of int
+        The widths from input to output, at least two.
+    activation : str
+        The activation between the Linear layers ("sigmoid").
+    bias : bool
+        Whether the Linear layers have a bias (True).
+    init : str or Initializer, optional
+        The weights' initializer; by default the one the activation asks for.
+    rng : int or numpy.random.Generator, optional
+        Seeds the initial weights.
+    backend, dtype, device : str, optional
+        The array library ("numpy"), dtype ("float64") and device of the weights.
+
+    Returns
+    -------
+    Sequential
+        Linear, activation, ..., Linear: ``2 * len(sizes) - 3`` layers.
+
     Examples
     --------
     >>> import handgrad as hg

@@ -43,6 +43,23 @@ def evaluate(model: Sequential, loss: Any, X: Any, y: Any) -> tuple[float, float
     """Mean loss and accuracy of ``model`` on ``(X, y)`` (arrays of the model's library),
     in evaluation mode.
 
+    Parameters
+    ----------
+    model : Sequential
+        The model, put in evaluation mode for the call and back in its mode after.
+    loss : loss
+        A handgrad loss.
+    X : array
+        The inputs, (n_samples, ...).
+    y : array
+        The class labels, (n_samples,), or the targets of a regression or of several
+        labels.
+
+    Returns
+    -------
+    tuple of float
+        The mean loss and the accuracy (nan for targets other than class labels).
+
     Examples
     --------
     >>> import numpy as np
