@@ -131,6 +131,8 @@ def fit(
     patience : int, optional
         Stop when the validation loss has not improved by ``min_delta`` for this many
         epochs; the weights of the best epoch are restored. Needs ``validation``.
+    min_delta : float
+        The least fall of the validation loss that counts as an improvement (0).
     schedule : callable, optional
         Epoch (0-based) -> factor of the initial learning rate (see ``optim.make_schedule``).
     alpha : float
@@ -172,6 +174,12 @@ def fit(
         Train as one of several workers (:mod:`handgrad.training.distributed`): each step
         computes on this worker's share of the batch and all-reduces the gradients, so that
         every worker ends with the weights of a single process; they stop together.
+
+    Returns
+    -------
+    History
+        The loss and accuracy per epoch (validation too, when given), the learning rate,
+        and whether training stopped early.
 
     Raises
     ------
