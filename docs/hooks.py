@@ -8,7 +8,9 @@ a strict build.
 
 ``<!-- cells examples/seed_walkthrough.py -->`` puts in a script of ``# %%`` cells, as
 ``examples/make_notebook.py`` reads them: Markdown cells as text, code cells as Python
-blocks. The page and the notebook are made from the same script, so neither drifts.
+blocks, each followed by what it shows in the stored notebook (the ``.ipynb`` beside the
+script, stored as run) where that cell is the script's. The page and the notebook are made
+from the same script, so neither drifts.
 
 Math is written in LaTeX (``$...$``, ``$$...$$``); pymdownx.arithmatex keeps it as text and
 this hook turns it into MathML with latex2mathml when the site is built, which browsers
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import html
 import importlib.util
+import json
 import logging
 import posixpath
 import re
@@ -49,15 +52,36 @@ def _included(root: Path, relative: str, page: str) -> str:
     return LINK.sub(relink, text)
 
 
+def _outputs(cell: dict) -> list[str]:
+    """A stored code cell's outputs as the page shows them: text as a text block, a
+    picture inline (a data URI: nothing is fetched)."""
+    shown = []
+    for output in cell.get("outputs", []):
+        data = output.get("data", {})
+        if output.get("output_type") == "stream":
+            text = "".join(output["text"]).rstrip("\n")
+            shown.append(f"```text\n{text}\n```")
+        elif "image/png" in data:
+            png = "".join(data["image/png"]).replace("\n", "")
+            shown.append(f'<p><img alt="output" src="data:image/png;base64,{png}"></p>')
+        elif "text/plain" in data:
+            shown.append(f"```text\n{''.join(data['text/plain'])}\n```")
+    return shown
+
+
 def _cells(root: Path, relative: str) -> str:
     spec = importlib.util.spec_from_file_location(
         "make_notebook", root / "examples/make_notebook.py"
     )
     make_notebook = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_notebook)
+    stored = root / Path(relative).with_suffix(".ipynb")
+    notebook = json.loads(stored.read_text(encoding="utf-8"))["cells"] if stored.exists() else []
     parts = []
-    for kind, source in make_notebook.cells(root / relative):
+    for i, (kind, source) in enumerate(make_notebook.cells(root / relative)):
         parts.append(source if kind == "markdown" else f"```python\n{source}\n```")
+        if i < len(notebook) and "".join(notebook[i]["source"]) == source:
+            parts += _outputs(notebook[i])
     return "\n\n".join(parts)
 
 

@@ -2,12 +2,17 @@
 
 The script's cells start at ``# %%`` lines; a ``# %% [markdown]`` cell is a comment block
 whose lines lose their leading ``# ``. Run from anywhere: python examples/make_notebook.py
-(``--check`` exits with status 1, writing nothing, when the notebook is out of date).
+runs the notebook and stores it with its outputs, so that a reader sees them unrun
+(``--check`` exits with status 1, writing nothing, when the notebook's cells are out of
+date). Outputs are stored without what changes from run to run: execution times and the
+temporary folder's name.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +55,56 @@ def notebook(script: Path = SCRIPT) -> Any:
     return nb
 
 
+TEMPORARY = re.compile(re.escape(tempfile.gettempdir()) + r"/[^/\s]+")
+
+
+def stable(text: str) -> str:
+    """An output's text without the temporary folder's random name."""
+    return TEMPORARY.sub("<temporary folder>", text)
+
+
+def executed(nb: Any) -> Any:
+    """``nb`` run cell by cell in a fresh folder, its outputs made stable."""
+    import nbclient
+
+    with tempfile.TemporaryDirectory() as folder:
+        client = nbclient.NotebookClient(
+            nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": folder}}
+        )
+        client.execute()
+    nb.metadata = notebook().metadata  # not the kernel's version details
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)  # timestamps
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                output.text = stable(output.text)
+    return nb
+
+
+def without_outputs(nb: Any) -> Any:
+    """A copy of ``nb`` with every code cell's outputs and count cleared."""
+    import copy
+
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
 def main(argv: list[str]) -> int:
     import nbformat
 
-    text = nbformat.writes(notebook()) + "\n"
     if "--check" in argv:
-        current = NOTEBOOK.read_text(encoding="utf-8") if NOTEBOOK.exists() else ""
-        if current != text:
+        stored = nbformat.read(NOTEBOOK, as_version=4) if NOTEBOOK.exists() else None
+        current = stored is not None and nbformat.writes(without_outputs(stored)) == (
+            nbformat.writes(notebook())
+        )
+        if not current:
             print(f"{NOTEBOOK} is out of date: run python examples/make_notebook.py")
             return 1
         return 0
-    NOTEBOOK.write_text(text, encoding="utf-8")
+    NOTEBOOK.write_text(nbformat.writes(executed(notebook())) + "\n", encoding="utf-8")
     print(f"wrote {NOTEBOOK}")
     return 0
 
