@@ -12,6 +12,8 @@ blocks, each followed by what it shows in the stored notebook (the ``.ipynb`` be
 script, stored as run) where that cell is the script's. The page and the notebook are made
 from the same script, so neither drifts.
 
+The walkthrough's script and notebook are copied into the site under ``downloads/``.
+
 Math is written in LaTeX (``$...$``, ``$$...$$``); pymdownx.arithmatex keeps it as text and
 this hook turns it into MathML with latex2mathml when the site is built, which browsers
 show without any script: the site needs nothing from outside.
@@ -83,6 +85,27 @@ def _cells(root: Path, relative: str) -> str:
         if i < len(notebook) and "".join(notebook[i]["source"]) == source:
             parts += _outputs(notebook[i])
     return "\n\n".join(parts)
+
+
+# Files outside docs/ that the site offers for download, under downloads/.
+DOWNLOADS = ("examples/seed_walkthrough.py", "examples/seed_walkthrough.ipynb")
+
+
+def on_files(files, config):
+    from mkdocs.structure.files import File, InclusionLevel
+
+    root = Path(config["config_file_path"]).parent
+    for relative in DOWNLOADS:
+        source = root / relative
+        files.append(
+            File.generated(
+                config,
+                f"downloads/{source.name}",
+                abs_src_path=str(source),
+                inclusion=InclusionLevel.INCLUDED,  # a .py here is not one of docs/*.py
+            )
+        )
+    return files
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:

@@ -376,6 +376,10 @@ def test_the_site_builds_strict(tmp_path):
         assert not re.search(r'<(script|link)[^>]+(src|href)="https?://', text), html
     reference = (site / "reference" / "gradcheck.check" / "index.html").read_text(encoding="utf-8")
     assert "raise_on_failure" in reference and "Examples" in reference
+    for download in ("seed_walkthrough.py", "seed_walkthrough.ipynb"):  # the walkthrough's
+        assert (site / "downloads" / download).read_bytes() == (EXAMPLES / download).read_bytes()
+    walkthrough = (site / "walkthrough" / "index.html").read_text(encoding="utf-8")
+    assert "data:image/png;base64," in walkthrough  # the stored outputs, the curve included
     # signatures are formatted over several lines (ruff in the docs extra), none too wide
     signature = re.search(
         r'check_layer</span><span class="p">\(</span>(.*?)</code>', reference, re.S
