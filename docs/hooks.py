@@ -125,19 +125,23 @@ MATH = re.compile(r'<(span|div) class="arithmatex">\\[(\[](.*?)\\[)\]]</\1>', fl
 ALIGNED = re.compile(r"\\begin\{aligned\}(.*?)\\end\{aligned\}", flags=re.DOTALL)
 
 
-def _rows(latex: str) -> list[str]:
-    """An ``aligned`` block as one equation per row (latex2mathml has no ``aligned``): the
-    odd ``&`` are alignment points, dropped; the even ones separate columns, a wide space."""
+def _table(latex: str) -> str:
+    """An ``aligned`` block as an ``array`` (latex2mathml has no ``aligned``): its columns
+    right, left, right, left, ... as ``aligned`` sets them, so that the rows line up at
+    their ``=``; a wide space before each further pair of columns."""
     body = ALIGNED.search(latex)[1]
     rows = []
     for row in re.split(r"\\\\(?:\[[^\]]*\])?", body):
-        parts = row.split("&")
-        text = parts[0]
-        for k, part in enumerate(parts[1:], start=1):
-            text += (r"\qquad " if k % 2 == 0 else "") + part
-        if text.strip():
-            rows.append(text.strip())
-    return rows
+        if row.strip():
+            cells = row.strip().split("&")
+            rows.append(
+                " & ".join(
+                    (r"\qquad " if k and k % 2 == 0 else "") + cell for k, cell in enumerate(cells)
+                )
+            )
+    columns = max(row.count("&") for row in rows) + 1
+    spec = ("rl" * columns)[:columns]
+    return rf"\begin{{array}}{{{spec}}} " + r" \\ ".join(rows) + r" \end{array}"
 
 
 def _mathml(match: re.Match) -> str:
@@ -145,7 +149,9 @@ def _mathml(match: re.Match) -> str:
 
     latex = html.unescape(match[2]).strip()
     if match[1] == "div" and ALIGNED.search(latex):
-        return "\n".join(convert(row, display="block") for row in _rows(latex))
+        return convert(_table(latex), display="block").replace(
+            "<math ", '<math class="aligned" ', 1
+        )
     return convert(latex, display="block" if match[1] == "div" else "inline")
 
 

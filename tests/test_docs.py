@@ -371,6 +371,7 @@ def test_the_site_builds_strict(tmp_path):
     page = (site / "derivations" / "seed-network" / "index.html").read_text(encoding="utf-8")
     # the LaTeX became MathML when the site was built: no script typesets it in the browser
     assert page.count("<math") > 10 and 'class="arithmatex"' not in page
+    assert page.count('<math class="aligned"') == 2 and page.count("<mtable") == 2  # lined up
     for html in site.rglob("*.html"):  # nothing is fetched from elsewhere
         text = html.read_text(encoding="utf-8")
         assert not re.search(r'<(script|link)[^>]+(src|href)="https?://', text), html
