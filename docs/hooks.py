@@ -144,7 +144,16 @@ def _table(latex: str) -> str:
     return rf"\begin{{array}}{{{spec}}} " + r" \\ ".join(rows) + r" \end{array}"
 
 
+# Braces under and over a term (\underbrace, \overbrace) stretch across it: said outright,
+# for browsers whose operator dictionary would leave them a single glyph.
+BRACE = re.compile(r"<mo>(&#x23D[EF];)</mo>")
+
+
 def _mathml(match: re.Match) -> str:
+    return BRACE.sub(r'<mo stretchy="true">\1</mo>', _converted(match))
+
+
+def _converted(match: re.Match) -> str:
     from latex2mathml.converter import convert
 
     latex = html.unescape(match[2]).strip()

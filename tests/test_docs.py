@@ -372,6 +372,8 @@ def test_the_site_builds_strict(tmp_path):
     # the LaTeX became MathML when the site was built: no script typesets it in the browser
     assert page.count("<math") > 10 and 'class="arithmatex"' not in page
     assert page.count('<math class="aligned"') == 2 and page.count("<mtable") == 2  # lined up
+    eps = (site / "guides" / "eps" / "index.html").read_text(encoding="utf-8")
+    assert eps.count('<mo stretchy="true">&#x23DF;</mo>') == 2  # \underbrace spans its term
     for html in site.rglob("*.html"):  # nothing is fetched from elsewhere
         text = html.read_text(encoding="utf-8")
         assert not re.search(r'<(script|link)[^>]+(src|href)="https?://', text), html
