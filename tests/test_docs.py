@@ -396,3 +396,29 @@ def test_the_site_builds_strict(tmp_path):
     perceptron = (site / "reference" / "app.perceptron" / "index.html").read_text(encoding="utf-8")
     assert "hidden_layer_sizes" in perceptron
     assert 'id="handgrad.app.perceptron.MultilayerPerceptron.alpha"' not in perceptron
+
+
+def test_the_layout_check_finds_what_is_cut_off(tmp_path):
+    """docs/check_layout.py (run by hand on the built site, with Chromium) reports a block
+    that is wider than its box and does not scroll, and not one that scrolls."""
+    import shutil
+
+    if shutil.which("chromium") is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import check_layout
+    finally:
+        sys.path.pop(0)
+    wide = "x" * 400
+    page = tmp_path / "index.html"
+    page.write_text(
+        '<html><body><div class="md-content">'
+        f'<pre style="overflow: visible; width: 200px">{wide}</pre>'
+        f'<div style="overflow-x: auto; width: 200px"><pre>{wide}</pre></div>'
+        "</div></body></html>",
+        encoding="utf-8",
+    )
+    result = check_layout.check_page(check_layout._chromium(), page, 390, None)
+    assert result["sideways"] is True
+    assert len(result["cut"]) == 1 and result["cut"][0].startswith("pre: xxx")
