@@ -377,6 +377,38 @@ def test_the_site_builds_strict(tmp_path):
     for html in site.rglob("*.html"):  # nothing is fetched from elsewhere
         text = html.read_text(encoding="utf-8")
         assert not re.search(r'<(script|link)[^>]+(src|href)="https?://', text), html
+    assert _broken_links(site) == []
+
+
+def _broken_links(site: Path) -> list[str]:
+    """Internal links of the built site whose file or anchor does not exist."""
+    ids: dict[Path, set[str]] = {}
+
+    def anchors(page: Path) -> set[str]:
+        if page not in ids:
+            text = page.read_text(encoding="utf-8")
+            ids[page] = set(re.findall(r'\bid="([^"]+)"', text))
+        return ids[page]
+
+    broken, checked = [], 0
+    for html in site.rglob("*.html"):
+        if html.name == "404.html":  # served from any path: its links are from the root
+            continue
+        text = html.read_text(encoding="utf-8")
+        for href in re.findall(r'<a [^>]*href="([^"]+)"', text):
+            if re.match(r"[a-z]+:", href) or href.startswith("//"):
+                continue  # another site, mail, data
+            path, _, anchor = href.partition("#")
+            target = (html.parent / path).resolve() if path else html
+            if target.is_dir():
+                target = target / "index.html"
+            checked += 1
+            if not target.is_file():
+                broken.append(f"{html.relative_to(site)}: {href}")
+            elif anchor and target.suffix == ".html" and anchor not in anchors(target):
+                broken.append(f"{html.relative_to(site)}: {href} (no such anchor)")
+    assert checked > 1000  # the check saw the site's links
+    return broken
     reference = (site / "reference" / "gradcheck.check" / "index.html").read_text(encoding="utf-8")
     assert "raise_on_failure" in reference and "Examples" in reference
     for download in ("seed_walkthrough.py", "seed_walkthrough.ipynb"):  # the walkthrough's
