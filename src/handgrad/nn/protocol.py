@@ -23,6 +23,7 @@ from handgrad.core.validation import check_array
 __all__ = [
     "Layer",
     "chain",
+    "check_input",
     "check_protocol",
     "check_upstream",
     "children_of",
@@ -130,6 +131,36 @@ def chain(model: Any) -> list[Any]:
     if not isinstance(layers, list):
         return [model]
     return [leaf for layer in layers for leaf in chain(layer)]
+
+
+def check_input(
+    x: Any, weight: Any, layer: object, size: int, axis: int, what: str, layout: str
+) -> None:
+    """Check ``x`` for a layer whose parameters are like ``weight``: an array of at least
+    ``1 - axis`` dimensions (``layout`` says how they are read), of ``weight``'s library and
+    dtype, with ``size`` entries along ``axis``, ``what`` naming them in the message.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import handgrad as hg
+    >>> from handgrad.nn.protocol import check_input
+    >>> layer = hg.Linear(3, 2)
+    >>> weight = layer.params["weight"]
+    >>> check_input(np.ones((2, 4)), weight, layer, 3, -1, "features", "")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: x must have 3 features for Linear(...), got shape (2, 4)
+    """
+    check_array(x, "x", min_ndim=max(2, 1 - axis), layout=layout)
+    namespace(x, weight)  # refuses a mix of array libraries
+    if x.shape[axis] != size:
+        raise ValueError(f"x must have {size} {what} for {layer!r}, got shape {tuple(x.shape)}")
+    if x.dtype != weight.dtype:
+        raise TypeError(
+            f"x has dtype {x.dtype} but the layer's weight is {weight.dtype}; convert x "
+            "or move the model with model.to(dtype=...)"
+        )
 
 
 def check_upstream(dy: Any, out: Any, layer: object) -> Any:

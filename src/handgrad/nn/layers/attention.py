@@ -16,7 +16,7 @@ from handgrad.core.validation import check_array, check_positive_int
 from handgrad.nn.functional import affine
 from handgrad.nn.init import initialize
 from handgrad.nn.module import Module
-from handgrad.nn.protocol import check_upstream
+from handgrad.nn.protocol import check_input, check_upstream
 from handgrad.nn.registry import register_layer
 
 __all__ = ["MultiheadSelfAttention", "ScaledDotProductAttention", "merge_heads", "split_heads"]
@@ -303,19 +303,15 @@ class MultiheadSelfAttention(Module):
 
     def forward(self, x: Any) -> Any:
         """Return the attention output of ``x`` (batch, time, embed_dim), the same shape."""
-        weight = self.params["in_proj_weight"]
-        check_array(x, "x", min_ndim=2, layout="(batch, time, embed_dim)")
-        namespace(x, weight)
-        if x.shape[-1] != self.embed_dim:
-            raise ValueError(
-                f"x must have {self.embed_dim} features (last axis) for {self!r}, "
-                f"got shape {tuple(x.shape)}"
-            )
-        if x.dtype != weight.dtype:
-            raise TypeError(
-                f"x has dtype {x.dtype} but the layer's weights are {weight.dtype}; convert x "
-                "or move the model with model.to(dtype=...)"
-            )
+        check_input(
+            x,
+            self.params["in_proj_weight"],
+            self,
+            self.embed_dim,
+            -1,
+            "features (last axis)",
+            "(batch, time, embed_dim)",
+        )
         return self.forward_unchecked(x)
 
     def forward_unchecked(self, x: Any) -> Any:

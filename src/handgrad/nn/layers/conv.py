@@ -12,10 +12,10 @@ from typing import Any
 import array_api_compat
 
 from handgrad.core.arrays import get_namespace, namespace, resolve_dtype
-from handgrad.core.validation import check_array, check_positive_int
+from handgrad.core.validation import check_positive_int
 from handgrad.nn.init import Initializer, initialize
 from handgrad.nn.module import Module
-from handgrad.nn.protocol import check_upstream
+from handgrad.nn.protocol import check_input, check_upstream
 from handgrad.nn.registry import register_layer
 from handgrad.nn.windows import (
     add_windows,
@@ -164,20 +164,16 @@ class _ConvNd(Module):
 
     def forward(self, x: Any) -> Any:
         """The convolution of ``x`` (..., batch, in_channels, *spatial)."""
-        weight = self.params["weight"]
         dims = self.dims
-        check_array(x, "x", min_ndim=dims + 2, layout=_AXES[dims])
-        namespace(x, weight)  # refuses a mix of array libraries
-        if x.shape[-dims - 1] != self.in_channels:
-            raise ValueError(
-                f"x must have {self.in_channels} channels (axis {-dims - 1}) for {self!r}, "
-                f"got shape {tuple(x.shape)}"
-            )
-        if x.dtype != weight.dtype:
-            raise TypeError(
-                f"x has dtype {x.dtype} but the layer's weight is {weight.dtype}; convert x "
-                "or move the model with model.to(dtype=...)"
-            )
+        check_input(
+            x,
+            self.params["weight"],
+            self,
+            self.in_channels,
+            -dims - 1,
+            f"channels (axis {-dims - 1})",
+            _AXES[dims],
+        )
         pads = self._pads()[-dims:]
         for axis, (size, k, d, (before, after)) in enumerate(
             zip(x.shape[-dims:], self.kernel_size, self.dilation, pads, strict=True)

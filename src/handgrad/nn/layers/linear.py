@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from handgrad.core.arrays import get_namespace, namespace, resolve_dtype
-from handgrad.core.validation import check_array, check_positive_int
+from handgrad.core.validation import check_positive_int
 from handgrad.nn.functional import affine
 from handgrad.nn.init import Initializer, initialize
 from handgrad.nn.module import Module
-from handgrad.nn.protocol import check_upstream
+from handgrad.nn.protocol import check_input, check_upstream
 from handgrad.nn.registry import register_layer
 
 __all__ = ["Linear"]
@@ -101,19 +101,15 @@ class Linear(Module):
 
     def forward(self, x: Any) -> Any:
         """Return ``x @ W.T + b`` for ``x`` of shape (..., batch, in_features)."""
-        weight = self.params["weight"]
-        check_array(x, "x", min_ndim=2, layout="(batch, in_features)")
-        namespace(x, weight)  # refuses a mix of array libraries
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"x must have {self.in_features} features (columns) for {self!r}, "
-                f"got shape {tuple(x.shape)}"
-            )
-        if x.dtype != weight.dtype:
-            raise TypeError(
-                f"x has dtype {x.dtype} but the layer's weight is {weight.dtype}; convert x "
-                "or move the model with model.to(dtype=...)"
-            )
+        check_input(
+            x,
+            self.params["weight"],
+            self,
+            self.in_features,
+            -1,
+            "features (columns)",
+            "(batch, in_features)",
+        )
         return self.forward_unchecked(x)
 
     def forward_unchecked(self, x: Any) -> Any:

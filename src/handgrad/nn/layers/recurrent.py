@@ -15,9 +15,9 @@ import array_api_compat
 
 from handgrad.core.arrays import get_namespace, namespace, resolve_dtype
 from handgrad.core.random import make_rng
-from handgrad.core.validation import Options, check_array, check_positive_int
+from handgrad.core.validation import Options, check_positive_int
 from handgrad.nn.module import Module
-from handgrad.nn.protocol import check_upstream
+from handgrad.nn.protocol import check_input, check_upstream
 from handgrad.nn.registry import register_layer, registered_type
 
 __all__ = ["GRU", "LSTM", "RNN"]
@@ -114,19 +114,15 @@ class _Recurrent(Module):
     def forward(self, x: Any) -> Any:
         """Return the hidden states (batch, time, hidden_size) for ``x`` (batch, time,
         input_size)."""
-        weight = self.params["weight_ih_l0"]
-        check_array(x, "x", min_ndim=2, layout="(batch, time, input_size)")
-        namespace(x, weight)
-        if x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"x must have {self.input_size} features (last axis) for {self!r}, "
-                f"got shape {tuple(x.shape)}"
-            )
-        if x.dtype != weight.dtype:
-            raise TypeError(
-                f"x has dtype {x.dtype} but the layer's weights are {weight.dtype}; convert x "
-                "or move the model with model.to(dtype=...)"
-            )
+        check_input(
+            x,
+            self.params["weight_ih_l0"],
+            self,
+            self.input_size,
+            -1,
+            "features (last axis)",
+            "(batch, time, input_size)",
+        )
         return self.forward_unchecked(x)
 
     def _weights(self, layer: int) -> tuple[Any, Any, Any, Any]:
