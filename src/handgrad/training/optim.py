@@ -3,7 +3,9 @@
 An optimizer holds the parameter arrays of a model (``model.params``) and their state in
 lists parallel to them; ``step(grads)`` updates every parameter in place from the gradients
 of the last backward (``model.grads``). They follow ``torch.optim``'s update rules, so the
-same gradients give the same weights (tested to 1e-12 in float64).
+same gradients give the same weights (tested to 1e-12 in float64). On NumPy parameters of
+one floating dtype, SGD's and Adam's state is flat and updated in place
+(:mod:`handgrad.training.flat`), bit for bit the per-parameter formulas.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from handgrad.core.validation import (
     check_choice,
     check_positive_float,
 )
+from handgrad.training.flat import FlatState
 
 __all__ = [
     "DEFAULT_LR",
@@ -127,7 +130,11 @@ class Optimizer:
                     f"state[{key!r}] has shape {tuple(value.shape)}, the "
                     f"parameter {name!r} has {tuple(p.shape)}"
                 )
-            buffers[kind][i] = convert(value, namespace(p), dtype=p.dtype, device=p.device)
+            value = convert(value, namespace(p), dtype=p.dtype, device=p.device)
+            if isinstance(buffers[kind][i], np.ndarray):  # in place: it may be a flat view
+                np.copyto(buffers[kind][i], value)
+            else:
+                buffers[kind][i] = value
         self._set_steps(int(state.get("step", 0)))
 
     def _buffers(self) -> dict[str, list[Any]]:
@@ -179,13 +186,44 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.weight_decay = NON_NEGATIVE.check(weight_decay, "weight_decay")
         self.velocity: list[Any] = [None] * len(self.params)
+        self._flat = FlatState.over(self.params)
+        self._flat_velocity: np.ndarray | None = None  # the buffer the velocities view
 
     def _buffers(self) -> dict[str, list[Any]]:
         return {"velocity": self.velocity}
 
+    def _velocity_buffer(self) -> tuple[np.ndarray | None, bool]:
+        """The flat velocity (after moving a loaded one there) and whether this is the
+        first step; None where the velocities are not one buffer's views (some missing)."""
+        flat, velocity = self._flat, self.velocity
+        if velocity[0] is None and all(v is None for v in velocity):
+            self._flat_velocity, views = flat.zeros()
+            velocity[:] = views
+            return self._flat_velocity, True
+        buffer = self._flat_velocity
+        if buffer is None or any(v is None or v.base is not buffer for v in velocity):
+            if any(v is None for v in velocity):
+                return None, False
+            buffer, views = flat.zeros()  # a loaded velocity
+            for view, v in zip(views, velocity, strict=True):
+                np.copyto(view, v)
+            self._flat_velocity, velocity[:] = buffer, views
+        return self._flat_velocity, False
+
     def update(self, grads: list[Any]) -> None:
         """One update: ``v = momentum * v + g``; ``p -= lr * (g + momentum * v if nesterov
         else v)``, with ``g = grad + weight_decay * p``."""
+        flat = self._flat
+        if flat is not None:
+            if not self.momentum:
+                flat.sgd(grads, self.lr, self.weight_decay)
+                return
+            velocity, first = self._velocity_buffer()
+            if velocity is not None:
+                flat.momentum(
+                    grads, velocity, first, self.lr, self.momentum, self.nesterov, self.weight_decay
+                )
+                return
         for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
             if self.weight_decay:
                 g = g + self.weight_decay * p
@@ -235,11 +273,21 @@ class Adam(Optimizer):
         self.eps = check_positive_float(eps, "eps")
         self.weight_decay = NON_NEGATIVE.check(weight_decay, "weight_decay")
         self.t = 0
-        self.m: list[Any] = [namespace(p).zeros_like(p) for p in self.params]
-        self.v: list[Any] = [namespace(p).zeros_like(p) for p in self.params]
+        self._flat = FlatState.over(self.params)
+        if self._flat is not None:  # each moment one flat buffer, a view per parameter
+            (self._flat_m, self.m), (self._flat_v, self.v) = self._flat.zeros(), self._flat.zeros()
+        else:
+            self.m: list[Any] = [namespace(p).zeros_like(p) for p in self.params]
+            self.v: list[Any] = [namespace(p).zeros_like(p) for p in self.params]
 
     def _buffers(self) -> dict[str, list[Any]]:
         return {"m": self.m, "v": self.v}
+
+    def _flat_moments(self) -> bool:
+        """Whether the moments are still views of the flat buffers (none was replaced)."""
+        return all(a.base is self._flat_m for a in self.m) and all(
+            a.base is self._flat_v for a in self.v
+        )
 
     def _steps(self) -> int:
         return self.t
@@ -251,6 +299,12 @@ class Adam(Optimizer):
         """One update: ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
         ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``."""
         self.t += 1
+        if self._flat is not None and self._flat_moments():
+            decay = self.weight_decay if self.coupled_decay else 0.0
+            self._flat.adam(
+                grads, self._flat_m, self._flat_v, self.t, self.lr, self.betas, self.eps, decay
+            )
+            return
         beta1, beta2 = self.betas
         step_size = self.lr / (1 - beta1**self.t)
         root_correction = math.sqrt(1 - beta2**self.t)
