@@ -104,6 +104,10 @@ class _Scaled:
         # d(c L)/dpred = c dL/dpred
         return self.factor * self.loss.backward()
 
+    def as_scaled(self) -> tuple[Any, float]:
+        """The loss and the constant: how the compiled training step reads this loss."""
+        return self.loss, self.factor
+
 
 class _Session:
     """The handgrad network over ``coefs_`` / ``intercepts_`` and its optimizer."""

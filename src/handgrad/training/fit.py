@@ -17,6 +17,7 @@ from handgrad.gradcheck.check import check_gradients
 from handgrad.nn.containers import Sequential
 from handgrad.nn.init import make_rng
 from handgrad.nn.protocol import in_mode
+from handgrad.training.fused import compiled_steps
 from handgrad.training.history import History, Progress
 from handgrad.training.inputs import check_data, is_targets, on_model, sample_weights
 from handgrad.training.optim import Optimizer
@@ -106,6 +107,7 @@ def fit(
     on_epoch: Callable[[History], bool | None] | None = None,
     stop_on_divergence: bool = True,
     parallel: Any = None,
+    compiled: bool | None = None,
 ) -> History:
     """Train ``model`` on class labels or targets ``y`` with mini-batches; return the history.
 
@@ -174,6 +176,12 @@ def fit(
         Train as one of several workers (:mod:`handgrad.training.distributed`): each step
         computes on this worker's share of the batch and all-reduces the gradients, so that
         every worker ends with the weights of a single process; they stop together.
+    compiled : bool, optional
+        Run the steps in the compiled kernel (:mod:`handgrad.training.fused`, the ``numba``
+        extra): None (default) where numba is installed and the model, loss, optimizer and
+        data are ones it supports, unless the environment variable ``HANDGRAD_COMPILED`` is
+        ``0``; False never; True always (a ``ValueError`` says why it cannot). The same
+        weights as the reference path, to 1e-12 in float64.
 
     Returns
     -------
@@ -225,6 +233,11 @@ def fit(
                 f"BCEWithLogitsLoss, PoissonNLLLoss), got {type(loss).__name__}"
             )
     run_step = Step(model, loss, optimizer, X, y, alpha, sample_weight, order)
+    fast = None
+    if parallel is None:
+        fast = compiled_steps(run_step, model, loss, optimizer, order, compiled)
+    elif compiled:
+        raise ValueError("compiled=True, but training runs on parallel workers; pass compiled=None")
     if parallel is not None:  # one worker of several: a share of each batch, all-reduced
         if sample_weight is not None:
             raise ValueError(
@@ -249,14 +262,23 @@ def fit(
                 generator.bit_generator.state = state.rng_state
             order = list(batches(X.shape[0], batch_size, generator, shuffle=shuffle))
             total_loss, correct = state.totals
-            for position in range(state.position, len(order)):
+            position = state.position
+            while position < len(order):
                 index = order[position]
                 if check and state.step == 0:  # in evaluation mode: no dropout mask drawn
                     with in_mode(model, False):  # anew, no running statistic moved per pass
                         batch = run_step.batch(index)
                         history.gradient_check = check_gradients(model, loss, *batch)
-                value, right = run_step(index)
-                state.step += 1
+                if fast is None:
+                    value, right = run_step(index)
+                    total_loss, correct, steps = total_loss + value * len(index), correct + right, 1
+                else:  # the rest of the epoch at once, or one step when asked after each
+                    stop = position + 1 if interrupted is not None else len(order)
+                    steps, value, total_loss, correct = fast(
+                        order, position, stop, total_loss, correct, stop_on_divergence
+                    )
+                position += steps
+                state.step += steps
                 if stop_on_divergence and not math.isfinite(value):
                     raise TrainingDivergedError(
                         f"the training loss became {value} at epoch {epoch}, step {state.step}; "
@@ -264,10 +286,8 @@ def fit(
                         epoch=epoch,
                         step=state.step,
                     )
-                total_loss += value * len(index)
-                correct += right
                 if interrupted is not None and interrupted():
-                    state.position, state.totals = position + 1, (total_loss, correct)
+                    state.position, state.totals = position, (total_loss, correct)
                     if checkpoint is not None:
                         checkpoint(state)
                     raise TrainingInterruptedError(
