@@ -292,7 +292,7 @@ class _CompiledSteps:
             first, stop, self.weights, self.biases, self.grad_weights, self.grad_biases,
             self.activations, self.options, self.loss, self.mean, self.factor,
             self.count_right, self.alpha, self.kind, float(opt.lr), self.hyper,
-            getattr(opt, "t", 0), fresh, w1, b1, w2, b2, stop_on_nonfinite,
+            getattr(opt, "t", 0), fresh, w1, b1, w2, b2, stop_on_nonfinite, total_loss,
         )  # fmt: skip
         if isinstance(opt, Adam):
             opt.t += done - first

@@ -208,11 +208,12 @@ def train_batches(
     state_w2,
     state_b2,
     stop_on_nonfinite,
+    total_loss,
 ):
     """Steps ``first`` to ``stop`` (exclusive) of the batch order ``order`` (batches of
     ``batch_size`` consecutive entries); returns the steps done (fewer when a loss is not
-    finite and ``stop_on_nonfinite``), the last loss, the loss summed over the rows and the
-    rows classified right."""
+    finite and ``stop_on_nonfinite``), the last loss, ``total_loss`` plus each step's loss
+    times its rows, and the rows classified right."""
     n_layers = len(weights)
     n = order.shape[0]
     rows = min(batch_size, n)
@@ -224,7 +225,7 @@ def train_batches(
     delta = [np.empty((rows, weights[k].shape[0]), dtype) for k in range(n_layers)]
     target_rows = np.empty((rows, T.shape[1]), dtype)
     beta1, beta2 = hyper[3], hyper[4]
-    value, total_loss, right, done = 0.0, 0.0, 0, first
+    value, right, done = 0.0, 0, first
     for step in range(first, stop):
         start = step * batch_size
         b = min(start + batch_size, n) - start
