@@ -105,6 +105,59 @@ def _derivative(code, dy, x, y, a, b):
 
 
 @_jit
+def _forward_rows(code, z, bias, y, a, b):
+    """``z += bias`` and ``y = activation(z)`` over a batch, one loop per activation (the
+    branch out of the loop, so that LLVM can vectorise the simple ones)."""
+    rows, columns = z.shape
+    if code == RELU:
+        for i in range(rows):
+            for j in range(columns):
+                v = z[i, j] + bias[j]
+                z[i, j] = v
+                y[i, j] = v if v > 0 else 0.0
+    elif code == SIGMOID:
+        for i in range(rows):
+            for j in range(columns):
+                v = z[i, j] + bias[j]
+                z[i, j] = v
+                y[i, j] = 1 / (math.exp(-max(v, -700.0)) + 1)
+    elif code == TANH:
+        for i in range(rows):
+            for j in range(columns):
+                v = z[i, j] + bias[j]
+                z[i, j] = v
+                y[i, j] = math.tanh(v)
+    else:
+        for i in range(rows):
+            for j in range(columns):
+                v = z[i, j] + bias[j]
+                z[i, j] = v
+                y[i, j] = _activate(code, v, a, b)
+
+
+@_jit
+def _backward_rows(code, d, z, y, a, b):
+    """``d = dL/dz`` from ``d = dL/dy`` in place, one loop per common activation."""
+    rows, columns = d.shape
+    if code == RELU:
+        for i in range(rows):
+            for j in range(columns):
+                d[i, j] = d[i, j] if y[i, j] > 0 else 0.0
+    elif code == SIGMOID:
+        for i in range(rows):
+            for j in range(columns):
+                d[i, j] = d[i, j] * y[i, j] * (1 - y[i, j])
+    elif code == TANH:
+        for i in range(rows):
+            for j in range(columns):
+                d[i, j] = d[i, j] * (1 - y[i, j] * y[i, j])
+    else:
+        for i in range(rows):
+            for j in range(columns):
+                d[i, j] = _derivative(code, d[i, j], z[i, j], y[i, j], a, b)
+
+
+@_jit
 def _loss(code, z, t, w, scale, factor, grad):
     """The loss of the batch's outputs ``z`` against targets ``t`` (rows weighted by
     ``w``), times ``factor``; writes dL/dz into ``grad``."""
@@ -158,6 +211,10 @@ def _update(p, g, s1, s2, kind, lr, hyper, l2, shrink, fresh, step_size, root):
         hyper[4],
         hyper[5],
     )
+    if kind == PLAIN and not l2 and not decay:  # the common case, one vectorised loop
+        for i in range(p.shape[0]):
+            p[i] -= lr * g[i]
+        return
     for i in range(p.shape[0]):
         gi = g[i] + l2 * p[i] if l2 else g[i]
         if shrink != 1.0:  # AdamW's decoupled decay, before the step
@@ -248,18 +305,16 @@ def train_batches(
         for k in range(n_layers):  # forward: z = h W^T + b, then the activation
             z = pre[k][:b]
             np.dot(h, weights[k].T, z)
-            bias = biases[k]
-            for i in range(b):
-                for j in range(z.shape[1]):
-                    z[i, j] += bias[j]
             code, a, c = activations[k], options[k, 0], options[k, 1]
             if code != IDENTITY:
                 y = post[k][:b]
-                for i in range(b):
-                    for j in range(z.shape[1]):
-                        y[i, j] = _activate(code, z[i, j], a, c)
+                _forward_rows(code, z, biases[k], y, a, c)
                 h = y
             else:
+                bias = biases[k]
+                for i in range(b):
+                    for j in range(z.shape[1]):
+                        z[i, j] += bias[j]
                 h = z
         targets = target_rows[:b]
         for i in range(b):
@@ -284,10 +339,7 @@ def train_batches(
                 np.dot(grad, weights[k], down)
                 code, a, c = activations[k - 1], options[k - 1, 0], options[k - 1, 1]
                 if code != IDENTITY:
-                    z, y = pre[k - 1][:b], post[k - 1][:b]
-                    for i in range(b):
-                        for j in range(down.shape[1]):
-                            down[i, j] = _derivative(code, down[i, j], z[i, j], y[i, j], a, c)
+                    _backward_rows(code, down, pre[k - 1][:b], post[k - 1][:b], a, c)
                 grad = down
         l2 = alpha / divisor if alpha else 0.0
         if alpha:  # L2 penalty: L += alpha / (2 b) |W|^2
