@@ -53,6 +53,11 @@ _PATCHABLE = {"forward", "forward_unchecked", "backward", "backward_unchecked"}
 _LOSSES = {CrossEntropyLoss: "cross_entropy", MSELoss: "mse", BCEWithLogitsLoss: "bce"}
 
 
+def _rows(vectors: Any) -> tuple[np.ndarray, ...]:
+    """1-D arrays as views of shape (1, n): the kernel updates every parameter as a matrix."""
+    return tuple(v.reshape(1, -1) for v in vectors)
+
+
 def _kernels() -> Any:
     """The kernels module, or None without numba (or SciPy, whose BLAS numba calls)."""
     try:
@@ -213,11 +218,11 @@ class _CompiledSteps:
             np.empty(0) if weights is None else weights, dtype=dtype
         )
         self.weights = tuple(layer.params["weight"] for layer in linears)
-        self.biases = tuple(layer.params["bias"] for layer in linears)
+        self.biases = _rows(layer.params["bias"] for layer in linears)  # views, (1, out)
         self.grad_weights = tuple(np.zeros_like(w) for w in self.weights)
         self.grad_biases = tuple(np.zeros_like(b) for b in self.biases)
         for layer, gw, gb in zip(linears, self.grad_weights, self.grad_biases, strict=True):
-            layer.grads["weight"], layer.grads["bias"] = gw, gb  # written in place by the kernel
+            layer.grads["weight"], layer.grads["bias"] = gw, gb[0]  # the kernel writes them
         self.activations = np.array([kernels.ACTIVATIONS.get(a[0], 0) for a in after], np.int64)
         self.options = np.array([a[1:] for a in after], np.float64).reshape(-1, 2)
         self.loss = kernels.LOSSES[name]
@@ -263,13 +268,8 @@ class _CompiledSteps:
             first = second = opt.velocity
         else:
             first, second = opt.m, opt.v
-        return (
-            tuple(first[0::2]),
-            tuple(first[1::2]),
-            tuple(second[0::2]),
-            tuple(second[1::2]),
-            fresh,
-        )
+        weights, biases = (tuple(first[0::2]), tuple(second[0::2])), (first[1::2], second[1::2])
+        return weights[0], _rows(biases[0]), weights[1], _rows(biases[1]), fresh
 
     def __call__(
         self,

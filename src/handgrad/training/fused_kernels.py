@@ -42,6 +42,13 @@ _ROOT_HALF = math.sqrt(0.5)
 _ROOT_2PI = math.sqrt(2 * math.pi)
 _KAPPA = 0.044715
 
+# exp(u) = 2^k exp(r), k = round(u / ln 2), r = u - k ln 2 in two parts (Cody and Waite),
+# exp(r) by its Taylor series to r^13 (|r| <= ln 2 / 2: the rest is below 1e-17)
+_LOG2E = 1.4426950408889634
+_LN2_HIGH = 6.93147180369123816490e-01
+_LN2_LOW = 1.90821492927058770002e-10
+_INVERSE_FACTORIALS = tuple(1 / math.factorial(n) for n in range(14))
+
 _jit = numba.njit(cache=True, nogil=True)
 
 
@@ -105,7 +112,33 @@ def _derivative(code, dy, x, y, a, b):
 
 
 @_jit
-def _forward_rows(code, z, bias, y, a, b):
+def _sigmoid_rows(z, bias, y, powers):
+    """``z += bias``, ``y = 1 / (1 + exp(-max(z, -700)))`` with an exp that LLVM can
+    vectorise (libm's cannot be): the polynomial in one loop, the power of two built
+    from its bits in ``powers`` (int64 scratch) and applied in a second. Within 2 ulp
+    of libm's exp; where the argument is clamped at -708 the sigmoid is 1 either way."""
+    rows, columns = z.shape
+    bits = powers[:columns]
+    scale = bits.view(np.float64)
+    c = _INVERSE_FACTORIALS
+    for i in range(rows):
+        for j in range(columns):
+            v = z[i, j] + bias[j]
+            z[i, j] = v
+            u = max(min(-v, 700.0), -708.0)
+            k = np.floor(u * _LOG2E + 0.5)
+            r = (u - k * _LN2_HIGH) - k * _LN2_LOW
+            p = c[13]
+            for n in range(12, -1, -1):
+                p = p * r + c[n]
+            bits[j] = (np.int64(k) + 1023) << 52
+            y[i, j] = p
+        for j in range(columns):
+            y[i, j] = 1 / (y[i, j] * scale[j] + 1)
+
+
+@_jit
+def _forward_rows(code, z, bias, y, a, b, powers):
     """``z += bias`` and ``y = activation(z)`` over a batch, one loop per activation (the
     branch out of the loop, so that LLVM can vectorise the simple ones)."""
     rows, columns = z.shape
@@ -116,11 +149,7 @@ def _forward_rows(code, z, bias, y, a, b):
                 z[i, j] = v
                 y[i, j] = v if v > 0 else 0.0
     elif code == SIGMOID:
-        for i in range(rows):
-            for j in range(columns):
-                v = z[i, j] + bias[j]
-                z[i, j] = v
-                y[i, j] = 1 / (math.exp(-max(v, -700.0)) + 1)
+        _sigmoid_rows(z, bias, y, powers)
     elif code == TANH:
         for i in range(rows):
             for j in range(columns):
@@ -173,7 +202,9 @@ def _loss(code, z, t, w, scale, factor, grad):
                 top = max(top, z[i, j])
             s = 0.0
             for j in range(columns):
-                s += math.exp(z[i, j] - top)
+                e = math.exp(z[i, j] - top)
+                grad[i, j] = e
+                s += e
             log_s, mass = math.log(s), 0.0
             for j in range(columns):
                 mass += t[i, j] * wi
@@ -181,7 +212,8 @@ def _loss(code, z, t, w, scale, factor, grad):
                 log_p = (z[i, j] - top) - log_s
                 tij = t[i, j] * wi
                 total -= tij * log_p
-                grad[i, j] = factor * ((math.exp(log_p) * mass - tij) * scale)
+                # p = exp(z - top) / s: exp(log_p) to an ulp, without a second exp
+                grad[i, j] = factor * ((grad[i, j] / s * mass - tij) * scale)
         elif code == SQUARED_ERROR:
             # L = sum w (z - t)^2;  dL/dz = 2 w (z - t)
             for j in range(columns):
@@ -201,8 +233,8 @@ def _loss(code, z, t, w, scale, factor, grad):
 
 @_jit
 def _update(p, g, s1, s2, kind, lr, hyper, l2, shrink, fresh, step_size, root):
-    """The optimizer's update of one parameter (flattened), from its loss gradient ``g``
-    plus ``l2 * p`` (the penalty), with state ``s1``, ``s2``."""
+    """The optimizer's update of one parameter (a matrix; a bias as one row), from its
+    loss gradient ``g`` plus ``l2 * p`` (the penalty), with state ``s1``, ``s2``."""
     momentum, nesterov, decay, beta1, beta2, eps = (
         hyper[0],
         hyper[1],
@@ -211,27 +243,30 @@ def _update(p, g, s1, s2, kind, lr, hyper, l2, shrink, fresh, step_size, root):
         hyper[4],
         hyper[5],
     )
-    if kind == PLAIN and not l2 and not decay:  # the common case, one vectorised loop
-        for i in range(p.shape[0]):
-            p[i] -= lr * g[i]
+    rows, columns = p.shape
+    if kind == PLAIN and not l2 and not decay:  # the common case, vectorised loops
+        for i in range(rows):
+            for j in range(columns):
+                p[i, j] -= lr * g[i, j]
         return
-    for i in range(p.shape[0]):
-        gi = g[i] + l2 * p[i] if l2 else g[i]
-        if shrink != 1.0:  # AdamW's decoupled decay, before the step
-            p[i] *= shrink
-        if decay:  # L2 weight decay in the gradient
-            gi = gi + decay * p[i]
-        if kind == PLAIN:
-            p[i] -= lr * gi
-        elif kind == MOMENTUM:
-            v = gi if fresh else s1[i] * momentum + gi
-            s1[i] = v
-            p[i] -= lr * (gi + momentum * v if nesterov else v)
-        else:
-            m = s1[i] * beta1 + (1 - beta1) * gi
-            v = s2[i] * beta2 + (1 - beta2) * (gi * gi)
-            s1[i], s2[i] = m, v
-            p[i] -= step_size * (m / (math.sqrt(v) / root + eps))
+    for i in range(rows):
+        for j in range(columns):
+            gi = g[i, j] + l2 * p[i, j] if l2 else g[i, j]
+            if shrink != 1.0:  # AdamW's decoupled decay, before the step
+                p[i, j] *= shrink
+            if decay:  # L2 weight decay in the gradient
+                gi = gi + decay * p[i, j]
+            if kind == PLAIN:
+                p[i, j] -= lr * gi
+            elif kind == MOMENTUM:
+                v = gi if fresh else s1[i, j] * momentum + gi
+                s1[i, j] = v
+                p[i, j] -= lr * (gi + momentum * v if nesterov else v)
+            else:
+                m = s1[i, j] * beta1 + (1 - beta1) * gi
+                v = s2[i, j] * beta2 + (1 - beta2) * (gi * gi)
+                s1[i, j], s2[i, j] = m, v
+                p[i, j] -= step_size * (m / (math.sqrt(v) / root + eps))
 
 
 @_jit
@@ -281,6 +316,7 @@ def train_batches(
     post = [np.empty((rows, weights[k].shape[0]), dtype) for k in range(n_layers)]
     delta = [np.empty((rows, weights[k].shape[0]), dtype) for k in range(n_layers)]
     target_rows = np.empty((rows, T.shape[1]), dtype)
+    powers = np.empty(max([w.shape[0] for w in weights]), np.int64)
     beta1, beta2 = hyper[3], hyper[4]
     value, right, done = 0.0, 0, first
     for step in range(first, stop):
@@ -308,10 +344,10 @@ def train_batches(
             code, a, c = activations[k], options[k, 0], options[k, 1]
             if code != IDENTITY:
                 y = post[k][:b]
-                _forward_rows(code, z, biases[k], y, a, c)
+                _forward_rows(code, z, biases[k][0], y, a, c, powers)
                 h = y
             else:
-                bias = biases[k]
+                bias = biases[k][0]
                 for i in range(b):
                     for j in range(z.shape[1]):
                         z[i, j] += bias[j]
@@ -329,7 +365,7 @@ def train_batches(
             if k:
                 below = post[k - 1][:b] if activations[k - 1] != IDENTITY else pre[k - 1][:b]
             np.dot(grad.T, below, grad_weights[k])
-            gb = grad_biases[k]
+            gb = grad_biases[k][0]
             gb[:] = 0
             for i in range(b):
                 for j in range(gb.shape[0]):
@@ -344,9 +380,10 @@ def train_batches(
         l2 = alpha / divisor if alpha else 0.0
         if alpha:  # L2 penalty: L += alpha / (2 b) |W|^2
             for k in range(n_layers):
-                squares = 0.0
-                for v in weights[k].reshape(weights[k].size):
-                    squares += v * v
+                squares, W = 0.0, weights[k]
+                for i in range(W.shape[0]):
+                    for j in range(W.shape[1]):
+                        squares += W[i, j] * W[i, j]
                 value += alpha / (2 * divisor) * squares
         if count_right:
             for i in range(b):
@@ -363,12 +400,11 @@ def train_batches(
         root = math.sqrt(1 - beta2 ** float(t))
         shrink_weights, shrink_biases = 1 - lr * hyper[6], 1 - lr * hyper[7]
         for k in range(n_layers):
-            W = weights[k]
             _update(
-                W.reshape(W.size),
-                grad_weights[k].reshape(W.size),
-                state_w1[k].reshape(W.size),
-                state_w2[k].reshape(W.size),
+                weights[k],
+                grad_weights[k],
+                state_w1[k],
+                state_w2[k],
                 kind, lr, hyper, l2, shrink_weights, fresh, step_size, root,
             )  # fmt: skip
             _update(
