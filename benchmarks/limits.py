@@ -78,12 +78,12 @@ def fused_epoch(X, targets, order, batch, W1, b1, W2, b2, lr, softmax):
         for i in range(b):  # sigmoid, exp(u) = 2^k exp(r) with r = u - k ln 2
             for j in range(h):
                 u = max(min(-(zz[i, j] + b1[j]), 700.0), -708.0)
-                k = np.floor(u * 1.4426950408889634 + 0.5)
-                r = (u - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10
+                twos = np.floor(u * 1.4426950408889634 + 0.5)
+                r = (u - twos * 6.93147180369123816490e-01) - twos * 1.90821492927058770002e-10
                 p = _C[13]
                 for m in range(12, -1, -1):
                     p = p * r + _C[m]
-                bits[j] = (np.int64(k) + 1023) << 52
+                bits[j] = (np.int64(twos) + 1023) << 52
                 zz[i, j] = p
             for j in range(h):
                 zz[i, j] = 1 / (1 + zz[i, j] * scale[j])
@@ -132,3 +132,27 @@ def fused_epoch(X, targets, order, batch, W1, b1, W2, b2, lr, softmax):
             for c in range(X.shape[1]):
                 W1[r, c] -= lr * gW1[r, c]
     return total
+
+
+def check_limit(X, targets, order, batch, weights, softmax):
+    """The largest difference between the weights after one epoch of :func:`fused_epoch`
+    and after the same epoch written in NumPy: the limit computes what it claims."""
+    fused = [w.copy() for w in weights]
+    fused_epoch(X, targets, order, batch, *fused, 0.1, softmax)
+    W1, b1, W2, b2 = (w.copy() for w in weights)
+    for start in range(0, len(order), batch):
+        idx = order[start : start + batch]
+        x, t = X[idx], targets[idx]
+        z = 1 / (1 + np.exp(-(x @ W1.T + b1)))
+        o = z @ W2.T + b2
+        if softmax:
+            e = np.exp(o - o.max(axis=1, keepdims=True))
+            d2 = (e / e.sum(axis=1, keepdims=True) - t) / len(idx)
+        else:
+            d2 = (1 / (1 + np.exp(-o)) - t) / (len(idx) * o.shape[1])
+        d1 = (d2 @ W2) * z * (1 - z)
+        W2 -= 0.1 * (d2.T @ z)
+        b2 -= 0.1 * d2.sum(axis=0)
+        W1 -= 0.1 * (d1.T @ x)
+        b1 -= 0.1 * d1.sum(axis=0)
+    return max(float(np.abs(a - b).max()) for a, b in zip(fused, (W1, b1, W2, b2), strict=True))

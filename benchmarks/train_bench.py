@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 import torch
-from limits import blas_kernels, fused_epoch, run_per_blas_setting
+from limits import blas_kernels, check_limit, fused_epoch, run_per_blas_setting
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
@@ -212,6 +212,12 @@ def main() -> None:
         return
     repeats = 1 if args.quick else 3
     print(f"BLAS: {blas_kernels()}; CPU time, best of {repeats} interleaved rounds")
+    X, y = data("breast_cancer", "float64")
+    w = initial([30, 20, 2], "float64")
+    weights = [w[k] for k in ("0.weight", "0.bias", "2.weight", "2.bias")]
+    order = np.concatenate(orders(len(y), 32, 1)[0])
+    gap = check_limit(X, np.eye(2)[y], order, 32, weights, True)
+    print(f"fused limit against the same epoch in NumPy: weights differ by {gap:.1e} at most")
     torch.set_num_threads(1)
     with threadpool_limits(limits=1):
         for name, sizes, batch, epochs, dtypes in CASES:
