@@ -9,10 +9,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from handgrad.core.arrays import namespace
 from handgrad.core.errors import TrainingDivergedError, TrainingInterruptedError
 from handgrad.core.validation import NON_NEGATIVE, check_positive_int
-from handgrad.data import batches
 from handgrad.gradcheck.check import check_gradients
 from handgrad.nn.containers import Sequential
 from handgrad.nn.init import make_rng
@@ -260,11 +261,15 @@ def fit(
                 state.rng_state, state.totals = generator.bit_generator.state, (0.0, 0)
             else:  # resuming inside this epoch: draw its batch order again
                 generator.bit_generator.state = state.rng_state
-            order = list(batches(X.shape[0], batch_size, generator, shuffle=shuffle))
+            # data.batches' order (without its checks each epoch): batch p is the rows
+            # indices[p * batch_size : (p + 1) * batch_size]
+            n = X.shape[0]
+            indices = generator.permutation(n) if shuffle else np.arange(n)
+            n_batches = -(-n // batch_size)
             total_loss, correct = state.totals
             position = state.position
-            while position < len(order):
-                index = order[position]
+            while position < n_batches:
+                index = indices[position * batch_size : (position + 1) * batch_size]
                 if check and state.step == 0:  # in evaluation mode: no dropout mask drawn
                     with in_mode(model, False):  # anew, no running statistic moved per pass
                         batch = run_step.batch(index)
@@ -273,9 +278,9 @@ def fit(
                     value, right = run_step(index)
                     total_loss, correct, steps = total_loss + value * len(index), correct + right, 1
                 else:  # the rest of the epoch at once, or one step when asked after each
-                    stop = position + 1 if interrupted is not None else len(order)
+                    stop = position + 1 if interrupted is not None else n_batches
                     steps, value, total_loss, correct = fast(
-                        order, position, stop, total_loss, correct, stop_on_divergence
+                        indices, batch_size, position, stop, total_loss, correct, stop_on_divergence
                     )
                 position += steps
                 state.step += steps

@@ -227,7 +227,6 @@ class _CompiledSteps:
         self.options = np.array([a[1:] for a in after], np.float64).reshape(-1, 2)
         self.loss = kernels.LOSSES[name]
         self.mean, self.factor, self.alpha = inner.reduction == "mean", factor, float(step.alpha)
-        self._order: tuple[Any, Any] = (None, None)
         kind, hyper = self._optimizer_form(kernels)
         self.kind, self.hyper = kind, hyper
 
@@ -273,22 +272,22 @@ class _CompiledSteps:
 
     def __call__(
         self,
-        batches: list[np.ndarray],
+        indices: np.ndarray,
+        batch_size: int,
         first: int,
         stop: int,
         total_loss: float,
         correct: int,
         stop_on_nonfinite: bool,
     ) -> tuple[int, float, float, int]:
-        """Steps ``first`` to ``stop`` of the epoch ``batches`` (index arrays); the steps
-        done (fewer after a loss that is not finite, with ``stop_on_nonfinite``), the last
-        loss, and the running loss total and count of rows classified right."""
-        if self._order[0] is not batches:  # the epoch's order as one array, once
-            self._order = (batches, np.concatenate(batches))
+        """Steps ``first`` to ``stop`` of the epoch whose rows come in the order ``indices``,
+        ``batch_size`` at a time; the steps done (fewer after a loss that is not finite,
+        with ``stop_on_nonfinite``), the last loss, and the running loss total and count
+        of rows classified right."""
         opt = self.optimizer
         w1, b1, w2, b2, fresh = self._state()
         done, value, total_loss, right = self.kernel(
-            self.X, self.T, self.labels, self.sample_weight, self._order[1], len(batches[0]),
+            self.X, self.T, self.labels, self.sample_weight, indices, batch_size,
             first, stop, self.weights, self.biases, self.grad_weights, self.grad_biases,
             self.activations, self.options, self.loss, self.mean, self.factor,
             self.count_right, self.alpha, self.kind, float(opt.lr), self.hyper,
