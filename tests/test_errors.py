@@ -413,6 +413,12 @@ def _device_as_model():
     return load_classifier("/dev/zero")
 
 
+def _fit_compiled(kind):
+    model = hg.mlp([3, 2], rng=0)
+    X, y = np.ones((4, 3)), np.array([0, 1, 0, 1])
+    return fit(model, hg.CrossEntropyLoss(), kind(model.params), X, y, compiled=True)
+
+
 def _fit_with_foreign_optimizer():
     model, other = hg.mlp([3, 2], rng=0), hg.mlp([3, 2], rng=1)
     return fit(
@@ -692,6 +698,8 @@ TRIGGERS = {
     "schedule-step-size": lambda: make_schedule("step", step_size=0),
     "schedule-min-factor": lambda: make_schedule("cosine", min_factor=1.5),
     # fit
+    "fit-compiled-unsupported": lambda: _fit_compiled(RMSprop),
+    "fit-compiled-parallel": lambda: _fit(compiled=True, parallel=object()),
     "fit-epochs": lambda: _fit(epochs=0),
     "fit-batch-size": lambda: _fit(batch_size=0),
     "fit-patience-without-validation": lambda: _fit(patience=3),
