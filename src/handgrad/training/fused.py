@@ -18,9 +18,12 @@ one it supports; otherwise, or with ``fit(compiled=False)`` or the environment v
 - dense NumPy data and parameters, all float32 or all float64, no tied weights, one
   process (no ``parallel``).
 
-The first run of a kind (dtype, number of layers) compiles the kernel, a few seconds, and
-caches it on disk for later processes. After a compiled run each Linear layer's ``grads``
-hold the last step's loss gradients, as after the reference path.
+The first run in a fresh environment compiles the kernel, once per dtype whatever the
+depth (about 7 s on this project's 2-core machine, more when it is busy), and caches it on
+disk: next to the module, or in numba's per-user cache (``NUMBA_CACHE_DIR``) where the
+package is read-only. A later process loads it in under half a second. After a compiled
+run each Linear layer's ``grads`` hold the last step's loss gradients, as after the
+reference path.
 """
 
 from __future__ import annotations
@@ -51,11 +54,6 @@ _ACTIVATIONS = {
 }
 _PATCHABLE = {"forward", "forward_unchecked", "backward", "backward_unchecked"}
 _LOSSES = {CrossEntropyLoss: "cross_entropy", MSELoss: "mse", BCEWithLogitsLoss: "bce"}
-
-
-def _rows(vectors: Any) -> tuple[np.ndarray, ...]:
-    """1-D arrays as views of shape (1, n): the kernel updates every parameter as a matrix."""
-    return tuple(v.reshape(1, -1) for v in vectors)
 
 
 def _kernels() -> Any:
@@ -201,8 +199,14 @@ def compiled_steps(
 
 
 class _CompiledSteps:
-    """Runs of training steps in the compiled kernel, on the arrays of the model and the
-    optimizer (updated in place), for :func:`~handgrad.training.fit.fit`."""
+    """Runs of training steps in the compiled kernel for :func:`~handgrad.training.fit.fit`.
+
+    The kernel works on flat buffers (layer by layer, weight then bias: the model's order),
+    so that it is compiled once per dtype whatever the depth: the optimizer's state is
+    flat already (:mod:`handgrad.training.flat`), the gradients live in one buffer that the
+    layers' ``grads`` view, and the parameters are gathered into one before each run and
+    written back after it (two copies per epoch).
+    """
 
     def __init__(self, kernels: Any, step: Any, model: Any, loss: Any, optimizer: Any) -> None:
         linears, after = _layers(model)
@@ -217,18 +221,19 @@ class _CompiledSteps:
         self.sample_weight = np.ascontiguousarray(
             np.empty(0) if weights is None else weights, dtype=dtype
         )
-        self.weights = tuple(layer.params["weight"] for layer in linears)
-        self.biases = _rows(layer.params["bias"] for layer in linears)  # views, (1, out)
-        self.grad_weights = tuple(np.zeros_like(w) for w in self.weights)
-        self.grad_biases = tuple(np.zeros_like(b) for b in self.biases)
-        for layer, gw, gb in zip(linears, self.grad_weights, self.grad_biases, strict=True):
-            layer.grads["weight"], layer.grads["bias"] = gw, gb[0]  # the kernel writes them
+        self.shapes = np.array([layer.params["weight"].shape for layer in linears], np.int64)
+        self.params = [layer.params[key] for layer in linears for key in ("weight", "bias")]
+        self.flat_params = np.empty(sum(p.size for p in self.params), dtype)
+        self.param_views = optimizer._flat.views(self.flat_params)
+        self.flat_grads = np.zeros_like(self.flat_params)
+        grads = optimizer._flat.views(self.flat_grads)
+        for layer, weight, bias in zip(linears, grads[0::2], grads[1::2], strict=True):
+            layer.grads["weight"], layer.grads["bias"] = weight, bias  # the kernel writes them
         self.activations = np.array([kernels.ACTIVATIONS.get(a[0], 0) for a in after], np.int64)
         self.options = np.array([a[1:] for a in after], np.float64).reshape(-1, 2)
         self.loss = kernels.LOSSES[name]
         self.mean, self.factor, self.alpha = inner.reduction == "mean", factor, float(step.alpha)
-        kind, hyper = self._optimizer_form(kernels)
-        self.kind, self.hyper = kind, hyper
+        self.kind, self.hyper = self._optimizer_form(kernels)
 
     def _optimizer_form(self, kernels: Any) -> tuple[int, np.ndarray]:
         """The kernel's optimizer code and hyperparameters (momentum, nesterov, coupled
@@ -252,23 +257,19 @@ class _CompiledSteps:
         ]
         return kernels.OPTIMIZERS["adam"], np.array(hyper, np.float64)
 
-    def _state(self) -> tuple[tuple, tuple, tuple, tuple, bool]:
-        """The optimizer's state arrays split into weights and biases, and whether SGD's
-        velocity starts at this step."""
-        opt, fresh = self.optimizer, False
+    def _state(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The optimizer's flat state buffers, and whether SGD's velocity starts now."""
+        opt = self.optimizer
         if isinstance(opt, SGD):
-            if not opt.momentum:
-                return self.weights, self.biases, self.weights, self.biases, False
-            if opt._flat is not None:
-                fresh = opt._velocity_buffer()[1]  # the velocity, made or gathered flat
-            elif opt.velocity[0] is None:
-                opt.velocity[:] = [np.zeros_like(p) for p in opt.params]
-                fresh = True
-            first = second = opt.velocity
-        else:
-            first, second = opt.m, opt.v
-        weights, biases = (tuple(first[0::2]), tuple(second[0::2])), (first[1::2], second[1::2])
-        return weights[0], _rows(biases[0]), weights[1], _rows(biases[1]), fresh
+            if not opt.momentum:  # no state: the kernel reads none
+                return self.flat_grads, self.flat_grads, False
+            velocity, fresh = opt._velocity_buffer()  # made, or a loaded one gathered
+            return velocity, velocity, fresh
+        if not opt._flat_moments():  # a moment was replaced: back into the buffers
+            np.concatenate(opt.m, axis=None, out=opt._flat_m)
+            np.concatenate(opt.v, axis=None, out=opt._flat_v)
+            opt.m[:], opt.v[:] = opt._flat.views(opt._flat_m), opt._flat.views(opt._flat_v)
+        return opt._flat_m, opt._flat_v, False
 
     def __call__(
         self,
@@ -285,14 +286,17 @@ class _CompiledSteps:
         with ``stop_on_nonfinite``), the last loss, and the running loss total and count
         of rows classified right."""
         opt = self.optimizer
-        w1, b1, w2, b2, fresh = self._state()
+        first_state, second_state, fresh = self._state()
+        np.concatenate(self.params, axis=None, out=self.flat_params)
         done, value, total_loss, right = self.kernel(
-            self.X, self.T, self.labels, self.sample_weight, indices, batch_size,
-            first, stop, self.weights, self.biases, self.grad_weights, self.grad_biases,
+            self.X, self.T, self.labels, self.sample_weight, indices, batch_size, first, stop,
+            self.flat_params, self.flat_grads, first_state, second_state, self.shapes,
             self.activations, self.options, self.loss, self.mean, self.factor,
             self.count_right, self.alpha, self.kind, float(opt.lr), self.hyper,
-            getattr(opt, "t", 0), fresh, w1, b1, w2, b2, stop_on_nonfinite, total_loss,
+            getattr(opt, "t", 0), fresh, stop_on_nonfinite, total_loss,
         )  # fmt: skip
+        for param, view in zip(self.params, self.param_views, strict=True):
+            param[...] = view
         if isinstance(opt, Adam):
             opt.t += done - first
         return done - first, value, total_loss, correct + right

@@ -270,6 +270,21 @@ def _update(p, g, s1, s2, kind, lr, hyper, l2, shrink, fresh, step_size, root):
 
 
 @_jit
+def _matrices(flat, shapes, part):
+    """Each layer's weight (``part`` 0, out x in) or bias (``part`` 1, as a 1 x out row)
+    as a view of the flat buffer that holds them all, weight and bias layer by layer."""
+    views, start = [], 0
+    for k in range(shapes.shape[0]):
+        out, inputs = shapes[k, 0], shapes[k, 1]
+        if part == 0:
+            views.append(flat[start : start + out * inputs].reshape((out, inputs)))
+        else:
+            views.append(flat[start + out * inputs : start + out * (inputs + 1)].reshape((1, out)))
+        start += out * (inputs + 1)
+    return views
+
+
+@_jit
 def train_batches(
     X,
     T,
@@ -279,10 +294,11 @@ def train_batches(
     batch_size,
     first,
     stop,
-    weights,
-    biases,
-    grad_weights,
-    grad_biases,
+    params,
+    grads,
+    state1,
+    state2,
+    shapes,
     activations,
     options,
     loss,
@@ -295,18 +311,21 @@ def train_batches(
     hyper,
     t,
     fresh,
-    state_w1,
-    state_b1,
-    state_w2,
-    state_b2,
     stop_on_nonfinite,
     total_loss,
 ):
     """Steps ``first`` to ``stop`` (exclusive) of the batch order ``order`` (batches of
-    ``batch_size`` consecutive entries); returns the steps done (fewer when a loss is not
-    finite and ``stop_on_nonfinite``), the last loss, ``total_loss`` plus each step's loss
-    times its rows, and the rows classified right."""
-    n_layers = len(weights)
+    ``batch_size`` consecutive entries), on the parameters, gradients and optimizer state
+    in flat buffers (layer by layer, weight then bias, ``shapes`` (out, in) each); returns
+    the steps done (fewer when a loss is not finite and ``stop_on_nonfinite``), the last
+    loss, ``total_loss`` plus each step's loss times its rows, and the rows classified
+    right."""
+    n_layers = shapes.shape[0]
+    weights = _matrices(params, shapes, 0)  # the flat buffers as each layer's arrays
+    biases = _matrices(params, shapes, 1)
+    grad_weights, grad_biases = _matrices(grads, shapes, 0), _matrices(grads, shapes, 1)
+    state_w1, state_b1 = _matrices(state1, shapes, 0), _matrices(state1, shapes, 1)
+    state_w2, state_b2 = _matrices(state2, shapes, 0), _matrices(state2, shapes, 1)
     n = order.shape[0]
     rows = min(batch_size, n)
     dtype = X.dtype
