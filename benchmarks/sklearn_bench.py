@@ -8,7 +8,7 @@ to 1). The best of 3 interleaved rounds. Printed: milliseconds per epoch, the ra
 handgrad / scikit-learn (below 1: handgrad is faster), and for float32 data the peak
 memory of each fit (tracemalloc) beside the size of X.
 
-First, the speed target of issue 16: HandgradClassifier on breast cancer (30-20-1: two
+First, the small-network speed target: HandgradClassifier on breast cancer (30-20-1: two
 classes make one logistic output, as in MLPClassifier), sigmoid hidden layer, plain SGD,
 batch 32, float64, 200 epochs, against the same math as a bare NumPy loop and as the fused
 limit (``limits.py``), and with the compiled path turned off (``HANDGRAD_COMPILED=0``);
