@@ -15,7 +15,7 @@ limit (``limits.py``), and with the compiled path turned off (``HANDGRAD_COMPILE
 CPU time, best of 5 interleaved rounds, under both OpenBLAS kernel settings (one process
 each). The limit column is each time over the fastest contender's.
 
-Run: python benchmarks/sklearn_bench.py [--quick]   (about five minutes on 2 cores)
+Run: python benchmarks/sklearn_bench.py [--quick]   (about seven minutes on a busy 2-core machine)
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ samples per second, the ratio of each contender's time to handgrad's, and the li
 column: each time over the fastest contender's; then the NumPy path's peak memory after
 one and after three epochs (tracemalloc does not see numba's allocations).
 
-Run: python benchmarks/train_bench.py [--quick]   (about six minutes on 2 cores; --quick
-one round)
+Run: python benchmarks/train_bench.py [--quick]   (about ten minutes on a busy 2-core
+machine, both BLAS settings; --quick: one round, about four)
 """
 
 from __future__ import annotations
