@@ -40,30 +40,20 @@ from handgrad.gradcheck.plan import Planner
 from handgrad.gradcheck.report import GradientCheckReport, ParameterCheck
 from handgrad.gradcheck.targets import Target
 from handgrad.gradcheck.verdict import NOISE_FACTOR
-from handgrad.interop.jax_evaluate import JaxProblem, jax_modules, jax_way
+from handgrad.interop.jax_evaluate import (
+    JaxProblem,
+    Pullback,
+    disagreement,
+    jax_modules,
+    jax_way,
+    pullback,
+)
 from handgrad.interop.jax_point import Point, Precision, choose_precision, make_point, x64_mode
 
 __all__ = ["JAX_METHODS", "check_grads", "gradient_report"]
 
 JAX_METHODS = ("auto", "vmap", "loop")
 _COTANGENT_STREAM = 0x5EED  # an int seed's cotangents come from a stream of their own
-
-
-@dataclass(frozen=True)
-class _Pullback:
-    """``g(*args, v) = vjp(f, *args)(v)``, the cotangents of the checked leaves: the
-    function a second-order check differentiates. Equal for equal ``f``, so its compiled
-    copies are reused from one check to the next."""
-
-    f: Callable[..., Any]
-    checked: tuple[bool, ...]
-
-    def __call__(self, *args_and_v: Any) -> list[Any]:
-        jax, _ = jax_modules()
-        *args, v = args_and_v
-        _, pullback = jax.vjp(self.f, *args)
-        cotangents = jax.tree.leaves(pullback(v))
-        return [c for c, keep in zip(cotangents, self.checked, strict=True) if keep]
 
 
 @dataclass
@@ -78,37 +68,17 @@ class _Order:
     v: Any
 
 
-def _first_difference(a: Any, b: Any) -> tuple[tuple[int, ...], float, float] | None:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    gap = np.abs(a - b)
-    if not gap.size:
-        return None
-    worst = np.unravel_index(int(np.argmax(gap)), a.shape)
-    return tuple(int(i) for i in worst), float(a[worst]), float(b[worst])
-
-
-def _agree(first: list, second: list, names: list[str], tol: float) -> str:
-    """Where two evaluations differ by more than ``tol``: ``"name[i]: a, then b"``, or ""."""
-    for name, a, b in zip(names, first, second, strict=True):
-        found = _first_difference(a, b)
-        if found is not None and not abs(found[1] - found[2]) <= tol:
-            where, x, y = found
-            index = f"[{', '.join(map(str, where))}]" if where else ""
-            return f"{name}{index}: {x!r}, then {y!r}"
-    return ""
-
-
-def _output_names(out: Any, what: str) -> tuple[list[Any], Any, list[str]]:
+def _outputs(out: Any) -> tuple[list[Any], Any, list[str]]:
     jax, _ = jax_modules()
     pairs, treedef = jax.tree_util.tree_flatten_with_path(out)
-    names = [what + jax.tree_util.keystr(path) for path, _ in pairs]
+    names = ["output" + jax.tree_util.keystr(path) for path, _ in pairs]
     leaves = [leaf for _, leaf in pairs]
     for name, leaf in zip(names, leaves, strict=True):
-        kind = np.dtype(getattr(leaf, "dtype", np.dtype("O"))).kind
-        if kind != "f" and getattr(getattr(leaf, "dtype", None), "name", "") != "bfloat16":
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None or not (np.dtype(dtype).kind == "f" or dtype.name == "bfloat16"):
             raise TypeError(
-                f"the function must return floating-point arrays (or a pytree of them), got "
-                f"{getattr(leaf, 'dtype', type(leaf).__name__)} at {name}"
+                "the function must return floating-point arrays (or a pytree of them), got "
+                f"{dtype if dtype is not None else type(leaf).__name__} at {name}"
             )
     if not leaves:
         raise ValueError("the function returned no array: nothing to differentiate")
@@ -126,57 +96,47 @@ def _check_order(
     """The rows of one order: ``f``'s VJP at ``point`` against finite differences."""
     jax, jnp = jax_modules()
     what = "f" if not suffix else "the VJP of f"
-    y0, out_tree, out_names = _output_names(f(*point.args()), "output")
+    shapes, out_tree, out_names = _outputs(jax.eval_shape(f, *point.args()))
+    wide = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    # v as the output's dtype holds it, the changes summed in the widest float there is
+    own = [jnp.asarray(generator.standard_normal(y.shape), dtype=y.dtype) for y in shapes]
+    v = [w.astype(wide) for w in own]
+    kept = tuple(i for i, c in enumerate(point.checked) if c)
+    names = [point.names[i] + suffix for i in kept]
+    ct = out_tree.unflatten(own)
+    out, cotangents = pullback(f, point.treedef, kept, point.leaves, ct)
+    y0 = jax.tree.leaves(out)
     bad = [n for n, y in zip(out_names, y0, strict=True) if not np.all(np.isfinite(y))]
     if bad:
         raise NonFiniteLossError(
             f"{what} holds NaN or infinity at the arguments given ({bad[0]}); the check needs "
             "a finite output there"
         )
-    again = jax.tree.leaves(f(*point.args()))
-    found = _agree(y0, again, out_names, opts["nondet_tol"])
+    again, twice = pullback(f, point.treedef, kept, point.leaves, ct)
+    found = disagreement(y0, jax.tree.leaves(again), out_names, lambda a: opts["nondet_tol"])
     if found:
         raise RandomLayerError(
             f"{what} is random: two calls on the same arguments gave different outputs "
             f"({found}); pass the PRNG key as an argument (a fixed key), then check it"
         )
-    wide = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    # v as the output's dtype holds it, summed in the widest float there is
-    own = [jnp.asarray(generator.standard_normal(np.shape(y)), dtype=y.dtype) for y in y0]
-    v = [w.astype(wide) for w in own]
-    _, pullback = jax.vjp(f, *point.args())
-    cotangents = jax.tree.leaves(pullback(out_tree.unflatten(own)))
-    twice = jax.tree.leaves(pullback(out_tree.unflatten(own)))
-    kept = [i for i, c in enumerate(point.checked) if c]
-    names = [point.names[i] + suffix for i in kept]
-    found = _agree(
-        [cotangents[i] for i in kept], [twice[i] for i in kept], names, opts["nondet_tol"]
-    )
+    found = disagreement(cotangents, twice, names, lambda a: opts["nondet_tol"])
     if found:
         raise RandomLayerError(
             f"the VJP of {what} is not deterministic: two calls on the same arguments gave "
             f"different gradients ({found}); pass nondet_tol above that gap if it is expected "
             "(atomic adds in a scatter)"
         )
-    problem = JaxProblem(f, point.treedef, point.leaves, y0, v)
+    problem = JaxProblem(f, point.treedef, point.leaves, list(kept), y0, v, opts["max_memory"])
+    problem.label, problem.names = what, out_names
     targets, analytic, leaf_of = [], {}, {}
-    for i, name in zip(kept, names, strict=True):
-        array = np.array(point.leaves[i])
-        targets.append(Target(name, array, None, "", None))
-        analytic[name] = np.asarray(cotangents[i], np.float64)
+    for i, name, grad in zip(kept, names, cotangents, strict=True):
+        targets.append(Target(name, np.array(point.leaves[i]), None, "", None))
+        analytic[name] = np.asarray(grad, np.float64)
         leaf_of[name] = i
     notes: list[str] = []
 
-    def choose(target: Target, count: int):
-        return jax_way(
-            problem,
-            leaf_of[target.name],
-            target.name,
-            opts["method"],
-            opts["max_memory"],
-            precision.unit,
-            notes,
-        )
+    def choose(target: Target, count: int) -> Any:
+        return jax_way(problem, leaf_of[target.name], target.name, opts["method"], notes)
 
     def current() -> tuple[float, float]:
         leaves = list(point.leaves)
@@ -195,15 +155,14 @@ def _check_order(
         threshold=precision.threshold,
         unit=precision.unit,
     )
-    rows, _ = run_mode(
-        targets, analytic, Planner(choose, current, notes), current, generator, settings
-    )
-    methods = {r.method for r in rows if r.method}
+    planner = Planner(choose, current, notes)
+    rows, _ = run_mode(targets, analytic, planner, current, generator, settings)
     loss = sum(
-        float(np.sum(np.asarray(y, np.float64) * np.asarray(w))) for y, w in zip(y0, v, strict=True)
+        float(np.sum(np.asarray(y, np.float64) * np.asarray(w, np.float64)))
+        for y, w in zip(y0, v, strict=True)
     )
     atol = NOISE_FACTOR * precision.unit * max(problem.scale, 1e-300) / precision.eps
-    return _Order(rows, methods, notes, loss, atol, out_tree.unflatten(own))
+    return _Order(rows, {r.method for r in rows if r.method}, notes, loss, atol, ct)
 
 
 def _cotangent_rng(rng: Any) -> np.random.Generator:
@@ -295,8 +254,9 @@ def gradient_report(
         orders = [_check_order(f, precision.point, precision, opts, generator, "")]
         if order == 2:
             point2 = _second_order_point(f, precision.point, orders[0].v)
-            pullback = _Pullback(f, precision.point.checked)
-            orders.append(_check_order(pullback, point2, precision, opts, generator, " (order 2)"))
+            kept = tuple(i for i, c in enumerate(precision.point.checked) if c)
+            pulled = Pullback(f, precision.point.treedef, kept)
+            orders.append(_check_order(pulled, point2, precision, opts, generator, " (order 2)"))
     methods = set().union(*(o.methods for o in orders))
     notes = [precision.note] if precision.note else []
     notes += [note for o in orders for note in o.notes]
@@ -320,10 +280,10 @@ def gradient_report(
 
 
 def _second_order_point(f: Callable[..., Any], point: Point, v: Any) -> Point:
-    """The arguments of the VJP: f's arguments and the cotangent ``v``, named alike."""
+    """The arguments of the VJP, ``(leaves, v)``: f's argument leaves and the cotangent."""
     jax, _ = jax_modules()
     cotangent = make_point(f, (v,), prefix="v")
-    leaves, treedef = jax.tree.flatten((*point.args(), v))
+    leaves, treedef = jax.tree.flatten((list(point.leaves), v))
     return Point(leaves, treedef, point.names + cotangent.names, point.checked + cotangent.checked)
 
 

@@ -1,7 +1,7 @@
-"""The losses at perturbed points of a JAX function, many per call: the perturbed copies of
-one argument batched with ``jax.vmap`` (compiled once per function, argument and chunk
-size, in chunks within a memory budget), or one copy per call when ``vmap`` cannot run
-the function.
+"""The losses at perturbed points of a JAX function, many per call: perturbed copies of the
+arguments batched with ``jax.vmap`` under ``jax.jit`` (compiled once per function, shapes
+and chunk size, and reused by later checks), in chunks within a memory budget; or one copy
+per call, eagerly, when ``vmap`` cannot run the function.
 
 The loss is ``<v, f(args)>`` for a fixed cotangent ``v``, measured as a change from
 ``y0 = f(args)``: ``sum((f(args') - y0) * v)``, so that outputs a perturbation does not move
@@ -9,23 +9,40 @@ add no rounding. Its noise scale is ``sum |y0 v|``. A route follows
 :mod:`handgrad.gradcheck.routes`: called with elements ``flat`` of one argument and their
 displacements (one row per element, one column per stencil offset), it returns the loss
 changes ``(m, k)`` and the noise scales ``(m,)``.
+
+Every element of every checked argument has one index in the concatenation of the checked
+leaves, so that one compiled function serves them all; copy ``c`` sets element
+``index[c]`` to ``values[c]``. A copy left unperturbed rides along in the first call: its
+change must be 0 within rounding, or the batched evaluation does not compute what the
+function computes (a batching rule that mixes copies) and the loop is used.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from handgrad.core.errors import RandomLayerError
 from handgrad.gradcheck.plan import Way
 
-__all__ = ["JaxProblem", "VmapError", "jax_modules", "jax_way", "loop_losses", "vmap_route"]
+__all__ = [
+    "MAX_COPIES",
+    "JaxProblem",
+    "Pullback",
+    "VmapError",
+    "call",
+    "disagreement",
+    "jax_modules",
+    "jax_way",
+    "pullback",
+]
 
-_COMPILED: dict[str, Any] = {}
 MAX_COPIES = 4096  # copies per call: past this, a chunk gains nothing and costs memory
+_COMPILED: dict[str, Any] = {}
 
 
 def jax_modules() -> tuple[Any, Any]:
@@ -46,13 +63,204 @@ def jax_modules() -> tuple[Any, Any]:
     return jax, jnp
 
 
+def _is_trace_error(err: BaseException) -> bool:
+    """Whether ``err`` says that JAX cannot trace or batch the function (the function's
+    limits, not a bug of the check's: those propagate)."""
+    jax, _ = jax_modules()
+    return isinstance(err, jax.errors.JAXTypeError | NotImplementedError)
+
+
+def _apply(f: Callable[..., Any], treedef: Any, leaves: list[Any]) -> Any:
+    return f(*treedef.unflatten(leaves))
+
+
+def call(f: Callable[..., Any], treedef: Any, leaves: list[Any]) -> Any:
+    """``f(*args)`` compiled with ``jax.jit`` (``f`` static: reused for equal ``f``), or
+    eagerly when ``f`` cannot be traced.
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from handgrad.interop.jax_evaluate import call
+    >>> leaves, treedef = jax.tree.flatten((jnp.array([0.0, 1.0]),))
+    >>> call(jnp.exp, treedef, leaves).tolist()
+    [1.0, 2.7182817459106445]
+    """
+    jax, _ = jax_modules()
+    if "apply" not in _COMPILED:
+        _COMPILED["apply"] = jax.jit(_apply, static_argnums=(0, 1))
+    try:
+        return _COMPILED["apply"](f, treedef, leaves)
+    except (TypeError, NotImplementedError) as err:
+        if not _is_trace_error(err):
+            raise
+        return _apply(f, treedef, leaves)
+
+
+def _pullback(f, treedef, checked, leaves, cotangent):
+    """The VJP of ``f`` at ``leaves`` for the output cotangent, for the checked leaves."""
+    jax, _ = jax_modules()
+
+    def of_checked(*chosen):
+        changed = list(leaves)
+        for k, a in zip(checked, chosen, strict=True):
+            changed[k] = a
+        return _apply(f, treedef, changed)
+
+    out, back = jax.vjp(of_checked, *[leaves[k] for k in checked])
+    return out, list(back(cotangent))
+
+
+def pullback(
+    f: Callable[..., Any], treedef: Any, checked: tuple[int, ...], leaves: list, cotangent: Any
+) -> tuple[Any, list[Any]]:
+    """``f``'s output at ``leaves``, and its VJP there applied to ``cotangent`` (a pytree
+    like the output): one cotangent per checked leaf. Compiled like :func:`call`, eager
+    where it cannot be.
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from handgrad.interop.jax_evaluate import pullback
+    >>> leaves, treedef = jax.tree.flatten((jnp.array([1.0, 2.0]), jnp.arange(2)))
+    >>> def f(x, n):
+    ...     return x * x * n
+    >>> out, grads = pullback(f, treedef, (0,), leaves, jnp.ones(2))
+    >>> out.tolist(), [g.tolist() for g in grads]  # x^2 n; 2 x n
+    ([0.0, 4.0], [[0.0, 4.0]])
+    """
+    jax, _ = jax_modules()
+    if "pullback" not in _COMPILED:
+        _COMPILED["pullback"] = jax.jit(_pullback, static_argnums=(0, 1, 2))
+    try:
+        return _COMPILED["pullback"](f, treedef, checked, leaves, cotangent)
+    except (TypeError, NotImplementedError) as err:
+        if not _is_trace_error(err):
+            raise
+        return _pullback(f, treedef, checked, leaves, cotangent)
+
+
+@dataclass(frozen=True)
+class Pullback:
+    """``g(leaves, v)``: the VJP of ``f`` at its argument leaves applied to ``v``, one
+    cotangent per checked leaf; the function a second-order check differentiates. Equal
+    for equal ``f``, so its compiled copies are reused from one check to the next.
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from handgrad.interop.jax_evaluate import Pullback
+    >>> leaves, treedef = jax.tree.flatten((jnp.array([3.0]),))
+    >>> g = Pullback(lambda x: x**3, treedef, (0,))
+    >>> g(leaves, jnp.ones(1))[0].tolist(), jax.grad(lambda x: g([x], jnp.ones(1))[0].sum())(3.0)
+    ([27.0], Array(18., dtype=float32, weak_type=True))
+    """
+
+    f: Callable[..., Any]
+    treedef: Any
+    checked: tuple[int, ...]
+
+    def __call__(self, leaves: list[Any], v: Any) -> list[Any]:
+        return _pullback(self.f, self.treedef, self.checked, list(leaves), v)[1]
+
+
+def _change(f: Callable[..., Any], treedef: Any, leaves: list[Any], y0: list, v: list) -> Any:
+    """``sum((f(args) - y0) * v)`` over every output leaf, in ``v``'s dtype."""
+    jax, jnp = jax_modules()
+    out = jax.tree.leaves(_apply(f, treedef, leaves))
+    wide = jnp.result_type(*v)
+    return sum(jnp.sum((o - y).astype(wide) * w) for o, y, w in zip(out, y0, v, strict=True))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the checked leaves sit in their concatenation: (leaf, offset, size) each."""
+
+    parts: tuple[tuple[int, int, int], ...]
+
+    def place(self, leaves: list[Any], i: Any, value: Any) -> list[Any]:
+        """``leaves`` with element ``i`` of the concatenation set to ``value`` (traced)."""
+        _, jnp = jax_modules()
+        changed = list(leaves)
+        for leaf, offset, size in self.parts:
+            base = leaves[leaf]
+            local = jnp.clip(i - offset, 0, size - 1)
+            flat = base.reshape(-1)
+            inside = (i >= offset) & (i < offset + size)
+            new = jnp.where(inside, value.astype(base.dtype), flat[local])
+            changed[leaf] = flat.at[local].set(new).reshape(base.shape)
+        return changed
+
+
+def _copies(f, treedef, layout, leaves, index, values, y0, v):
+    """The loss change of each copy ``c``: element ``index[c]`` set to ``values[c]``."""
+    jax, _ = jax_modules()
+
+    def one(i, value):
+        return _change(f, treedef, layout.place(leaves, i, value), y0, v)
+
+    return jax.vmap(one)(index, values)  # C
+
+
+def _compiled_copies() -> Any:
+    jax, _ = jax_modules()
+    if "copies" not in _COMPILED:
+        _COMPILED["copies"] = jax.jit(_copies, static_argnums=(0, 1, 2))
+    return _COMPILED["copies"]
+
+
+def _first_difference(a: Any, b: Any) -> tuple[tuple[int, ...], float, float] | None:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    gap = np.abs(a - b)
+    if not gap.size:
+        return None
+    worst = np.unravel_index(int(np.argmax(gap)), a.shape)
+    return tuple(int(i) for i in worst), float(a[worst]), float(b[worst])
+
+
+def disagreement(first: list, second: list, names: list[str], tol: Callable) -> str:
+    """Where two evaluations differ by more than ``tol(a)``: ``"name[i]: a, then b"``, or
+    "" where they agree.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.interop.jax_evaluate import disagreement
+    >>> disagreement([np.array([1.0, 2.0])], [np.array([1.0, 2.5])], ["y"], lambda a: 0.0)
+    'y[1]: 2.0, then 2.5'
+    """
+    for name, a, b in zip(names, first, second, strict=True):
+        found = _first_difference(a, b)
+        if found is not None and not abs(found[1] - found[2]) <= tol(a):
+            where, x, y = found
+            index = f"[{', '.join(map(str, where))}]" if where else ""
+            return f"{name}{index}: {x!r}, then {y!r}"
+    return ""
+
+
+def _rounding(nondet_tol: float) -> Callable[[Any], float]:
+    """How far a compiled and an eager evaluation may differ: their rounding, or more."""
+
+    def tol(a: Any) -> float:
+        eps = float(np.finfo(np.asarray(a).dtype).eps) if np.asarray(a).dtype.kind == "f" else 0
+        return max(nondet_tol, 1024 * eps * float(np.max(np.abs(np.asarray(a, np.float64)))))
+
+    return tol
+
+
+class VmapError(Exception):
+    """``jax.vmap`` (under ``jax.jit``) could not run the function, or its batched
+    evaluation did not compute what the function computes; the message says which."""
+
+
 @dataclass
 class JaxProblem:
-    """A function at one point, driven by the cotangent ``v``.
-
-    ``leaves`` are the flattened arguments (``treedef`` rebuilds them) as the function gets
-    them; ``y0`` and ``v`` the output leaves and their cotangents; ``wide`` the dtype the
-    loss changes are summed in.
+    """A function at one point, driven by the cotangent ``v``: its leaves (``treedef``
+    rebuilds the arguments), which of them are checked, the outputs ``y0`` and their
+    cotangents ``v`` (in the dtype the changes are summed in).
 
     Examples
     --------
@@ -60,221 +268,155 @@ class JaxProblem:
     >>> import jax.numpy as jnp
     >>> from handgrad.interop.jax_evaluate import JaxProblem
     >>> leaves, treedef = jax.tree.flatten((jnp.array([1.0, 2.0]),))
-    >>> problem = JaxProblem(jnp.sin, treedef, leaves, [jnp.sin(leaves[0])], [jnp.ones(2)])
-    >>> round(problem.scale, 4)  # sum |sin(x) * 1|
-    1.7508
+    >>> problem = JaxProblem(jnp.sin, treedef, leaves, [0], [jnp.sin(leaves[0])], [jnp.ones(2)])
+    >>> round(problem.scale, 4), problem.offset(0)  # sum |sin(x) * 1|
+    (1.7508, 0)
     """
 
     f: Callable[..., Any]
     treedef: Any
     leaves: list[Any]
+    checked: list[int]
     y0: list[Any]
     v: list[Any]
+    max_memory: int = 256 * 2**20
+    size: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         terms = [
-            np.abs(np.asarray(y, np.float64) * np.asarray(w))
+            float(np.sum(np.abs(np.asarray(y, np.float64) * np.asarray(w, np.float64))))
             for y, w in zip(self.y0, self.v, strict=True)
         ]
-        self.scale = float(sum(float(np.sum(t)) for t in terms))
-        self.wide = np.result_type(*[np.asarray(w).dtype for w in self.v])
+        self.scale = float(sum(terms))
+        parts, offset = [], 0
+        for leaf in self.checked:
+            size = math.prod(np.shape(self.leaves[leaf]))
+            parts.append((leaf, offset, size))
+            offset += size
+        self.layout = _Layout(tuple(parts))
+        self.values = np.concatenate(
+            [np.asarray(self.leaves[leaf], np.float64).reshape(-1) for leaf in self.checked]
+        )
+        per_copy = sum(math.prod(np.shape(a)) for a in self.leaves)
+        per_copy += sum(math.prod(np.shape(y)) for y in self.y0)
+        itemsize = max(np.dtype(self.v[0].dtype).itemsize, 4)
+        budget = max(1, min(MAX_COPIES, int(self.max_memory // (4 * itemsize * per_copy))))
+        limit = 1 << (budget.bit_length() - 1)  # a power of two within the budget
+        largest = max(size for _, _, size in parts)  # one size compiles: a first look fits
+        self.chunk = min(limit, max(64, 1 << (2 * largest + 1).bit_length()))
+        self._proven = False
+        self.label, self.names = "f", [f"output[{i}]" for i in range(len(self.y0))]
+
+    def check_deterministic(self) -> None:
+        """Raise :class:`RandomLayerError` when an eager call of the function does not give
+        ``y0`` (a draw inside it, made anew at every call or trace)."""
+        jax, _ = jax_modules()
+        eager = jax.tree.leaves(_apply(self.f, self.treedef, self.leaves))
+        found = disagreement(eager, self.y0, self.names, _rounding(0.0))
+        if found:
+            raise RandomLayerError(
+                f"{self.label} is random: two calls on the same arguments gave different "
+                f"outputs ({found}); pass the PRNG key as an argument (a fixed key), then "
+                "check it"
+            )
+
+    def offset(self, leaf: int) -> int:
+        """Where leaf ``leaf`` starts in the concatenation of the checked leaves."""
+        return next(o for k, o, _ in self.layout.parts if k == leaf)
 
     def change(self, leaves: list[Any]) -> float:
-        """The loss change at ``leaves`` (one call of the function)."""
+        """The loss change at ``leaves``, one eager call of the function."""
         return float(_change(self.f, self.treedef, leaves, self.y0, self.v))
 
+    def loop(self, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """The change of each copy, one eager call of the function per copy."""
+        _, jnp = jax_modules()
+        changes = np.empty(index.shape[0])
+        for c, (i, value) in enumerate(zip(index, values, strict=True)):
+            leaves = self.layout.place(self.leaves, jnp.asarray(i), jnp.asarray(value))
+            changes[c] = self.change(leaves)
+        return changes
 
-def _change(f: Callable[..., Any], treedef: Any, leaves: list[Any], y0: list, v: list) -> Any:
-    """``sum((f(args) - y0) * v)`` over every output leaf."""
-    jax, jnp = jax_modules()
-    out = jax.tree.leaves(f(*treedef.unflatten(leaves)))
-    wide = jnp.result_type(*v)
-    return sum(jnp.sum((o - y).astype(wide) * w) for o, y, w in zip(out, y0, v, strict=True))
-
-
-def _copies_losses(f, treedef, leaf, leaves, index, values, y0, v):
-    """The loss change of each copy: argument leaf ``leaf`` with element ``index[c]`` set to
-    ``values[c]``, batched over copies ``c`` (traced once per shape, under ``jax.jit``)."""
-    jax, _ = jax_modules()
-    base = leaves[leaf]
-
-    def one(i, value):
-        moved = base.reshape(-1).at[i].set(value).reshape(base.shape)
-        changed = [moved if k == leaf else a for k, a in enumerate(leaves)]
-        return _change(f, treedef, changed, y0, v)
-
-    return jax.vmap(one)(index, values)  # C
-
-
-def _compiled() -> Any:
-    if "copies" not in _COMPILED:
-        jax, _ = jax_modules()
-        _COMPILED["copies"] = jax.jit(_copies_losses, static_argnums=(0, 1, 2))
-    return _COMPILED["copies"]
-
-
-def loop_losses(problem: JaxProblem, leaf: int, index: np.ndarray, values: np.ndarray) -> Any:
-    """The loss change of each copy, one call of the function per copy.
-
-    Examples
-    --------
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> import numpy as np
-    >>> from handgrad.interop.jax_evaluate import JaxProblem, loop_losses
-    >>> leaves, treedef = jax.tree.flatten((jnp.array([1.0, 2.0]),))
-    >>> problem = JaxProblem(lambda x: x * x, treedef, leaves, [leaves[0] ** 2], [jnp.ones(2)])
-    >>> loop_losses(problem, 0, np.array([1]), np.array([3.0])).tolist()  # 3^2 - 2^2
-    [5.0]
-    """
-    _, jnp = jax_modules()
-    base = problem.leaves[leaf]
-    changes = np.empty(index.shape[0])
-    for c, (i, value) in enumerate(zip(index, values, strict=True)):
-        moved = base.reshape(-1).at[int(i)].set(value).reshape(base.shape)
-        leaves = [moved if k == leaf else a for k, a in enumerate(problem.leaves)]
-        changes[c] = problem.change(leaves)
-    return jnp.asarray(changes)
-
-
-class VmapError(Exception):
-    """``jax.vmap`` (under ``jax.jit``) could not run the function; ``cause`` says why."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(f"{type(cause).__name__}: {str(cause).splitlines()[0]}")
-        self.cause = cause
-
-
-def vmap_route(problem: JaxProblem, leaf: int, max_memory: int) -> Callable:
-    """A route over the elements of argument leaf ``leaf``: their copies in chunks of a
-    power of two (so that few sizes compile), each chunk's bytes within ``max_memory``.
-    Raises :class:`VmapError` on its first call when ``vmap`` cannot run the function.
-
-    Examples
-    --------
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> import numpy as np
-    >>> from handgrad.interop.jax_evaluate import JaxProblem, vmap_route
-    >>> leaves, treedef = jax.tree.flatten((jnp.array([1.0, 2.0]),))
-    >>> problem = JaxProblem(lambda x: x * x, treedef, leaves, [leaves[0] ** 2], [jnp.ones(2)])
-    >>> changes, scales = vmap_route(problem, 0, 2**20)(np.array([0, 1]), np.array([[1.0], [-1.0]]))
-    >>> changes.tolist(), scales.tolist()  # 2^2 - 1^2, 1^2 - 2^2; sum |y0 v| = 5
-    ([[3.0], [-3.0]], [5.0, 5.0])
-    """
-    _, jnp = jax_modules()
-    base = problem.leaves[leaf]
-    per_copy = sum(math.prod(np.shape(a)) for a in problem.leaves)
-    per_copy += sum(math.prod(np.shape(y)) for y in problem.y0)
-    itemsize = max(np.dtype(problem.wide).itemsize, 4)
-    budget = max(1, min(MAX_COPIES, int(max_memory // (4 * itemsize * per_copy))))
-    limit = 1 << (budget.bit_length() - 1)  # the largest power of two within the budget
-    base64 = np.asarray(base, np.float64).reshape(-1)
-    compiled = _compiled()
-
-    def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        m, k = disp.shape
-        index = np.repeat(flat, k)
-        values = (base64[flat][:, None] + disp).reshape(-1)  # exact: as stored in modes
-        size = min(limit, 1 << max(0, (index.size - 1).bit_length()))
-        out = np.empty(index.size)
+    def batched(self, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """The change of each copy, ``vmap``-ped in chunks of ``chunk`` copies (one size,
+        so that one compiles). Raises :class:`VmapError`."""
+        _, jnp = jax_modules()
+        first = not self._proven
+        if first:  # an unperturbed copy rides along: its change must be 0
+            index = np.concatenate([[0], index])
+            values = np.concatenate([[self.values[0]], values])
+        size, out = self.chunk, np.empty(index.size)
+        compiled = _compiled_copies()
         for start in range(0, index.size, size):
-            part = slice(start, start + size)
-            count = index[part].size
+            count = index[start : start + size].size
             padded_index = np.zeros(size, np.int64)
-            padded_values = np.full(size, base64[0])
-            padded_index[:count], padded_values[:count] = index[part], values[part]
+            padded_values = np.full(size, self.values[0])  # unperturbed copies
+            padded_index[:count] = index[start : start + size]
+            padded_values[:count] = values[start : start + size]
             try:
                 got = compiled(
-                    problem.f,
-                    problem.treedef,
-                    leaf,
-                    problem.leaves,
+                    self.f,
+                    self.treedef,
+                    self.layout,
+                    self.leaves,
                     jnp.asarray(padded_index),
-                    jnp.asarray(padded_values, dtype=base.dtype),
-                    problem.y0,
-                    problem.v,
+                    jnp.asarray(padded_values),
+                    self.y0,
+                    self.v,
                 )
-            except (TypeError, NotImplementedError) as err:  # JAX's tracer errors are TypeErrors
-                if _is_trace_error(err):
-                    raise VmapError(err) from err
-                raise
-            out[part] = np.asarray(got, np.float64)[:count]
-        return out.reshape(m, k), np.full(m, problem.scale)
-
-    return route
-
-
-def _is_trace_error(err: BaseException) -> bool:
-    """Whether ``err`` says that the function cannot be traced or batched (not a bug of
-    the check's own: those propagate)."""
-    jax, _ = jax_modules()
-    return isinstance(err, jax.errors.JAXTypeError | NotImplementedError)
+            except (TypeError, NotImplementedError) as err:
+                if not _is_trace_error(err):
+                    raise
+                message = str(err).splitlines()[0] if str(err) else ""
+                raise VmapError(
+                    f"jax.vmap of the function failed ({type(err).__name__}: {message})"
+                ) from err
+            out[start : start + count] = np.asarray(got, np.float64)[:count]
+        if first:
+            self._proven = True
+            if not abs(out[0]) <= 1024 * np.finfo(self.v[0].dtype).eps * self.scale:
+                self.check_deterministic()
+                raise VmapError(
+                    f"its batched copies do not compute what it computes (an unperturbed copy "
+                    f"changed the loss by {out[0]:.2g})"
+                )
+            out = out[1:]
+        return out
 
 
 class _JaxWay(Way):
-    """``vmap`` proven on the real point first: the copies of the first element it is given
-    are also evaluated one by one, and must agree within rounding; else, or when ``vmap``
-    cannot run the function, the loop (``method="auto"``) or an error (``"vmap"``)."""
+    """``vmap`` where it runs and is proven right on the point, else the loop
+    (``method="auto"``) or an error (``"vmap"``)."""
 
-    def __init__(self, problem: JaxProblem, leaf: int, name: str, method: str, options) -> None:
+    def __init__(self, problem: JaxProblem, leaf: int, name: str, method: str, notes) -> None:
         super().__init__(self._call, "loop" if method == "loop" else "vmap")
-        self._problem, self._leaf, self._name, self._asked = problem, leaf, name, method
-        self._max_memory, self._unit, self._notes = options
-        self._fast = vmap_route(problem, leaf, self._max_memory)
-        self._proven = method == "loop"
-
-    def _loop(self, flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        values = np.asarray(self._problem.leaves[self._leaf], np.float64).reshape(-1)[flat]
-        got = loop_losses(
-            self._problem,
-            self._leaf,
-            np.repeat(flat, disp.shape[1]),
-            (values[:, None] + disp).reshape(-1),
-        )
-        changes = np.asarray(got, np.float64).reshape(disp.shape)
-        return changes, np.full(flat.shape[0], self._problem.scale)
+        self._problem, self._offset, self._name = problem, problem.offset(leaf), name
+        self._asked, self._notes = method, notes
 
     def _call(self, flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        problem, (m, k) = self._problem, disp.shape
+        index = np.repeat(flat + self._offset, k)
+        values = (problem.values[flat + self._offset][:, None] + disp).reshape(-1)  # as stored
+        if self.method == "vmap":
+            try:
+                changes = problem.batched(index, values)
+            except VmapError as err:
+                if self._asked == "vmap":
+                    raise ValueError(
+                        f"method='vmap' cannot check {self._name!r}: {err}; use "
+                        "method='auto' (vmap where it is right, else the loop) or 'loop'"
+                    ) from err
+                self._notes.append(f"{self._name}: {err}: checked by the loop")
+                self.method = "loop"
         if self.method == "loop":
-            return self._loop(flat, disp)
-        try:
-            got = self._fast(flat, disp)
-        except VmapError as failed:
-            return self._give_up(f"jax.vmap of the function failed ({failed})", flat, disp)
-        if not self._proven:
-            self._proven = True
-            alone = self._loop(flat[:1], disp[:1])[0]
-            gap = float(np.max(np.abs(alone - got[0][:1])))
-            if not gap <= 1024 * self._unit * max(self._problem.scale, 1e-300):
-                return self._give_up(
-                    f"its batched losses differ from one-by-one ones by {gap:.2g}", flat, disp
-                )
-        return got
-
-    def _give_up(self, reason: str, flat, disp) -> tuple[np.ndarray, np.ndarray]:
-        if self._asked == "vmap":
-            raise ValueError(
-                f"method='vmap' cannot check {self._name!r}: {reason}; use method='auto' "
-                "(vmap where it is right, else the loop) or 'loop'"
-            )
-        self._notes.append(f"{self._name}: {reason}: checked by the loop")
-        self.method = "loop"
-        return self._loop(flat, disp)
+            changes = problem.loop(index, values)
+        return changes.reshape(m, k), np.full(m, problem.scale)
 
 
-def jax_way(
-    problem: JaxProblem,
-    leaf: int,
-    name: str,
-    method: str,
-    max_memory: int,
-    unit: float,
-    notes: list[str],
-) -> Way:
+def jax_way(problem: JaxProblem, leaf: int, name: str, method: str, notes: list[str]) -> Way:
     """How the losses of argument leaf ``leaf`` (reported as ``name``) are evaluated:
-    ``method`` "auto" (vmap where it is proven right, else the loop), "vmap" or "loop";
-    ``notes`` gets why the loop was used instead of vmap.
+    ``method`` "auto" (vmap where it runs and is proven right, else the loop), "vmap" or
+    "loop"; ``notes`` gets why the loop was used instead of vmap.
 
     Examples
     --------
@@ -282,15 +424,15 @@ def jax_way(
     >>> import jax.numpy as jnp
     >>> import numpy as np
     >>> from handgrad.interop.jax_evaluate import JaxProblem, jax_way
-    >>> def clipped(x):  # Python control flow on values: no vmap
+    >>> def flipped(x):  # Python control flow on values: no vmap
     ...     return x if float(x.sum()) > 0 else -x
     >>> leaves, treedef = jax.tree.flatten((jnp.array([1.0, 2.0]),))
-    >>> problem = JaxProblem(clipped, treedef, leaves, [leaves[0]], [jnp.ones(2)])
+    >>> problem = JaxProblem(flipped, treedef, leaves, [0], [leaves[0]], [jnp.ones(2)])
     >>> notes = []
-    >>> way = jax_way(problem, 0, "x", "auto", 2**20, 2.0**-52, notes)
+    >>> way = jax_way(problem, 0, "x", "auto", notes)
     >>> way.evaluate(np.array([0]), np.array([[0.5]]))[0].tolist(), way.method
     ([[0.5]], 'loop')
     >>> notes[0].split(" (")[0]
     'x: jax.vmap of the function failed'
     """
-    return _JaxWay(problem, leaf, name, method, (max_memory, unit, notes))
+    return _JaxWay(problem, leaf, name, method, notes)

@@ -23,7 +23,7 @@ import numpy as np
 
 from handgrad.core.errors import GradientCheckWarning
 from handgrad.gradcheck.precision import LOW_PRECISION, SECOND_LOOK_EPS
-from handgrad.interop.jax_evaluate import jax_modules
+from handgrad.interop.jax_evaluate import call, jax_modules
 
 __all__ = ["Point", "Precision", "choose_precision", "make_point", "x64_mode"]
 
@@ -158,16 +158,16 @@ def choose_precision(
         for n, a, c in zip(point.names, point.leaves, point.checked, strict=True)
         if c and not _is_float64(a)
     }
-    out = jax.tree.leaves(f(*point.args()))
     if not low:
-        narrow = [o for o in out if _floating(o) and not _is_float64(o)]
+        shapes = jax.tree.leaves(jax.eval_shape(f, *point.args()))  # traced, not compiled
+        narrow = [o for o in shapes if _floating(o) and not _is_float64(o)]
         if not narrow:
             return plain
         dtype = _dtype_name(narrow[0])
         reason = f"its output is {dtype} on float64 input"
     else:
         name, dtype = next(iter(low.items()))
-        reason = _promotion_refused(f, point, out, dtype) if float64 else "float64=False"
+        reason = _promotion_refused(f, point, dtype) if float64 else "float64=False"
         if not reason:
             warnings.warn(
                 f"{name} is {dtype}, too coarse for finite differences: the check runs on "
@@ -207,13 +207,15 @@ def _promoted(point: Point) -> Point:
     return replace(point, leaves=leaves)
 
 
-def _promotion_refused(f: Callable[..., Any], point: Point, low_out: list, dtype: str) -> str:
+def _promotion_refused(f: Callable[..., Any], point: Point, dtype: str) -> str:
     """Why ``f`` on float64 copies does not compute what it computes on ``point``, or ""."""
     jax, jnp = jax_modules()
     if not jax.config.jax_enable_x64:
         return "JAX's x64 mode is off"
+    low_out = jax.tree.leaves(call(f, point.treedef, point.leaves))
     try:
-        wide = jax.tree.leaves(f(*_promoted(point).args()))
+        promoted = _promoted(point)
+        wide = jax.tree.leaves(call(f, promoted.treedef, promoted.leaves))
     except Exception as err:  # the probe's answer: it cannot run in float64
         return f"in float64 it raised {type(err).__name__}: {err}"
     kept = [w for w in wide if _floating(w) and not _is_float64(w)]
