@@ -28,6 +28,7 @@ def _vjp(forward, backward):
     """A custom_vjp function whose residuals are its arguments."""
     f = jax.custom_vjp(forward)
     f.defvjp(lambda *args: (forward(*args), args), lambda args, g: backward(*args, g))
+    f.plain = forward
     return f
 
 
@@ -73,6 +74,7 @@ def _silu_custom_jvp_bwd(x, g):
 
 _tanh = jax.custom_vjp(jnp.tanh)
 _tanh.defvjp(lambda x: (jnp.tanh(x), jnp.tanh(x)), lambda y, g: (g * (1 - y * y),))
+_tanh.plain = jnp.tanh
 
 
 # --- Layer norm over the last axis, params a dict ---------------------------------------------

@@ -46,6 +46,7 @@ from handgrad.interop.jax_evaluate import (
     disagreement,
     jax_modules,
     jax_way,
+    output_shapes,
     pullback,
 )
 from handgrad.interop.jax_point import Point, Precision, choose_precision, make_point, x64_mode
@@ -96,7 +97,7 @@ def _check_order(
     """The rows of one order: ``f``'s VJP at ``point`` against finite differences."""
     jax, jnp = jax_modules()
     what = "f" if not suffix else "the VJP of f"
-    shapes, out_tree, out_names = _outputs(jax.eval_shape(f, *point.args()))
+    shapes, out_tree, out_names = _outputs(output_shapes(f, point.treedef, point.leaves))
     wide = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     # v as the output's dtype holds it, the changes summed in the widest float there is
     own = [jnp.asarray(generator.standard_normal(y.shape), dtype=y.dtype) for y in shapes]
@@ -218,8 +219,9 @@ def gradient_report(
     Examples
     --------
     >>> import jax.numpy as jnp
+    >>> import numpy as np
     >>> from handgrad.interop.jax_check import gradient_report
-    >>> report = gradient_report(jnp.sin, (jnp.linspace(0.0, 1.0, 5),), rng=0)
+    >>> report = gradient_report(jnp.sin, (np.linspace(0.0, 1.0, 5),), rng=0)
     >>> report.passed, report["x"].n_checked, report.precision
     (True, 5, 'float64')
     """
@@ -337,13 +339,13 @@ def check_grads(
     Examples
     --------
     >>> import jax
-    >>> import jax.numpy as jnp
+    >>> import numpy as np
     >>> from handgrad.interop.jax_check import check_grads
     >>> @jax.custom_vjp
     ... def square(x):
     ...     return x * x
     >>> square.defvjp(lambda x: (x * x, x), lambda x, g: (x * g,))  # a slip: 2 x g
-    >>> x = jnp.linspace(0.5, 1.5, 4)
+    >>> x = np.linspace(0.5, 1.5, 4)
     >>> check_grads(square, (x,), rng=0, raise_on_failure=False)
     False
     >>> try:

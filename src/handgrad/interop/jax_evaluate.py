@@ -38,6 +38,7 @@ __all__ = [
     "disagreement",
     "jax_modules",
     "jax_way",
+    "output_shapes",
     "pullback",
 ]
 
@@ -92,6 +93,28 @@ def call(f: Callable[..., Any], treedef: Any, leaves: list[Any]) -> Any:
         _COMPILED["apply"] = jax.jit(_apply, static_argnums=(0, 1))
     try:
         return _COMPILED["apply"](f, treedef, leaves)
+    except (TypeError, NotImplementedError) as err:
+        if not _is_trace_error(err):
+            raise
+        return _apply(f, treedef, leaves)
+
+
+def output_shapes(f: Callable[..., Any], treedef: Any, leaves: list[Any]) -> Any:
+    """The shapes and dtypes of ``f``'s outputs (a pytree), traced, not computed; computed
+    eagerly when ``f`` cannot be traced.
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from handgrad.interop.jax_evaluate import output_shapes
+    >>> leaves, treedef = jax.tree.flatten((jnp.ones((2, 3)),))
+    >>> output_shapes(lambda x: x.sum(0), treedef, leaves).shape
+    (3,)
+    """
+    jax, _ = jax_modules()
+    try:
+        return jax.eval_shape(lambda *given: _apply(f, treedef, list(given)), *leaves)
     except (TypeError, NotImplementedError) as err:
         if not _is_trace_error(err):
             raise
@@ -155,8 +178,10 @@ class Pullback:
     >>> from handgrad.interop.jax_evaluate import Pullback
     >>> leaves, treedef = jax.tree.flatten((jnp.array([3.0]),))
     >>> g = Pullback(lambda x: x**3, treedef, (0,))
-    >>> g(leaves, jnp.ones(1))[0].tolist(), jax.grad(lambda x: g([x], jnp.ones(1))[0].sum())(3.0)
-    ([27.0], Array(18., dtype=float32, weak_type=True))
+    >>> g(leaves, jnp.ones(1))[0].tolist()  # 3 x^2
+    [27.0]
+    >>> jax.grad(lambda x: g([x], jnp.ones(1))[0].sum())(jnp.array([3.0])).tolist()  # 6 x
+    [18.0]
     """
 
     f: Callable[..., Any]

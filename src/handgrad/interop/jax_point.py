@@ -23,7 +23,7 @@ import numpy as np
 
 from handgrad.core.errors import GradientCheckWarning
 from handgrad.gradcheck.precision import LOW_PRECISION, SECOND_LOOK_EPS
-from handgrad.interop.jax_evaluate import call, jax_modules
+from handgrad.interop.jax_evaluate import call, jax_modules, output_shapes
 
 __all__ = ["Point", "Precision", "choose_precision", "make_point", "x64_mode"]
 
@@ -159,7 +159,7 @@ def choose_precision(
         if c and not _is_float64(a)
     }
     if not low:
-        shapes = jax.tree.leaves(jax.eval_shape(f, *point.args()))  # traced, not compiled
+        shapes = jax.tree.leaves(output_shapes(f, point.treedef, point.leaves))
         narrow = [o for o in shapes if _floating(o) and not _is_float64(o)]
         if not narrow:
             return plain
