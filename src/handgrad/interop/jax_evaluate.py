@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 MAX_COPIES = 4096  # copies per call: past this, a chunk gains nothing and costs memory
+_SMALL = 64  # the least copies per call
 _COMPILED: dict[str, Any] = {}
 
 
@@ -207,16 +208,14 @@ class _Layout:
     parts: tuple[tuple[int, int, int], ...]
 
     def place(self, leaves: list[Any], i: Any, value: Any) -> list[Any]:
-        """``leaves`` with element ``i`` of the concatenation set to ``value`` (traced)."""
+        """``leaves`` with element ``i`` of the concatenation set to ``value`` (traced: a
+        select against the element's position, which vectorises, not a scatter)."""
         _, jnp = jax_modules()
         changed = list(leaves)
         for leaf, offset, size in self.parts:
             base = leaves[leaf]
-            local = jnp.clip(i - offset, 0, size - 1)
-            flat = base.reshape(-1)
-            inside = (i >= offset) & (i < offset + size)
-            new = jnp.where(inside, value.astype(base.dtype), flat[local])
-            changed[leaf] = flat.at[local].set(new).reshape(base.shape)
+            here = jnp.arange(size).reshape(base.shape) == i - offset  # nowhere if not ours
+            changed[leaf] = jnp.where(here, value.astype(base.dtype), base)
         return changed
 
 
@@ -326,9 +325,8 @@ class JaxProblem:
         per_copy += sum(math.prod(np.shape(y)) for y in self.y0)
         itemsize = max(np.dtype(self.v[0].dtype).itemsize, 4)
         budget = max(1, min(MAX_COPIES, int(self.max_memory // (4 * itemsize * per_copy))))
-        limit = 1 << (budget.bit_length() - 1)  # a power of two within the budget
-        largest = max(size for _, _, size in parts)  # one size compiles: a first look fits
-        self.chunk = min(limit, max(64, 1 << (2 * largest + 1).bit_length()))
+        largest = max(size for _, _, size in parts)  # a first look and the probe in one call
+        self.chunk = min(budget, max(_SMALL, 2 * largest + 1))
         self._proven = False
         self.label, self.names = "f", [f"output[{i}]" for i in range(len(self.y0))]
 
@@ -364,13 +362,17 @@ class JaxProblem:
 
     def batched(self, index: np.ndarray, values: np.ndarray) -> np.ndarray:
         """The change of each copy, ``vmap``-ped in chunks of ``chunk`` copies (one size,
-        so that one compiles). Raises :class:`VmapError`."""
+        so that one compiles; a few small calls get a smaller one). Raises
+        :class:`VmapError`."""
         _, jnp = jax_modules()
         first = not self._proven
         if first:  # an unperturbed copy rides along: its change must be 0
             index = np.concatenate([[0], index])
             values = np.concatenate([[self.values[0]], values])
-        size, out = self.chunk, np.empty(index.size)
+        # one size compiles, and a second, small one where the calls are much smaller
+        small = index.size <= self.chunk // 8 and self.chunk > 8 * _SMALL
+        size = max(_SMALL, 1 << (index.size - 1).bit_length()) if small else self.chunk
+        out = np.empty(index.size)
         compiled = _compiled_copies()
         for start in range(0, index.size, size):
             count = index[start : start + size].size
