@@ -142,6 +142,8 @@ def page_folder(tmp_path, monkeypatch):
 def test_the_pages_snippets_run(page, page_folder):
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
+    if "import jax" in page.read_text(encoding="utf-8"):
+        pytest.importorskip("jax")
     namespace: dict = {"__name__": "__docs__"}
     for language, title, body in _blocks(page):
         if title and title.startswith("src/"):
@@ -184,6 +186,23 @@ def test_the_own_layer_guide_prints_what_it_shows(page_folder):
             exec(compile(body, "own-layer.md", "exec"), namespace)
         assert out.getvalue() == after[2]
         shown += 1
+    assert shown == 2
+
+
+def test_the_jax_guide_prints_what_it_shows(page_folder):
+    """The reports quoted after the JAX checks are what they print (rng is fixed)."""
+    pytest.importorskip("jax")
+    namespace: dict = {"__name__": "__docs__"}
+    shown = 0
+    for (language, _, body), after in itertools.pairwise(_blocks(DOCS / "guides" / "check-jax.md")):
+        if language != "python":
+            continue
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(body, "check-jax.md", "exec"), namespace)
+        if after[0] == "text":
+            assert out.getvalue() == after[2]
+            shown += 1
     assert shown == 2
 
 

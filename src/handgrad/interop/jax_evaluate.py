@@ -33,6 +33,7 @@ __all__ = [
     "MAX_COPIES",
     "JaxProblem",
     "Pullback",
+    "Versioned",
     "VmapError",
     "call",
     "disagreement",
@@ -63,6 +64,36 @@ def jax_modules() -> tuple[Any, Any]:
     except ImportError as err:
         raise ImportError("handgrad.jax needs JAX: pip install 'handgrad[jax]'") from err
     return jax, jnp
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A function with the custom rules it has now (``fwd`` and ``bwd`` of a
+    ``jax.custom_vjp``, ``jvp`` of a ``jax.custom_jvp``): compiled copies are kept per
+    function, and a rule redefined in place (``defvjp`` again) makes it another function.
+
+    Examples
+    --------
+    >>> import jax
+    >>> from handgrad.interop.jax_evaluate import Versioned
+    >>> f = jax.custom_vjp(lambda x: 2 * x)
+    >>> f.defvjp(lambda x: (2 * x, None), lambda _, g: (2 * g,))
+    >>> before = Versioned.of(f)
+    >>> f.defvjp(lambda x: (2 * x, None), lambda _, g: (3 * g,))
+    >>> before == Versioned.of(f), before(1.0)
+    (False, 2.0)
+    """
+
+    f: Callable[..., Any]
+    rules: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, f: Callable[..., Any]) -> Versioned:
+        """``f`` and its rules as they are now."""
+        return cls(f, tuple(getattr(f, name, None) for name in ("fwd", "bwd", "jvp")))
+
+    def __call__(self, *args: Any) -> Any:
+        return self.f(*args)
 
 
 def _is_trace_error(err: BaseException) -> bool:
