@@ -110,6 +110,12 @@ def _handgrad(f, args):
     return lambda: hj.check_grads(g, (x,), rng=0)
 
 
+def _jacobians_mib(f, args) -> float:
+    """What the dense check's two float64 Jacobians hold (outputs x inputs, twice)."""
+    outputs = sum(np.size(y) for y in jax.tree.leaves(f(*args)))
+    return 2 * 8 * outputs * np.size(args[0]) / 2**20
+
+
 def _timed(run) -> tuple[float, object]:
     start = time.perf_counter()
     out = run()
@@ -126,7 +132,8 @@ def main() -> None:
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, float64, full coverage")
     print(
         f"{'function':26s} {'elements':>8s} {'handgrad':>10s} {'dense jit':>10s} "
-        f"{'check_grads':>12s} {'dense/hg':>9s} {'cg/hg':>8s} {'first calls (hg, dense)':>24s}"
+        f"{'check_grads':>12s} {'dense/hg':>9s} {'cg/hg':>8s} {'first calls (hg, dense)':>24s} "
+        f"{'dense holds':>12s}"
     )
     for label, f, args in _problems(options.quick):
         ours, dense = _handgrad(f, args), _dense_checker(f, args)
@@ -144,7 +151,8 @@ def main() -> None:
         print(
             f"{label:26s} {np.size(args[0]):8d} {t['handgrad']:9.3f}s {t['dense']:9.3f}s "
             f"{t['check_grads']:11.2f}s {t['dense'] / t['handgrad']:8.1f}x "
-            f"{t['check_grads'] / t['handgrad']:7.0f}x {first[0]:11.2f}s, {first[1]:.2f}s"
+            f"{t['check_grads'] / t['handgrad']:7.0f}x {first[0]:11.2f}s, {first[1]:.2f}s "
+            f"{_jacobians_mib(f, args):9.0f} MiB"
         )
     print(
         "check_grads: JAX's checker called once per input element on t -> f(x + t e_i), "
@@ -152,7 +160,7 @@ def main() -> None:
         "dense jit: jax.jacrev's whole Jacobian against the whole central-difference "
         "Jacobian, vmapped and compiled;\n"
         "handgrad: handgrad.jax.check_grads, full mode (every element), vmapped finite "
-        "differences of <v, f(x)>, no Jacobian."
+        "differences of <v, f(x)>, no Jacobian (copies within a 256 MiB budget)."
     )
 
 
