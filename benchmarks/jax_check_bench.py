@@ -74,7 +74,7 @@ def _first_argument(f, args):
     return lambda x: f(x, *args[1:])
 
 
-def _per_direction(f, args, sample: int) -> float:
+def _per_direction(f, args, sample: int, order: int = 1) -> float:
     """Seconds for JAX's check_grads along ``sample`` basis directions of the first
     argument, scaled to every element."""
     g, x = _first_argument(f, args), jnp.asarray(args[0])
@@ -83,7 +83,7 @@ def _per_direction(f, args, sample: int) -> float:
     start = time.perf_counter()
     for i in picks:
         e = jnp.zeros(n).at[int(i)].set(1.0).reshape(x.shape)
-        jax_check_grads(lambda t, e=e: g(x + t * e), (0.0,), order=1, modes=["rev"])
+        jax_check_grads(lambda t, e=e: g(x + t * e), (0.0,), order=order, modes=["rev"])
     return (time.perf_counter() - start) * n / picks.size
 
 
@@ -105,9 +105,9 @@ def _dense_checker(f, args):
     return lambda: bool(dense(x))
 
 
-def _handgrad(f, args):
+def _handgrad(f, args, order: int = 1):
     g, x = _first_argument(f, args), args[0]
-    return lambda: hj.check_grads(g, (x,), rng=0)
+    return lambda: hj.check_grads(g, (x,), order, rng=0)
 
 
 def _jacobians_mib(f, args) -> float:
@@ -120,6 +120,38 @@ def _timed(run) -> tuple[float, object]:
     start = time.perf_counter()
     out = run()
     return time.perf_counter() - start, out
+
+
+def _second_order(options) -> None:
+    """order=2 against JAX's check_grads(order=2, modes=["rev"]) per direction."""
+    rng = np.random.default_rng(2)
+    problems = [
+        ("SiLU, 32 x 32", CASES["silu"].f, (rng.standard_normal((32, 32)),)),
+        (
+            "layer norm, 8 x 32",
+            CASES["layer-norm"].f,
+            (
+                rng.standard_normal((8, 32)),
+                {"gamma": 1 + 0.1 * rng.standard_normal(32), "beta": rng.standard_normal(32)},
+            ),
+        ),
+    ]
+    print(
+        f"\norder 2 (x, and the VJP as a function of x and v)\n"
+        f"{'function':26s} {'elements':>8s} {'handgrad':>10s} {'check_grads':>12s} {'cg/hg':>8s}"
+    )
+    for label, f, args in problems:
+        ours = _handgrad(f, args, order=2)
+        ours()  # compiles
+        _per_direction(f, args, 2, order=2)  # JAX's primitives compiled too
+        mine, theirs = [], []
+        for _ in range(options.rounds):
+            seconds, passed = _timed(ours)
+            assert passed, label
+            mine.append(seconds)
+            theirs.append(_per_direction(f, args, max(4, options.sample // 4), order=2))
+        a, b = statistics.median(mine), statistics.median(theirs)
+        print(f"{label:26s} {np.size(args[0]):8d} {a:9.3f}s {b:11.2f}s {b / a:7.0f}x")
 
 
 def main() -> None:
@@ -138,6 +170,7 @@ def main() -> None:
     for label, f, args in _problems(options.quick):
         ours, dense = _handgrad(f, args), _dense_checker(f, args)
         first = (_timed(ours)[0], _timed(dense)[0])  # compiles
+        _per_direction(f, args, 2)  # JAX's primitives compiled too
         times = {"handgrad": [], "dense": [], "check_grads": []}
         for _ in range(options.rounds):
             seconds, passed = _timed(ours)
@@ -154,11 +187,14 @@ def main() -> None:
             f"{t['check_grads'] / t['handgrad']:7.0f}x {first[0]:11.2f}s, {first[1]:.2f}s "
             f"{_jacobians_mib(f, args):9.0f} MiB"
         )
+    _second_order(options)
     print(
         "check_grads: JAX's checker called once per input element on t -> f(x + t e_i), "
         f"order 1, rev mode (timed on {options.sample} directions, scaled);\n"
         "dense jit: jax.jacrev's whole Jacobian against the whole central-difference "
         "Jacobian, vmapped and compiled;\n"
+        "order 2: JAX's checker with order=2 (its first and second order, rev mode) once per "
+        f"element, timed on {max(4, options.sample // 4)} directions, scaled;\n"
         "handgrad: handgrad.jax.check_grads, full mode (every element), vmapped finite "
         "differences of <v, f(x)>, no Jacobian (copies within a 256 MiB budget)."
     )
