@@ -11,8 +11,9 @@ displacements (one row per element, one column per stencil offset), it returns t
 changes ``(m, k)`` and the noise scales ``(m,)``.
 
 Every element of every checked argument has one index in the concatenation of the checked
-leaves, so that one compiled function serves them all; copy ``c`` sets element
-``index[c]`` to ``values[c]``. A copy left unperturbed rides along in the first call: its
+leaves, so that one compiled function serves them all; copy ``c`` moves element
+``index[c]`` by ``moves[c]`` (a displacement as stored, so the element becomes exactly the
+value the stencil asked for). A copy left unperturbed rides along in the first call: its
 change must be 0 within rounding, or the batched evaluation does not compute what the
 function computes (a batching rule that mixes copies) and the loop is used.
 """
@@ -238,26 +239,38 @@ class _Layout:
 
     parts: tuple[tuple[int, int, int], ...]
 
-    def place(self, leaves: list[Any], i: Any, value: Any) -> list[Any]:
-        """``leaves`` with element ``i`` of the concatenation set to ``value`` (traced: a
-        select against the element's position, which vectorises, not a scatter)."""
+    def place(self, leaves: list[Any], i: Any, move: Any) -> list[Any]:
+        """``leaves`` with element ``i`` of the concatenation moved by ``move`` (traced).
+
+        The element is found by a one-hot of floats, ``max(0, 1 - |position - i|)``: 1 there,
+        0 elsewhere, exactly (positions are whole numbers held exactly), and arithmetic
+        that vectorises where a select against an integer index does not (2x faster on a
+        CPU); leaves whose positions the dtype cannot hold exactly use the select.
+        """
         _, jnp = jax_modules()
         changed = list(leaves)
         for leaf, offset, size in self.parts:
             base = leaves[leaf]
-            here = jnp.arange(size).reshape(base.shape) == i - offset  # nowhere if not ours
-            changed[leaf] = jnp.where(here, value.astype(base.dtype), base)
+            step = move.astype(base.dtype)
+            exact = {"float64": 2**53, "float32": 2**24}.get(np.dtype(base.dtype).name, 0)
+            if size < exact:
+                position = jnp.arange(size, dtype=base.dtype).reshape(base.shape)
+                hot = jnp.maximum(0, 1 - jnp.abs(position - (i - offset).astype(base.dtype)))
+                changed[leaf] = base + step * hot  # + 0 elsewhere: unchanged, bit for bit
+            else:
+                here = jnp.arange(size).reshape(base.shape) == i - offset  # nowhere if not ours
+                changed[leaf] = jnp.where(here, base + step, base)
         return changed
 
 
-def _copies(f, treedef, layout, leaves, index, values, y0, v):
-    """The loss change of each copy ``c``: element ``index[c]`` set to ``values[c]``."""
+def _copies(f, treedef, layout, leaves, index, moves, y0, v):
+    """The loss change of each copy ``c``: element ``index[c]`` moved by ``moves[c]``."""
     jax, _ = jax_modules()
 
-    def one(i, value):
-        return _change(f, treedef, layout.place(leaves, i, value), y0, v)
+    def one(i, move):
+        return _change(f, treedef, layout.place(leaves, i, move), y0, v)
 
-    return jax.vmap(one)(index, values)  # C
+    return jax.vmap(one)(index, moves)  # C
 
 
 def _compiled_copies() -> Any:
@@ -349,9 +362,6 @@ class JaxProblem:
             parts.append((leaf, offset, size))
             offset += size
         self.layout = _Layout(tuple(parts))
-        self.values = np.concatenate(
-            [np.asarray(self.leaves[leaf], np.float64).reshape(-1) for leaf in self.checked]
-        )
         per_copy = sum(math.prod(np.shape(a)) for a in self.leaves)
         per_copy += sum(math.prod(np.shape(y)) for y in self.y0)
         itemsize = max(np.dtype(self.v[0].dtype).itemsize, 4)
@@ -382,16 +392,16 @@ class JaxProblem:
         """The loss change at ``leaves``, one eager call of the function."""
         return float(_change(self.f, self.treedef, leaves, self.y0, self.v))
 
-    def loop(self, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def loop(self, index: np.ndarray, moves: np.ndarray) -> np.ndarray:
         """The change of each copy, one eager call of the function per copy."""
         _, jnp = jax_modules()
         changes = np.empty(index.shape[0])
-        for c, (i, value) in enumerate(zip(index, values, strict=True)):
-            leaves = self.layout.place(self.leaves, jnp.asarray(i), jnp.asarray(value))
+        for c, (i, move) in enumerate(zip(index, moves, strict=True)):
+            leaves = self.layout.place(self.leaves, jnp.asarray(i), jnp.asarray(move))
             changes[c] = self.change(leaves)
         return changes
 
-    def batched(self, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def batched(self, index: np.ndarray, moves: np.ndarray) -> np.ndarray:
         """The change of each copy, ``vmap``-ped in chunks of ``chunk`` copies (one size,
         so that one compiles; a few small calls get a smaller one). Raises
         :class:`VmapError`."""
@@ -399,7 +409,7 @@ class JaxProblem:
         first = not self._proven
         if first:  # an unperturbed copy rides along: its change must be 0
             index = np.concatenate([[0], index])
-            values = np.concatenate([[self.values[0]], values])
+            moves = np.concatenate([[0.0], moves])
         # one size compiles, and a second, small one where the calls are much smaller
         small = index.size <= self.chunk // 8 and self.chunk > 8 * _SMALL
         size = max(_SMALL, 1 << (index.size - 1).bit_length()) if small else self.chunk
@@ -408,9 +418,9 @@ class JaxProblem:
         for start in range(0, index.size, size):
             count = index[start : start + size].size
             padded_index = np.zeros(size, np.int64)
-            padded_values = np.full(size, self.values[0])  # unperturbed copies
+            padded_moves = np.zeros(size)  # unperturbed copies
             padded_index[:count] = index[start : start + size]
-            padded_values[:count] = values[start : start + size]
+            padded_moves[:count] = moves[start : start + size]
             try:
                 got = compiled(
                     self.f,
@@ -418,7 +428,7 @@ class JaxProblem:
                     self.layout,
                     self.leaves,
                     jnp.asarray(padded_index),
-                    jnp.asarray(padded_values),
+                    jnp.asarray(padded_moves),
                     self.y0,
                     self.v,
                 )
@@ -454,10 +464,10 @@ class _JaxWay(Way):
     def _call(self, flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         problem, (m, k) = self._problem, disp.shape
         index = np.repeat(flat + self._offset, k)
-        values = (problem.values[flat + self._offset][:, None] + disp).reshape(-1)  # as stored
+        moves = disp.reshape(-1)  # as stored: p + move is the value the stencil asked for
         if self.method == "vmap":
             try:
-                changes = problem.batched(index, values)
+                changes = problem.batched(index, moves)
             except VmapError as err:
                 if self._asked == "vmap":
                     raise ValueError(
@@ -467,7 +477,7 @@ class _JaxWay(Way):
                 self._notes.append(f"{self._name}: {err}: checked by the loop")
                 self.method = "loop"
         if self.method == "loop":
-            changes = problem.loop(index, values)
+            changes = problem.loop(index, moves)
         return changes.reshape(m, k), np.full(m, problem.scale)
 
 
