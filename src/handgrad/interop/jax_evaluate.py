@@ -20,6 +20,7 @@ function computes (a batching rule that mixes copies) and the loop is used.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -133,8 +134,9 @@ def call(f: Callable[..., Any], treedef: Any, leaves: list[Any]) -> Any:
 
 
 def output_shapes(f: Callable[..., Any], treedef: Any, leaves: list[Any]) -> Any:
-    """The shapes and dtypes of ``f``'s outputs (a pytree), traced, not computed; computed
-    eagerly when ``f`` cannot be traced.
+    """The shapes and dtypes of ``f``'s outputs (a pytree), traced, not computed (and
+    remembered for equal ``f`` and argument shapes); computed eagerly when ``f`` cannot be
+    traced.
 
     Examples
     --------
@@ -146,12 +148,19 @@ def output_shapes(f: Callable[..., Any], treedef: Any, leaves: list[Any]) -> Any
     (3,)
     """
     jax, _ = jax_modules()
+    avals = tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in leaves)
     try:
-        return jax.eval_shape(lambda *given: _apply(f, treedef, list(given)), *leaves)
+        return _traced_shapes(f, treedef, avals, bool(jax.config.jax_enable_x64))
     except (TypeError, NotImplementedError) as err:
         if not _is_trace_error(err):
             raise
         return _apply(f, treedef, leaves)
+
+
+@functools.lru_cache(maxsize=64)
+def _traced_shapes(f: Callable[..., Any], treedef: Any, avals: tuple, x64: bool) -> Any:
+    jax, _ = jax_modules()  # x64: a function may make other dtypes with x64 on
+    return jax.eval_shape(lambda *given: _apply(f, treedef, list(given)), *avals)
 
 
 def _pullback(f, treedef, checked, leaves, cotangent):
