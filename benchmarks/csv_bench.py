@@ -10,7 +10,8 @@ numpy.loadtxt reads all 20 columns as float64; load_csv reads the features and t
 round, in turn). Peak memory, two ways: tracemalloc's peak during the read (NumPy's arrays
 and Python's objects, not pandas' C++ buffers), and the rise of the peak resident set size
 of a fresh subprocess that does nothing but import and read (Linux: VmHWM, reset before).
-Printed: seconds, MB and the ratios to numpy.loadtxt. Target (issue 16): load_csv at most
+Printed: seconds, MB and the ratios to numpy.loadtxt; last, load_csv on the same file with a
+bad cell on its last row (the error, found block by block). Target (issue 16): load_csv at most
 1.2x loadtxt's time and 1.5x its peak memory on 400,000 rows.
 
 Run: python benchmarks/csv_bench.py [--rows N] [--rounds R] [--quick]   (about two minutes;
@@ -31,6 +32,7 @@ from unittest import mock
 
 import numpy as np
 
+from handgrad.core.errors import DataError
 from handgrad.data import load_csv, loading
 
 FEATURES = 19
@@ -44,9 +46,11 @@ READERS = {
     "pandas.read_csv (round_trip)": "pd.read_csv(PATH, float_precision='round_trip')",
     "handgrad reference reader": "reference(PATH, 'label')",
 }
+FAULT = "raises(lambda: load_csv(PATH, 'label'))"
 PRELUDE = """
 import numpy as np
 from unittest import mock
+from handgrad.core.errors import DataError
 from handgrad.data import load_csv, loading
 try:
     import pandas as pd
@@ -54,14 +58,14 @@ except ImportError:
     pass
 
 def reference(path, target):
-    with mock.patch.object(loading, "read_columns", return_value=None):
+    with mock.patch.object(loading, "_load_csv_fast", return_value=None):
         return load_csv(path, target)
 """
 
 
 def reference(path, target):
     """load_csv with the vectorised reader switched off: the cell-by-cell reader."""
-    with mock.patch.object(loading, "read_columns", return_value=None):
+    with mock.patch.object(loading, "_load_csv_fast", return_value=None):
         return load_csv(path, target)
 
 
@@ -80,9 +84,19 @@ def write_file(path: Path, rows: int) -> None:
             file.write("\n".join(lines) + "\n")
 
 
+def raises(read) -> str:
+    """The message of the DataError that ``read()`` raises."""
+    try:
+        read()
+    except DataError as err:
+        return str(err)
+    raise AssertionError("the bad cell was not found")
+
+
 def timed(code: str, path: Path) -> tuple[float, float]:
     """Seconds and tracemalloc's peak (bytes) of one read in this process."""
-    scope = {"np": np, "load_csv": load_csv, "reference": reference, "PATH": str(path)}
+    scope = {"np": np, "load_csv": load_csv, "reference": reference, "raises": raises}
+    scope["PATH"] = str(path)
     if importlib.util.find_spec("pandas"):
         import pandas as pd
 
@@ -148,6 +162,12 @@ def main() -> None:
                 seconds, peak = timed(code, files[name])
                 best[name] = (min(best[name][0], seconds), max(best[name][1], peak))
         rss = {name: rss_rise(code, files[name]) for name, code in readers.items()}
+        with open(path, "a") as file:  # now the last row holds a bad cell
+            file.write(",".join(["1.5"] * (FEATURES - 1) + ["oops", "1"]) + "\n")
+        fault = (np.inf, 0.0)
+        for _ in range(min(rounds, 2)):
+            seconds, peak = timed(FAULT, path)
+            fault = (min(fault[0], seconds), max(fault[1], peak))
         best[REFERENCE] = (best[REFERENCE][0] * scale, best[REFERENCE][1] * scale)
         rss[REFERENCE] *= scale
     base_t, base_m = best["numpy.loadtxt"]
@@ -162,6 +182,10 @@ def main() -> None:
             f"{name:30s} {seconds:8.3f} {seconds / base_t:7.2f} {peak / 1e6:8.0f} "
             f"{peak / base_m:7.2f} {rss[name] / 1e6:7.0f} {rss[name] / base_r:6.2f}"
         )
+    print(
+        f"{'load_csv, bad cell on last row':30s} {fault[0]:8.3f} {fault[0] / base_t:7.2f} "
+        f"{fault[1] / 1e6:8.0f} {fault[1] / base_m:7.2f}   (the error, found block by block)"
+    )
     print("(x: ratio to numpy.loadtxt; peak: tracemalloc; RSS: rise of a subprocess's peak)")
     if scale != 1:
         print(f"(the reference reader read {REFERENCE_ROWS:,} rows; its figures x {scale:g})")

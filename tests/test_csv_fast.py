@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handgrad.core.errors import DataError
-from handgrad.data import load_csv, load_features, loading
+from handgrad.data import csv_faults, load_csv, load_features, loading
 from handgrad.data.csv_fast import read_head
 
 
@@ -24,8 +24,17 @@ def outcome(read):
 
 
 def reference(read):
-    """``read()`` with the vectorised reader switched off."""
-    with mock.patch.object(loading, "read_columns", return_value=None):
+    """``read()`` by the reference reader alone (no vectorised reader, no block search)."""
+    with (
+        mock.patch.object(loading, "_load_csv_fast", return_value=None),
+        mock.patch.object(loading, "_load_features_fast", return_value=None),
+    ):
+        return outcome(read)
+
+
+def without_reference(read):
+    """``outcome(read)``, failing if the reference reader reads the whole file."""
+    with mock.patch.object(loading, "read_table", side_effect=AssertionError("read_table")):
         return outcome(read)
 
 
@@ -134,6 +143,39 @@ def test_the_same_data_set_or_error_as_the_reference_reader(tmp_path, case):
     assert answered == fast
 
 
+FAULTS = [
+    "nan",
+    "NaN",
+    "NA",
+    "n/a",
+    "inf",
+    "Infinity",
+    "overflow",
+    "empty cell",
+    "empty label",
+    "ragged row",
+    "trailing separators",
+    "missing value in the first row",
+]
+
+
+@pytest.mark.parametrize("case", FAULTS)
+def test_a_fault_is_found_block_by_block_as_the_reference_reader_reports_it(tmp_path, case):
+    text, target, _ = CASES[case]
+    path = write(tmp_path, text)
+    got = without_reference(lambda: load_csv(path, target))
+    assert isinstance(got, tuple) and got == reference(lambda: load_csv(path, target))
+
+
+def test_a_later_ragged_row_outranks_an_earlier_bad_cell_and_a_missing_label(tmp_path):
+    rows = "".join(f"{i},{i % 3}\n" for i in range(20_000))
+    path = write(tmp_path, "a,t\n1,\nNA,2\n" + rows + "5,6,7\n")
+    with mock.patch.object(csv_faults, "_BLOCK_BYTES", 4096):  # about 50 blocks
+        got = without_reference(lambda: load_csv(path, "t"))
+    assert got == reference(lambda: load_csv(path, "t"))
+    assert got[1].startswith("row 20004 of ")
+
+
 @pytest.mark.parametrize(("numeric", "missing"), [(True, None), (False, ["?"]), (False, ["-1"])])
 def test_numeric_labels_and_missing_values_as_the_reference_reader(tmp_path, numeric, missing):
     path = write(tmp_path, "a,t\n1,1\n-1,1.0\n3,2\n")
@@ -153,8 +195,7 @@ def test_a_bad_cell_on_the_last_row_of_a_big_file_is_named(tmp_path):
     rows = np.random.default_rng(0).standard_normal((30_000, 4))
     text = "a,b,c,d,t\n" + "".join(",".join(map(repr, r)) + ",x\n" for r in rows.tolist())
     path = write(tmp_path, text + "1,2,3,oops,y\n")
-    got, answered = fast_answered(lambda: load_csv(path, "t"))
-    assert not answered
+    got = without_reference(lambda: load_csv(path, "t"))  # found block by block
     assert got == (
         "DataError",
         f"row 30002, column 'd' of {path} holds 'oops', which is not a "
@@ -198,6 +239,7 @@ def test_a_file_without_commas_beyond_its_head_is_read_with_its_own_separator(tm
         ("b,kind,a\n2,x,1\n4,y\n", ["a", "b"], "kind", ["x", "y"], False),
         ("b,kind,a\n2, y,1\n4,01,3\n", ["a", "b"], "kind", ["y", "1"], False),
         ("a,b\n0,1\n1,2\n", ["a", "b"], "0", ["0", "1"], False),  # column 0: feature and label
+        ("a,t\n1,x\n2,z\n" * 3, ["a"], "t", ["x", "y"], False),  # the header again: a bad cell
     ],
 )
 def test_load_features_as_the_reference_reader(tmp_path, text, features, target, classes, fast):
@@ -278,8 +320,20 @@ def files(draw):
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(case=files(), numeric=st.booleans(), missing=st.sampled_from([None, ["?"], ["x"]]))
-def test_random_files_read_as_the_reference_reader_reads_them(tmp_path, case, numeric, missing):
+@given(
+    case=files(),
+    numeric=st.booleans(),
+    missing=st.sampled_from([None, ["?"], ["x"]]),
+    block=st.sampled_from([2**18, 8, 20]),  # bytes a block of the fault search holds
+)
+def test_random_files_read_as_the_reference_reader_reads_them(
+    tmp_path, case, numeric, missing, block
+):
+    with mock.patch.object(csv_faults, "_BLOCK_BYTES", block):
+        _same_as_the_reference_reader(tmp_path, case, numeric, missing)
+
+
+def _same_as_the_reference_reader(tmp_path, case, numeric, missing):
     text, target, separator = case
     path = write(tmp_path, text, name="random.csv")
     sep = None if separator == "," else separator

@@ -25,7 +25,7 @@ import numpy as np
 
 from handgrad.data.csv_rows import choose_separator, memory_error
 
-__all__ = ["Columns", "Head", "read_columns", "read_head"]
+__all__ = ["Columns", "Head", "read_block", "read_columns", "read_head"]
 
 _HEAD_BLOCK = 2**16  # bytes read at a time for the head
 _HEAD_CHARS = 2**20  # the reference reader looks at the lines in these first characters
@@ -170,11 +170,46 @@ def read_columns(
     if label is not None:
         cells = [r[label] for r in head.rows if len(r) == len(head.first)]
         size = 8 * (max((len(c.encode("utf-8")) for c in cells), default=0) // 8 + 1)
+    return _read(path, head, header, features, label, size)
+
+
+def read_block(text: str, head: Head, features: list[int], label: int | None) -> Columns | None:
+    """:func:`read_columns` of ``text``, data rows of a file (no header, no NUL): None when
+    the reference reader must read them.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from handgrad.data.csv_fast import read_block, read_head
+    >>> path = Path(tempfile.mkdtemp()) / "head.csv"
+    >>> _ = path.write_text("a,t\\n1,x\\n")
+    >>> head = read_head(path, None)
+    >>> read_block("2,y\\n3,x\\n", head, [0], 1).X.tolist(), read_block("x,y\\n", head, [0], 1)
+    ([[2.0], [3.0]], None)
+    """
+    if label in features:
+        return None
+    return _read(io.StringIO(text, newline=None), head, False, features, label, 8)
+
+
+def _read(
+    source: str | os.PathLike | io.StringIO,
+    head: Head,
+    header: bool,
+    features: list[int],
+    label: int | None,
+    size: int,
+) -> Columns | None:
+    """Read the data rows of ``source`` (a path, or data rows as text) with the label
+    field ``size`` bytes wide, widened while labels fill it."""
     while size <= _WIDEST_LABEL:
         try:
-            records = _records(path, head, header, features, label, size)
+            records = _records(source, head, header, features, label, size)
         except MemoryError:
-            raise memory_error(path) from None
+            if isinstance(source, io.StringIO):
+                raise
+            raise memory_error(source) from None
         except _FAILURES:
             return None
         if len(records) == 0:
@@ -191,7 +226,7 @@ def read_columns(
 
 
 def _records(
-    path: str | os.PathLike,
+    source: str | os.PathLike | io.StringIO,
     head: Head,
     header: bool,
     features: list[int],
@@ -214,12 +249,14 @@ def _records(
         "ndmin": 1,
         "encoding": "utf-8-sig",
     }
-    name = os.fspath(path)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "loadtxt: input contained no data")  # None then
+        if isinstance(source, io.StringIO):  # data rows as text
+            return np.loadtxt(source, **options)
+        name = os.fspath(source)
         if isinstance(name, str) and "://" not in name and Path(name).suffix not in _UNPACKED:
             return np.loadtxt(name, **options)
-        with open(path, encoding="utf-8-sig", newline=None) as file:
+        with open(source, encoding="utf-8-sig", newline=None) as file:
             return np.loadtxt(file, **options)
 
 
