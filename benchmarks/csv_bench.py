@@ -6,13 +6,14 @@ the first 50,000 rows only and its figures are scaled to the whole file.
 The file is generated in a temporary folder: a header, then rows of 19 float64 features
 (written with repr, 17 significant digits) and an integer class label, 20 columns in all.
 numpy.loadtxt reads all 20 columns as float64; load_csv reads the features and the labels
-(as text, compared as written). Timing: best of interleaved rounds (every reader once per
+(as text, compared as written). Timing: CPU time of this process (every reader is single-
+threaded; the file is in the page cache), best of interleaved rounds (every reader once per
 round, in turn). Peak memory, two ways: tracemalloc's peak during the read (NumPy's arrays
 and Python's objects, not pandas' C++ buffers), and the rise of the peak resident set size
 of a fresh subprocess that does nothing but import and read (Linux: VmHWM, reset before).
-Printed: seconds, MB and the ratios to numpy.loadtxt; last, load_csv on the same file with a
-bad cell on its last row (the error, found block by block). Target (issue 16): load_csv at most
-1.2x loadtxt's time and 1.5x its peak memory on 400,000 rows.
+Printed: seconds, MB and the ratios to numpy.loadtxt; last, load_csv on the same file with
+a bad cell on its last row (the error, found block by block). Target: load_csv at
+most 1.2x loadtxt's time and 1.5x its peak memory on 400,000 rows.
 
 Run: python benchmarks/csv_bench.py [--rows N] [--rounds R] [--quick]   (about two minutes;
 --quick: 50,000 rows)
@@ -94,7 +95,7 @@ def raises(read) -> str:
 
 
 def timed(code: str, path: Path) -> tuple[float, float]:
-    """Seconds and tracemalloc's peak (bytes) of one read in this process."""
+    """CPU seconds and tracemalloc's peak (bytes) of one read in this process."""
     scope = {"np": np, "load_csv": load_csv, "reference": reference, "raises": raises}
     scope["PATH"] = str(path)
     if importlib.util.find_spec("pandas"):
@@ -102,9 +103,9 @@ def timed(code: str, path: Path) -> tuple[float, float]:
 
         scope["pd"] = pd
     tracemalloc.start()
-    started = time.perf_counter()
+    started = time.process_time()
     eval(code, scope)
-    seconds = time.perf_counter() - started
+    seconds = time.process_time() - started
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return seconds, peak
@@ -173,7 +174,7 @@ def main() -> None:
     base_t, base_m = best["numpy.loadtxt"]
     base_r = rss["numpy.loadtxt"]
     print(
-        f"{'reader':30s} {'seconds':>8s} {'x time':>7s} {'peak MB':>8s} {'x peak':>7s}"
+        f"{'reader':30s} {'CPU s':>8s} {'x time':>7s} {'peak MB':>8s} {'x peak':>7s}"
         f" {'RSS MB':>7s} {'x RSS':>6s}"
     )
     for name in readers:

@@ -126,7 +126,7 @@ class CrossEntropyLoss(_Loss):
         if row_weight is not None:
             t = t * row_weight[:, None]  # the loss is linear in t: weighted rows
         self._cache = (xp, log_p, t, scale, one_hot and row_weight is None)
-        return xp.sum(t * log_p, axis=(-2, -1)) * -scale  # -(s) scale, one operation less
+        return -xp.sum(t * log_p, axis=(-2, -1)) * scale
 
     def torch_loss(self, output: Any, target: Any) -> Any:
         """The same loss computed by ``torch.nn.CrossEntropyLoss``. Needs PyTorch."""
