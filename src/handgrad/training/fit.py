@@ -225,6 +225,7 @@ def fit(
                 f"BCEWithLogitsLoss, PoissonNLLLoss), got {type(loss).__name__}"
             )
     run_step = Step(model, loss, optimizer, X, y, alpha, sample_weight, order)
+    in_library = run_step.indices if parallel is None else list  # a worker shares NumPy's
     if parallel is not None:  # one worker of several: a share of each batch, all-reduced
         if sample_weight is not None:
             raise ValueError(
@@ -247,7 +248,7 @@ def fit(
                 state.rng_state, state.totals = generator.bit_generator.state, (0.0, 0)
             else:  # resuming inside this epoch: draw its batch order again
                 generator.bit_generator.state = state.rng_state
-            order = list(batches(X.shape[0], batch_size, generator, shuffle=shuffle))
+            order = in_library(list(batches(X.shape[0], batch_size, generator, shuffle=shuffle)))
             total_loss, correct = state.totals
             for position in range(state.position, len(order)):
                 index = order[position]
