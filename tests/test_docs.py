@@ -142,6 +142,8 @@ def page_folder(tmp_path, monkeypatch):
 def test_the_pages_snippets_run(page, page_folder):
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
+    if "import jax" in page.read_text(encoding="utf-8"):
+        pytest.importorskip("jax")
     namespace: dict = {"__name__": "__docs__"}
     for language, title, body in _blocks(page):
         if title and title.startswith("src/"):
@@ -184,6 +186,23 @@ def test_the_own_layer_guide_prints_what_it_shows(page_folder):
             exec(compile(body, "own-layer.md", "exec"), namespace)
         assert out.getvalue() == after[2]
         shown += 1
+    assert shown == 2
+
+
+def test_the_jax_guide_prints_what_it_shows(page_folder):
+    """The reports quoted after the JAX checks are what they print (rng is fixed)."""
+    pytest.importorskip("jax")
+    namespace: dict = {"__name__": "__docs__"}
+    shown = 0
+    for (language, _, body), after in itertools.pairwise(_blocks(DOCS / "guides" / "check-jax.md")):
+        if language != "python":
+            continue
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(body, "check-jax.md", "exec"), namespace)
+        if after[0] == "text":
+            assert out.getvalue() == after[2]
+            shown += 1
     assert shown == 2
 
 
@@ -309,20 +328,28 @@ def test_the_notebook_has_the_scripts_cells():
 
 
 def _shown(notebook) -> list:
-    """What each code cell shows: its text outputs, and the kinds of its pictures. Printed
-    text is joined across the chunks it arrived in (a pause between two prints, such as a
-    compiled kernel loading, splits it; the text is the same)."""
+    """What each code cell shows: its text outputs, and the kinds of its pictures.
+
+    Consecutive writes to one stream are joined: how the kernel splits printed text into
+    chunks depends on timing, what it prints does not."""
     shown = []
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
-        outputs: list = []
+        outputs = []
         for o in cell.outputs:
-            if o.output_type == "stream" and outputs and outputs[-1][0] == "stream":
-                outputs[-1] = ("stream", outputs[-1][1] + o.get("text"), None, [])
+            if o.output_type == "stream" and outputs and outputs[-1][:2] == ("stream", o.name):
+                outputs[-1] = ("stream", o.name, outputs[-1][2] + o.text, None, [])
                 continue
-            data = o.get("data", {})
-            outputs.append((o.output_type, o.get("text"), data.get("text/plain"), sorted(data)))
+            outputs.append(
+                (
+                    o.output_type,
+                    o.get("name"),
+                    o.get("text"),
+                    o.get("data", {}).get("text/plain"),
+                    sorted(o.get("data", {})),
+                )
+            )
         shown.append(outputs)
     return shown
 

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import sys
 import threading
 import types
 import warnings
@@ -537,6 +538,92 @@ def _fit_own_loss_with_weights():
     )
 
 
+# --- handgrad.jax (the triggers skip without JAX) -------------------------------------------
+
+
+def _jax():
+    return pytest.importorskip("jax")
+
+
+def _hj():
+    _jax()
+    import handgrad.jax
+
+    return handgrad.jax
+
+
+def _check_without_jax():
+    import handgrad.jax
+
+    with mock.patch.dict(sys.modules, {"jax": None, "jax.numpy": None}):
+        handgrad.jax.check_grads(np.sin, (np.ones(3),))
+
+
+def _jax_square_slip():
+    jax = _jax()
+    f = jax.custom_vjp(lambda x: x * x)
+    f.defvjp(lambda x: (x * x, x), lambda x, g: (x * g,))  # 2 x g
+    return f
+
+
+def _jax_noise():
+    jax = _jax()
+
+    def noisy(x):
+        draw = jax.pure_callback(
+            lambda: np.random.standard_normal(3), jax.ShapeDtypeStruct((3,), x.dtype)
+        )
+        return x * draw
+
+    return noisy
+
+
+def _jax_jittered_vjp():
+    jax = _jax()
+
+    def bwd(x, g):
+        bump = jax.pure_callback(
+            lambda: np.random.uniform(0, 1e-13), jax.ShapeDtypeStruct((), g.dtype)
+        )
+        return (2 * x * g + bump,)
+
+    f = jax.custom_vjp(lambda x: x * x)
+    f.defvjp(lambda x: (x * x, x), bwd)
+    return f
+
+
+def _jax_host_sin():
+    jax = _jax()
+
+    def host(x):  # a callback without a batching rule
+        return jax.pure_callback(np.sin, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+
+    f = jax.custom_vjp(host)
+    f.defvjp(lambda x: (host(x), x), lambda x, g: (g * jax.numpy.cos(x),))
+    return f
+
+
+_JAX_TRIGGERS = {
+    "jax-not-installed": _check_without_jax,
+    "jax-f-not-callable": lambda: _hj().check_grads(3, (np.ones(3),)),
+    "jax-args-not-a-tuple": lambda: _hj().check_grads(np.sin, np.ones(3)),
+    "jax-order": lambda: _hj().check_grads(np.sin, (np.ones(3),), order=3),
+    "jax-method": lambda: _hj().check_grads(np.sin, (np.ones(3),), method="batched"),
+    "jax-nondet-tol": lambda: _hj().check_grads(np.sin, (np.ones(3),), nondet_tol=-1),
+    "jax-leaf-not-an-array": lambda: _hj().check_grads(lambda x, p: x, (np.ones(3), {"name": "w"})),
+    "jax-complex-leaf": lambda: _hj().check_grads(lambda x: x, (np.ones(3, complex),)),
+    "jax-nothing-to-check": lambda: _hj().check_grads(lambda i: i * 1.0, (np.arange(3),)),
+    "jax-output-not-floating": lambda: _hj().check_grads(lambda x: (x, x.argmax()), (np.ones(3),)),
+    "jax-output-not-finite": lambda: _hj().check_grads(lambda x: x / 0.0, (np.ones(3),)),
+    "jax-random": lambda: _hj().check_grads(_jax_noise(), (np.ones(3),)),
+    "jax-vjp-not-deterministic": lambda: _hj().check_grads(_jax_jittered_vjp(), (np.ones(3),)),
+    "jax-vmap-refused": lambda: _hj().check_grads(_jax_host_sin(), (np.ones(3),), method="vmap"),
+    "jax-wrong-gradient": lambda: _hj().check_grads(
+        _jax_square_slip(), (np.linspace(0.5, 1.5, 4),), rng=0
+    ),
+}
+
+
 TRIGGERS = {
     # layers
     "linear-in-features": lambda: hg.Linear(0, 2),
@@ -910,6 +997,7 @@ TRIGGERS = {
     "gpt-run-missing": lambda: load_gpt_run("nope.npz"),
     "text-too-short": lambda: read_text(_write("short.txt", "x" * 20)),
     "text-unknown-char": lambda: CharVocabulary.from_text("abc").encode("zab"),
+    **_JAX_TRIGGERS,
 }
 
 
@@ -966,6 +1054,7 @@ def test_the_types_in_the_table_are_documented_ones():
         "FileNotFoundError",
         "IsADirectoryError",
         "WorkerLostError",
+        "ImportError",
         *CLI_TYPES,
     }
     assert {row.error_type for row in ROWS} <= known

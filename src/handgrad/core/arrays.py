@@ -7,6 +7,7 @@ arrays, PyTorch tensors (CPU or CUDA), CuPy arrays and ``array-api-strict``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from types import ModuleType
 from typing import Any
@@ -21,6 +22,7 @@ __all__ = [
     "get_namespace",
     "is_floating",
     "namespace",
+    "native",
     "resolve_dtype",
     "to_numpy",
 ]
@@ -68,6 +70,10 @@ class _NumPyNamespace:
 
 
 _NUMPY_NAMESPACE = _NumPyNamespace(importlib.import_module("array_api_compat.numpy"))
+# array types whose namespace is one module whatever the array (its device, its version of
+# the standard): looked up once, then remembered by type, in _BY_TYPE
+_ONE_NAMESPACE = frozenset({"torch.Tensor"})
+_BY_TYPE: dict[type, Any] = {}
 
 
 def namespace(*arrays: Any) -> Any:
@@ -95,14 +101,57 @@ def namespace(*arrays: Any) -> Any:
             break
     else:
         return _NUMPY_NAMESPACE
+    if len(arrays) == 1 and (known := _BY_TYPE.get(type(arrays[0]))) is not None:
+        return known
     try:
-        return array_api_compat.array_namespace(*arrays)
+        xp = array_api_compat.array_namespace(*arrays)
     except TypeError as err:
         kinds = sorted({f"{type(a).__module__}.{type(a).__name__}" for a in arrays})
         raise TypeError(
             f"arrays must all come from one array library, got {', '.join(kinds)}; "
             "convert them first (handgrad.core.arrays.convert, or model.to(backend))"
         ) from err
+    kind = type(arrays[0])
+    if len(arrays) == 1 and f"{kind.__module__}.{kind.__name__}" in _ONE_NAMESPACE:
+        _BY_TYPE[kind] = xp
+    return xp
+
+
+# kernels a library has that the standard lacks: the name, and how to get it from the
+# library's namespace as a function of the array (last axis for the row-wise ones)
+_NATIVE = {
+    "array_api_compat.torch": {
+        "sigmoid": lambda xp: xp.sigmoid,
+        "relu": lambda xp: xp.relu,
+        "softmax": lambda xp: functools.partial(xp.softmax, dim=-1),
+        "log_softmax": lambda xp: functools.partial(xp.log_softmax, dim=-1),
+        "take_rows": lambda xp: functools.partial(xp.index_select, dim=0),
+        "addmm": lambda xp: xp.addmm,  # addmm(b, x, w): b + x @ w, one BLAS call
+        "sigmoid_backward": lambda xp: importlib.import_module("torch").ops.aten.sigmoid_backward,
+    },
+}
+
+
+@functools.cache
+def native(xp: Any, name: str) -> Any:
+    """The library's own kernel for ``name`` when ``xp`` is torch's namespace, else None:
+    NumPy and array-api-strict then use the standard's formulas. One kernel instead of
+    several calls; the same values to rounding. The names: ``sigmoid``, ``relu``, and
+    ``softmax`` and ``log_softmax`` over the last axis, of ``x``; ``take_rows(x, index=)``;
+    ``addmm(b, x, w)`` (``b + x @ w``, x 2-D); ``sigmoid_backward(dy, y)`` (``dy y (1 - y)``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from handgrad.core.arrays import get_namespace, native
+    >>> native(get_namespace("numpy"), "sigmoid") is None
+    True
+    >>> sigmoid = native(get_namespace("torch"), "sigmoid")
+    >>> sigmoid(torch.tensor([0.0, 2.0], dtype=torch.float64)).tolist()
+    [0.5, 0.8807970779778823]
+    """
+    getter = _NATIVE.get(getattr(xp, "__name__", ""), {}).get(name)
+    return None if getter is None else getter(xp)
 
 
 def get_namespace(backend: Any) -> Any:

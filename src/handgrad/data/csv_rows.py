@@ -4,6 +4,9 @@ and reading its cells: a number, a missing value, or text.
 The separator is the comma, or the one given; a file without a single comma whose lines all
 hold as many semicolons (or tabs, or bars) is read with that separator instead. When a file
 read with commas turns out wrong and another separator fits its lines, the error says so.
+
+This is the reference reader: ``csv_fast`` reads plain files faster with the same results,
+and leaves every other file, and every fault, to this one.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ __all__ = [
     "Table",
     "check_missing",
     "check_separator",
+    "choose_separator",
     "feature_value",
     "is_missing",
+    "memory_error",
     "read_table",
     "separator_name",
     "to_float",
@@ -138,20 +143,28 @@ def read_table(path: str | os.PathLike, sep: str | None = None) -> Table:
     try:
         return _read_table(path, sep)
     except MemoryError:
-        raise MemoryError(
-            f"reading {path} ({format_size(Path(path).stat().st_size)}) needs more memory "
-            "than is free"
-        ) from None
+        raise memory_error(path) from None
 
 
-def _read_table(path: str | os.PathLike, sep: str | None) -> Table:
-    text = _text(path)
-    head = text[:_BYTES_LOOKED_AT].splitlines()[: None if len(text) <= _BYTES_LOOKED_AT else -1]
-    lines = [line for line in head if line.strip()][:_LINES_LOOKED_AT]  # whole lines only
+def choose_separator(
+    path: str | os.PathLike, head: str, whole: bool, has_comma: bool, sep: str | None
+) -> tuple[str, str | None]:
+    """The separator to split on and another one the lines agree on (or None), from
+    ``head`` (the text's first ``2**20`` characters; ``whole``: all of it) and whether the
+    text holds a comma anywhere.
+
+    Examples
+    --------
+    >>> from handgrad.data.csv_rows import choose_separator
+    >>> choose_separator("a.csv", "a;b\\n1;2\\n", True, False, None)
+    (';', None)
+    """
+    head_lines = head.splitlines()[: None if whole else -1]
+    lines = [line for line in head_lines if line.strip()][:_LINES_LOOKED_AT]  # whole lines
     lookalike = next((s for s in OTHER_SEPARATORS if s != sep and _agreeing(lines, s)), None)
     if sep is None:
         sep = ","
-        if lookalike is not None and "," not in text:
+        if lookalike is not None and not has_comma:
             sep, lookalike = lookalike, None
         elif lookalike is not None and not _agreeing(lines, ","):
             raise DataError(
@@ -159,6 +172,31 @@ def _read_table(path: str | os.PathLike, sep: str | None) -> Table:
                 f"many; give sep={lookalike!r}, or --sep {separator_name(lookalike)} on the "
                 "command line"
             )
+    return sep, lookalike
+
+
+def memory_error(path: str | os.PathLike) -> MemoryError:
+    """The error for a file too large for the memory that is free, naming its size.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from handgrad.data.csv_rows import memory_error
+    >>> path = Path(tempfile.mkdtemp()) / "big.csv"
+    >>> _ = path.write_text("x" * 2048)
+    >>> str(memory_error(path)).endswith("(2.0 KiB) needs more memory than is free")
+    True
+    """
+    return MemoryError(
+        f"reading {path} ({format_size(Path(path).stat().st_size)}) needs more memory than is free"
+    )
+
+
+def _read_table(path: str | os.PathLike, sep: str | None) -> Table:
+    text = _text(path)
+    head, whole = text[:_BYTES_LOOKED_AT], len(text) <= _BYTES_LOOKED_AT
+    sep, lookalike = choose_separator(path, head, whole, "," in text, sep)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
     try:
         rows = [(n, [c.strip() for c in cells]) for n, cells in enumerate(reader, start=1)]

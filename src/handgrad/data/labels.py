@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["class_key", "encode_labels", "numeric_value"]
+__all__ = ["class_key", "encode_distinct", "encode_labels", "numeric_value"]
 
 
 def numeric_value(label: str) -> decimal.Decimal | None:
@@ -64,6 +64,25 @@ def encode_labels(
     >>> encode_labels(["1.0", "1", "2"], numeric=True)[1]
     ('1', '2')
     """
+    distinct = {label: i for i, label in enumerate(dict.fromkeys(labels))}
+    codes = np.array([distinct[label] for label in labels], dtype=np.int64)
+    return encode_distinct(tuple(distinct), codes, numeric)
+
+
+def encode_distinct(
+    labels: Sequence[str], codes: np.ndarray, numeric: bool = False
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """:func:`encode_labels` of the labels ``labels[codes]``, working on the distinct
+    labels only (``codes`` (n,) int, indices into ``labels``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.data.labels import encode_distinct
+    >>> y, names = encode_distinct(["b", "a", "b "], np.array([0, 1, 1, 2]))
+    >>> names, y.tolist()
+    (('a', 'b', 'b '), [1, 0, 0, 2])
+    """
     keys = [class_key(label, numeric) for label in labels]
     values = {key: numeric_value(key) for key in set(keys)}
     if all(value is not None for value in values.values()):
@@ -71,4 +90,4 @@ def encode_labels(
     else:
         names = tuple(sorted(values))
     index = {name: i for i, name in enumerate(names)}
-    return np.array([index[key] for key in keys], dtype=np.int64), names
+    return np.array([index[key] for key in keys], dtype=np.int64)[codes], names

@@ -6,12 +6,11 @@ Row numbers in error messages count as a spreadsheet does: 1-based, header inclu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
-import numbers
 import os
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +20,29 @@ from typing import Any
 import numpy as np
 
 from handgrad.core.errors import DataError
+from handgrad.data.csv_columns import (
+    block_faults,
+    column_names,
+    data_rows,
+    feature_columns,
+    feature_plan,
+    listing,
+    locate_target,
+    lookup_classes,
+    read_features,
+    read_labels,
+)
+from handgrad.data.csv_fast import Columns, Head, read_columns, read_head
+from handgrad.data.csv_faults import find_fault
 from handgrad.data.csv_rows import (
-    Rows,
     Table,
     check_missing,
-    feature_value,
+    check_separator,
     is_missing,
     read_table,
     to_float,
 )
-from handgrad.data.labels import class_key, encode_labels
+from handgrad.data.labels import class_key, encode_distinct, encode_labels
 
 __all__ = ["DATASETS", "Dataset", "load_csv", "load_dataset", "load_features"]
 
@@ -99,7 +111,7 @@ def load_dataset(name: str) -> Dataset:
     """
     if name not in DATASETS:
         raise DataError(
-            f"unknown data set {name!r}; choose one of {_listing(DATASETS)}, "
+            f"unknown data set {name!r}; choose one of {listing(DATASETS)}, "
             "or use your own file with --data FILE.csv --target COL"
         )
     bunch = getattr(sklearn_module("datasets"), f"load_{name}")()
@@ -136,6 +148,10 @@ def load_csv(
     ``n/a`` or ``nan``. ``sep`` is the separator (default: the comma, or the one the file
     plainly uses when it has no comma).
 
+    A plain file (numbers in every feature cell, no quotes after the first row) is read in
+    one ``numpy.loadtxt`` pass; any other, and any file with a fault, by a reader that
+    names the row, the column and the cell at fault (the same results either way).
+
     Examples
     --------
     >>> import tempfile
@@ -148,17 +164,20 @@ def load_csv(
     ((3, 2), ('length', 'width'), ('large', 'small'), [1, 0, 1])
     """
     missing = check_missing(missing)
+    fast = _load_csv_fast(path, target, check_separator(sep), missing, numeric_labels)
+    if fast is not None:
+        return fast
     table = read_table(path, sep)
     try:
         first = table.rows[0][1]
-        col, header = _locate_target(first, target, path, missing)
-        names = _column_names(first, header, path)
-        data = _data_rows(table.rows, header, path)
+        col, header = locate_target(first, target, path, missing)
+        names = column_names(first, header, path)
+        data = data_rows(table.rows, header, path)
         features = [i for i in range(len(first)) if i != col]
         if not features:
             raise DataError(f"{path} has only the target column; add at least one feature column")
-        X = _features(data, features, names, path, missing)
-        labels = _labels(data, col, names[col], path, missing)
+        X = read_features(data, features, names, path, missing)
+        labels = read_labels(data, col, names[col], path, missing)
     except DataError as err:
         raise DataError(f"{err}{table.hint()}") from None
     y, class_names = encode_labels(labels, numeric_labels)
@@ -175,6 +194,63 @@ def load_csv(
         target_name=names[col],
         name=Path(path).name,
     )
+
+
+def _load_csv_fast(
+    path: str | os.PathLike,
+    target: str | int,
+    sep: str | None,
+    missing: frozenset[str] | None,
+    numeric_labels: bool,
+) -> Dataset | None:
+    """``load_csv`` of a plain file by the vectorised reader; None for any other file."""
+    head = _plain_head(path, sep, missing)
+    if head is None:
+        return None
+    first = head.first
+    try:
+        col, header = locate_target(first, target, path, missing)
+        names = column_names(first, header, path)
+    except (DataError, TypeError):  # the reference reader may find a fault before this one
+        return None
+    features = [i for i in range(len(first)) if i != col]
+    if not features:
+        return None
+    columns = read_columns(path, head, header=header, features=features, label=col)
+    labels = _plain_labels(columns, missing)
+    if labels is None:  # a fault, found block by block; else the reference reader
+        where = {"head": head, "path": path, "cols": features, "col": col, "names": names}
+        _raise_fault(path, head, header, where, missing)
+        return None
+    y, class_names = encode_distinct(labels, columns.codes, numeric_labels)
+    if len(class_names) < 2:
+        return None
+    return Dataset(
+        X=columns.X,
+        y=y,
+        feature_names=tuple(names[i] for i in features),
+        class_names=class_names,
+        target_name=names[col],
+        name=Path(path).name,
+    )
+
+
+def _plain_head(path: Any, sep: str | None, missing: frozenset[str] | None) -> Any:
+    """The head of a file for the vectorised reader, or None when ``missing`` names a
+    number (``loadtxt`` would read it as one)."""
+    if missing is not None and any(to_float(m) is not None for m in missing):
+        return None
+    return read_head(path, sep)
+
+
+def _plain_labels(columns: Columns | None, missing: frozenset[str] | None) -> list[str] | None:
+    """The distinct labels, stripped, or None when one is missing or holds a quote."""
+    if columns is None:
+        return None
+    labels = [label.strip() for label in columns.labels]
+    if any(is_missing(label, missing, label=True) or '"' in label for label in labels):
+        return None
+    return labels
 
 
 def load_features(
@@ -215,179 +291,65 @@ def load_features(
     if target is not None and class_names is None:
         raise ValueError("class_names is needed to turn the target column into class indices")
     missing = check_missing(missing)
+    fast = _load_features_fast(
+        path, feature_names, target, class_names, check_separator(sep), missing, numeric_labels
+    )
+    if fast is not None:
+        return fast
     table = read_table(path, sep)
     try:
-        X, tcol, names, data = _feature_columns(table, feature_names, target, missing)
+        X, tcol, names, data = feature_columns(table, feature_names, target, missing)
         if tcol is None:
             return X, None
-        labels = _labels(data, tcol, names[tcol], path, missing)
-        return X, _lookup(labels, data, tuple(class_names), names[tcol], path, numeric_labels)
+        labels = read_labels(data, tcol, names[tcol], path, missing)
+        return X, lookup_classes(
+            labels, data, tuple(class_names), names[tcol], path, numeric_labels
+        )
     except DataError as err:
         raise DataError(f"{err}{table.hint()}") from None
 
 
-def _feature_columns(
-    table: Table,
+def _load_features_fast(
+    path: str | os.PathLike,
     feature_names: tuple[str, ...],
     target: str | None,
+    class_names: Sequence[str] | None,
+    sep: str | None,
     missing: frozenset[str] | None,
-) -> tuple[np.ndarray, int | None, tuple[str, ...], Rows]:
-    """X of a file for a model; the target's column, the column names and the data rows."""
-    path, first = table.path, table.rows[0][1]
-    width = len(feature_names) + (target is not None)  # columns of a header-less file
-    named = _holds_the_names(first, (*feature_names, *([] if target is None else [target])))
-    tcol, header = None, named or _is_header(first, None, missing)
-    if target is not None:
-        tcol, header = (
-            (first.index(target), True)
-            if named
-            else _locate_target(first, target, path, missing, default=width - 1)
-        )
-    names = _column_names(first, header, path)
-    if header:
-        cols = [_find_column(names, f, path) for f in feature_names]
-    elif len(first) != width:
-        what = "features, then the target" if target is not None else "features"
-        raise DataError(
-            f"{path} has no header row and {len(first)} columns, but {width} are needed "
-            f"({len(feature_names)} {what}); add a header row naming the columns"
-        )
-    else:
-        cols = [i for i in range(width) if i != tcol]
-    data = _data_rows(table.rows, header, path)
-    return _features(data, cols, names, path, missing), tcol, names, data
-
-
-def _holds_the_names(first: list[str], names: tuple[str, ...]) -> bool:
-    """Whether ``first`` names every column a model needs, so that it is a header; not when
-    the names are column numbers (a model trained on a file without a header)."""
-    numbers = [int(n) if n.isascii() and n.isdigit() else -1 for n in names]
-    as_written = [str(i) for i in numbers] == list(names)
-    positional = as_written and all(0 <= i <= len(names) for i in numbers)
-    return bool(names) and not positional and set(names) <= set(first)
-
-
-def _is_header(first: list[str], skip: int | None, missing: frozenset[str] | None) -> bool:
-    """Whether a cell of ``first`` other than column ``skip`` is text (not a number, not
-    missing)."""
-    return any(
-        to_float(c) is None and not is_missing(c, missing) for i, c in enumerate(first) if i != skip
-    )
-
-
-def _locate_target(
-    first: list[str],
-    target: str | int,
-    path: Any,
-    missing: frozenset[str] | None,
-    default: int | None = None,
-) -> tuple[int, bool]:
-    """Return the target's column index and whether the first row is a header.
-
-    ``target`` is a name, or an index given as an int or as digits that name no column.
-    Digits that are a cell of the first row name that column when the row is otherwise a
-    header, or when no column has that index. A name not in a header-less file is an error,
-    or column ``default`` when given.
-    """
-    if isinstance(target, bool) or not isinstance(target, (str, numbers.Integral)):
-        raise TypeError(f"target must be a column name or index, got {target!r}")
-    is_index = not isinstance(target, str) or (target.isascii() and target.isdigit())
-    if isinstance(target, str) and target in first:
-        col = first.index(target)
-        if not is_index or _is_header(first, col, missing) or int(target) >= len(first):
-            return col, True
-    if is_index:
-        col = int(target)
-        if not 0 <= col < len(first):
-            raise DataError(
-                f"target column index {col} is out of range for {path}, which has "
-                f"{len(first)} columns; give an index from 0 to {len(first) - 1}"
-            )
-        return col, _is_header(first, col, missing)
-    if _is_header(first, default, missing):
-        raise DataError(f"{path} has no column {target!r}; use one of {_listing(first)}")
-    if default is None:
-        raise DataError(
-            f"{path} has no header row, so no column is named {target!r}; give the target as "
-            f"a 0-based column index (0 to {len(first) - 1}) or add a header row"
-        )
-    return default, False
-
-
-def _column_names(first: list[str], header: bool, path: Any) -> tuple[str, ...]:
-    if not header:
-        return tuple(map(str, range(len(first))))
-    twice = [name for name, count in Counter(first).items() if count > 1]
-    if twice:
-        raise DataError(f"column name {twice[0]!r} appears twice in {path}; rename one of them")
-    return tuple(first)
-
-
-def _find_column(names: tuple[str, ...], name: str, path: Any) -> int:
-    if name not in names:
-        raise DataError(f"{path} has no column {name!r}; use one of {_listing(names)}")
-    return names.index(name)
-
-
-def _data_rows(rows: Rows, header: bool, path: Any) -> Rows:
-    data = rows[1:] if header else rows
-    if not data:
-        raise DataError(f"{path} has a header row but no data rows; add rows of data below it")
-    width = len(rows[0][1])
-    for n, cells in data:
-        if len(cells) != width:
-            raise DataError(
-                f"row {n} of {path} has {len(cells)} cells, expected {width} as in the first "
-                "row; make every row have the same number of columns"
-            )
-    return data
-
-
-def _features(
-    data: Rows, cols: list[int], names: tuple[str, ...], path: Any, missing: frozenset[str] | None
-) -> np.ndarray:
-    X = np.empty((len(data), len(cols)), dtype=np.float64)  # n, features
-    for i, (n, cells) in enumerate(data):
-        X[i] = [
-            feature_value(cells[c], f"row {n}, column {names[c]!r} of {path}", missing)
-            for c in cols
-        ]
-    return X
-
-
-def _labels(
-    data: Rows, col: int, name: str, path: Any, missing: frozenset[str] | None
-) -> list[str]:
-    for n, cells in data:
-        if is_missing(cells[col], missing, label=True):
-            raise DataError(
-                f"row {n}, column {name!r} of {path} has no label ({cells[col]!r}); "
-                "fill in the class or drop that row"
-            )
-    return [cells[col] for _, cells in data]
-
-
-def _lookup(
-    labels: list[str],
-    data: Rows,
-    class_names: tuple[str, ...],
-    name: str,
-    path: Any,
     numeric: bool,
-) -> np.ndarray:
-    index = {class_key(c, numeric): i for i, c in enumerate(class_names)}
-    y = np.empty(len(labels), dtype=np.int64)
-    for i, (label, (n, _)) in enumerate(zip(labels, data, strict=True)):
-        found = index.get(class_key(label, numeric))
-        if found is None:
-            raise DataError(
-                f"row {n}, column {name!r} of {path} holds class {label!r}, which the model "
-                f"does not know; its classes are {_listing(class_names)}"
-            )
-        y[i] = found
-    return y
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """``load_features`` of a plain file by the vectorised reader; None for any other."""
+    head = _plain_head(path, sep, missing)
+    if head is None:
+        return None
+    try:
+        cols, tcol, names, header = feature_plan(head.first, path, feature_names, target, missing)
+    except (DataError, TypeError):  # the reference reader may find a fault before this one
+        return None
+    if tcol in cols:  # a column both feature and label: the reference reader
+        return None
+    columns = read_columns(path, head, header=header, features=cols, label=tcol)
+    if columns is not None and tcol is None:
+        return columns.X, None
+    labels = _plain_labels(columns, missing)
+    index = {class_key(c, numeric): i for i, c in enumerate(class_names or ())}
+    found = [index.get(class_key(label, numeric)) for label in labels or ()]
+    if labels is None or None in found:  # a fault, found block by block
+        where = {"head": head, "path": path, "cols": cols, "col": tcol, "names": names}
+        _raise_fault(
+            path, head, header, {**where, "classes": class_names, "numeric": numeric}, missing
+        )
+        return None
+    return columns.X, np.array(found, dtype=np.int64)[columns.codes]
 
 
-def _listing(names: Sequence[str], limit: int = 20) -> str:
-    shown = ", ".join(map(repr, names[:limit]))
-    return shown if len(names) <= limit else f"{shown}, ... ({len(names)} in all)"
+def _raise_fault(
+    path: Any, head: Head, header: bool, where: dict[str, Any], missing: frozenset[str] | None
+) -> None:
+    """Raise the error that the reference reader would raise for the data rows of ``path``,
+    found a block at a time (:mod:`handgrad.data.csv_faults`); return when there is none
+    or when only the reference reader can tell."""
+    check = functools.partial(block_faults, **where, missing=missing)
+    fault = find_fault(path, head.lines if header else 0, check)
+    if fault is not None:
+        raise DataError(f"{fault}{Table(path, [], head.separator, head.lookalike).hint()}")

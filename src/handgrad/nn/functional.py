@@ -5,6 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
+from handgrad.core.arrays import namespace, native
+
 __all__ = ["affine", "erf", "log_softmax", "softplus"]
 
 
@@ -18,6 +22,10 @@ def affine(x: Any, weight: Any, bias: Any = None) -> Any:
     >>> print(affine(np.ones((1, 2)), np.array([[1.0, 2.0]]), np.array([0.5])))
     [[3.5]]
     """
+    if bias is not None and x.ndim == 2 and not isinstance(x, np.ndarray):
+        own = native(namespace(x), "addmm")
+        if own is not None:  # torch: the product and the sum in one call
+            return own(bias, x, weight.mT)  # B,out
     y = x @ weight.mT  # ...,B,out
     return y if bias is None else y + bias
 
@@ -35,6 +43,8 @@ def log_softmax(xp: Any, x: Any) -> Any:
     >>> print(log_softmax(namespace(x), x).round(4))
     [[-0.6931 -0.6931]]
     """
+    if (own := native(xp, "log_softmax")) is not None:  # torch: one kernel
+        return own(x)
     shifted = x - xp.max(x, axis=-1, keepdims=True)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 

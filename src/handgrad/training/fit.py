@@ -239,6 +239,9 @@ def fit(
         fast = compiled_steps(run_step, model, loss, optimizer, order, compiled)
     elif compiled:
         raise ValueError("compiled=True, but training runs on parallel workers; pass compiled=None")
+    # an epoch's row indices go to the data's library at once; a worker and the compiled
+    # path take NumPy's
+    in_library = run_step.indices if parallel is None and fast is None else list
     if parallel is not None:  # one worker of several: a share of each batch, all-reduced
         if sample_weight is not None:
             raise ValueError(
@@ -266,10 +269,11 @@ def fit(
             n = X.shape[0]
             indices = generator.permutation(n) if shuffle else np.arange(n)
             n_batches = -(-n // batch_size)
+            (rows,) = in_library([indices])
             total_loss, correct = state.totals
             position = state.position
             while position < n_batches:
-                index = indices[position * batch_size : (position + 1) * batch_size]
+                index = rows[position * batch_size : (position + 1) * batch_size]
                 if check and state.step == 0:  # in evaluation mode: no dropout mask drawn
                     with in_mode(model, False):  # anew, no running statistic moved per pass
                         batch = run_step.batch(index)

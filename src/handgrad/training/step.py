@@ -8,7 +8,9 @@ import functools
 import math
 from typing import Any
 
-from handgrad.core.arrays import convert, namespace
+import numpy as np
+
+from handgrad.core.arrays import convert, namespace, native
 from handgrad.nn.containers import Sequential
 from handgrad.nn.module import slots
 from handgrad.nn.protocol import chain, in_mode
@@ -39,6 +41,12 @@ class Step:
     ) -> None:
         layers = chain(model)
         self.xp = xp = namespace(y)
+        own_take = native(xp, "take_rows")  # torch: index_select, not the standard's wrapper
+        self.take = (
+            (lambda a, index: own_take(a, index=index))
+            if own_take is not None
+            else (lambda a, index: xp.take(a, index, axis=0))
+        )
         self.X, self.y, self.alpha, self.sample_weight = X, y, alpha, sample_weight
         self.sparse, self._dense = is_sparse(X), None
         first = X[:1].toarray() if self.sparse else X[:1, ...]
@@ -94,6 +102,15 @@ class Step:
             return index
         return convert(index, self.xp, device=self.y.device)
 
+    def indices(self, batches: list[Any]) -> list[Any]:
+        """The row indices of an epoch's batches in the data's library, converted at once
+        (NumPy's pass as they are), so that no batch converts its own."""
+        if not batches or self.xp is namespace(batches[0]):
+            return batches
+        whole = self._index(np.concatenate(batches))
+        ends = np.cumsum([len(b) for b in batches]).tolist()
+        return [whole[end - len(b) : end] for b, end in zip(batches, ends, strict=True)]
+
     def rows(self, index: Any) -> Any:
         """The features of the rows ``index`` (all rows for None), dense."""
         if index is None:
@@ -102,12 +119,12 @@ class Step:
             return self._dense if self.sparse else self.X
         if self.sparse:
             return self.X[index].toarray()
-        return self.xp.take(self.X, index, axis=0)
+        return self.take(self.X, index)
 
     def batch(self, index: Any) -> tuple[Any, Any]:
         """The features and labels (or targets) of the rows ``index``."""
         index = self._index(index)
-        return self.rows(index), self.xp.take(self.y, index, axis=0)
+        return self.rows(index), self.take(self.y, index)
 
     def __call__(self, index: Any) -> tuple[float, int]:
         """Forward, loss, backward and update on rows ``index``; the loss and the number of
@@ -125,12 +142,12 @@ class Step:
             index = self._index(index)
         out = self.rows(index)
         b = out.shape[0]
-        labels = self.y if index is None else xp.take(self.y, index, axis=0)
+        labels = self.y if index is None else self.take(self.y, index)
         for forward in self.forwards:
             out = forward(out)
         extra, divisor = {}, b
         if self.sample_weight is not None:
-            w = self.sample_weight if index is None else xp.take(self.sample_weight, index, axis=0)
+            w = self.sample_weight if index is None else self.take(self.sample_weight, index)
             total = float(xp.sum(w))
             if total > 0:  # weights of mean 1: a 'mean' loss becomes the weighted mean
                 w, divisor = w * (b / total), total
@@ -143,7 +160,7 @@ class Step:
                     raise
                 return math.nan, 0, []  # the model's output is no longer finite
         else:  # NaN or infinite outputs make a NaN or infinite loss, which fit reports
-            targets = self.targets if index is None else xp.take(self.targets, index, axis=0)
+            targets = self.targets if index is None else self.take(self.targets, index)
             if not self.targets_given:
                 extra["one_hot"] = True
             value = float(self.loss.forward_unchecked(out, targets, **extra))

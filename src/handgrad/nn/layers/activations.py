@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from handgrad.core.arrays import namespace
+from handgrad.core.arrays import namespace, native
 from handgrad.core.validation import POSITIVE, Interval, Options, check_array, check_not_empty
 from handgrad.nn.functional import erf, log_softmax
 from handgrad.nn.module import Module
@@ -110,11 +110,15 @@ class Sigmoid(_Activation):
             np.exp(np.negative(y, out=y), out=y)
             y += 1
             return np.reciprocal(y, out=y)
+        if (own := native(xp, "sigmoid")) is not None:  # torch: one kernel
+            return own(x)
         e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
         return xp.where(x >= 0, 1.0, e) / (1 + e)
 
     def _backward(self, xp: Any, y: Any, dy: Any) -> Any:
         # dy/dx = y (1 - y)
+        if (own := native(xp, "sigmoid_backward")) is not None:  # torch: one kernel
+            return own(dy, y)
         return dy * y * (1 - y)
 
 
@@ -166,6 +170,8 @@ class ReLU(_Activation):
     def _forward(self, xp: Any, x: Any) -> Any:
         if isinstance(x, np.ndarray):  # NumPy's route: a ufunc, 7x faster than where
             return np.maximum(x, 0.0)
+        if (own := native(xp, "relu")) is not None:  # torch: one kernel
+            return own(x)
         return xp.where(x > 0, x, 0.0)
 
     def _backward(self, xp: Any, y: Any, dy: Any) -> Any:
@@ -198,6 +204,8 @@ class Softmax(_Activation):
         return torch.nn.Softmax(dim=-1)
 
     def _forward(self, xp: Any, x: Any) -> Any:
+        if (own := native(xp, "softmax")) is not None:  # torch: one kernel
+            return own(x)
         e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
         return e / xp.sum(e, axis=-1, keepdims=True)
 
