@@ -40,7 +40,7 @@ __all__ = [
 
 
 STENCILS = ("central", "4-point")
-MAX_CHUNK = 2048  # copies per pass of the batched evaluator: Python amortised, caches kept
+CHUNK_FLOATS = 2**19  # numbers a pass of the batched evaluator holds per array: cache-sized
 
 
 @dataclass(frozen=True)
@@ -258,8 +258,8 @@ class BatchedEvaluator:
     over a leading axis), and a perturbed layer without a shortcut runs once per copy.
 
     Copies are evaluated in chunks sized by what each copy holds on its way to the loss (a
-    column while sparse, a whole output once dense), within ``max_memory`` and at most
-    ``MAX_CHUNK`` copies, so that a chunk's arrays stay near the caches.
+    column while sparse, a whole output once dense), within ``max_memory`` and within
+    ``CHUNK_FLOATS`` numbers per array, so that a chunk's arrays stay in the caches.
 
     Examples
     --------
@@ -316,7 +316,8 @@ class BatchedEvaluator:
             else:
                 state, floats = "dense", floats + math.prod(out.shape)
         floats += math.prod(self.inputs[-1].shape)  # the loss's work on each copy
-        return max(1, min(MAX_CHUNK, int(self.max_memory // (8 * 4 * floats))))
+        budget = min(self.max_memory // (8 * 4), CHUNK_FLOATS)
+        return max(1, int(budget // floats))
 
     def losses(self, k: int | None, name: str, p: Any, flat: np.ndarray, d: np.ndarray) -> Any:
         """Losses with element ``flat[i]`` of ``p`` moved by ``d[i]``, for each i.
