@@ -104,13 +104,23 @@ class Way:
 
 class _Timed(Way):
     """A probed route raced against the loop on the first elements it is given: the fast
-    route evaluates enough of them for 128 losses, the loop the next ones for 8, and the
-    faster per loss takes the rest, now and later (both are right: this is only speed;
-    ``method="auto"`` only)."""
+    route evaluates enough of them for 128 losses and, unless it took at most ``floor()``
+    per loss (the least time of one forward at x: the loop pays at least that per loss),
+    the loop the next ones for 8; the faster per loss takes the rest, now and later (both
+    are right: this is only speed; ``method="auto"`` only)."""
 
-    def __init__(self, fast: Route, method: str, loop: Route, notes: list[str], name: str) -> None:
+    def __init__(
+        self,
+        fast: Route,
+        method: str,
+        loop: Route,
+        notes: list[str],
+        name: str,
+        floor: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         super().__init__(self._call, method)
         self._fast, self._loop, self._notes, self._name = fast, loop, notes, name
+        self._floor = floor
         self._raced = False
 
     def _call(self, flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,11 +137,14 @@ class _Timed(Way):
             start = time.process_time()  # CPU time: what others run meanwhile does not count
             results.append(route(flat[part], disp[part]))
             times.append((time.process_time() - start) / (part.stop - part.start))
+            if len(times) == 1 and times[0] <= self._floor() * k:
+                parts, times = parts[:1], [0.0, 1.0]  # faster than any loop: no need to run it
+                break
         self._raced = True
         if times[0] > _SLOWER * times[1]:
             self._notes.append(f"{self._name}: {self.method} was slower than the loop here")
             self.method = "loop"
-        rest = slice(parts[1].stop, m)
+        rest = slice(parts[-1].stop, m)
         results.append(self._call(flat[rest], disp[rest]))
         return tuple(np.concatenate(values) for values in zip(*results, strict=True))
 
@@ -209,7 +222,8 @@ def layer_planner(
     def timed(target: Target, fast: Route, name: str) -> Way:
         if method != "auto":  # the method asked for, whatever its speed
             return Way(fast, name)
-        return _Timed(fast, name, loop_route(problem.current, target.array), notes, target.name)
+        loop = loop_route(problem.current, target.array)
+        return _Timed(fast, name, loop, notes, target.name, lambda: problem.forward_seconds)
 
     def choose(target: Target, count: int) -> Way:
         loop = Way(loop_route(problem.current, target.array), "loop")

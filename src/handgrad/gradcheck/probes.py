@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from handgrad.core.errors import RandomLayerError
-from handgrad.gradcheck.routes import LayerProblem, as_float64, like, put_stacked
+from handgrad.gradcheck.routes import LayerProblem, ParamStack, as_float64, like, put_stacked
 from handgrad.gradcheck.state import fresh
 
 __all__ = [
@@ -287,7 +287,8 @@ def probe_stacked_param(
         p[...] = like(values, p)
     reasons = []
     for layout in LAYOUTS:
-        stack = like(copies.reshape(count, *([1] * layout), *p.shape), p)
+        stacking = ParamStack(p, layout)
+        stack = stacking.stack(copies.reshape(count, -1)[:, np.argsort(stacking.position)])
         try:
             out = put_stacked(owner, key, stack, lambda: problem.forward(problem.x))
         except Exception as err:  # the probe's answer: no, for this layout

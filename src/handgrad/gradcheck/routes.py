@@ -22,6 +22,7 @@ before the next call.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from handgrad.gradcheck.state import fresh
 
 __all__ = [
     "LayerProblem",
+    "ParamStack",
     "Route",
     "as_float64",
     "like",
@@ -47,6 +49,7 @@ __all__ = [
 
 Route = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 MAX_COPIES = 512  # copies per call: enough to amortise Python, small enough for the caches
+CALL_FLOATS = 2**16  # numbers the copies of one call hold: arrays that stay in the caches
 
 
 def as_float64(a: Any) -> np.ndarray:
@@ -121,6 +124,7 @@ class LayerProblem:
         terms = np.abs(self.y0 * self.r)
         self.scale = float(np.sum(terms))
         self.sample_scales = terms.reshape(terms.shape[0], -1).sum(axis=1) if terms.ndim else terms
+        self.forward_seconds = math.inf  # the least CPU time of a forward at x seen so far
 
     def output(self, x: Any) -> np.ndarray:
         """The layer's output at a copy of ``x`` as float64 NumPy, a view of what it returned
@@ -130,8 +134,13 @@ class LayerProblem:
         )
 
     def forward(self, x: Any) -> np.ndarray:
-        """The layer's output at a copy of ``x``, as a float64 NumPy copy of its own."""
-        return np.array(self.output(x))
+        """The layer's output at a copy of ``x``, as a float64 NumPy copy of its own; a call
+        at ``x`` itself updates ``forward_seconds``."""
+        start = time.process_time()
+        out = np.array(self.output(x))
+        if x is self.x:
+            self.forward_seconds = min(self.forward_seconds, time.process_time() - start)
+        return out
 
     def changes(self, outputs: np.ndarray, base: Any = None, r: Any = None) -> np.ndarray:
         """Loss changes of ``outputs`` (copies on axis 0) from ``base`` and ``r`` (one per
@@ -188,9 +197,11 @@ def loop_route(current: Callable[[], tuple[float, float]], array: Any) -> Route:
 
 
 def _per_call(problem: LayerProblem, elements_per_copy: int, k: int, max_memory: int) -> int:
-    """Elements per call so that their copies (k per element) fit the memory budget."""
-    copies = max(1, min(MAX_COPIES, max_memory // (8 * 4 * max(elements_per_copy, 1))))
-    return max(1, copies // k)
+    """Elements per call so that their copies (k per element) fit the memory budget and,
+    with their outputs, about ``CALL_FLOATS`` numbers."""
+    per_copy = max(elements_per_copy, 1)
+    copies = min(MAX_COPIES, max_memory // (8 * 4 * per_copy), CALL_FLOATS // per_copy)
+    return max(1, max(1, copies) // k)
 
 
 def _in_chunks(n: int, size: int):
@@ -307,6 +318,47 @@ def stacked_input_route(problem: LayerProblem, axis: int, max_memory: int) -> Ro
     return route
 
 
+class ParamStack:
+    """How copies of parameter ``p`` are stacked for one forward: ``(n, 1 x layout,
+    *p.shape)`` in ``p``'s library. A float64 NumPy matrix's copies are each stored column
+    by column (the last two axes swapped in memory: the same values and shape), so that a
+    dot product over its rows, ``np.dot(x, W)`` on a stack, which NumPy computes one row
+    of x and one column of W at a time, reads them contiguously. Copies are built flat in
+    that storage order: ``values`` is ``p`` in it, ``position[i]`` where element ``i`` (in
+    ``p``'s own order) is stored.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.routes import ParamStack
+    >>> layout = ParamStack(np.arange(6.0).reshape(2, 3), 0)
+    >>> layout.values.tolist(), layout.position.tolist()
+    ([0.0, 3.0, 1.0, 4.0, 2.0, 5.0], [0, 2, 4, 1, 3, 5])
+    >>> stack = layout.stack(np.stack([layout.values, layout.values + 10]))
+    >>> stack.shape, stack[1].tolist()
+    ((2, 2, 3), [[10.0, 11.0, 12.0], [13.0, 14.0, 15.0]])
+    """
+
+    def __init__(self, p: Any, layout: int) -> None:
+        self.p, self.layout, self.shape = p, layout, tuple(p.shape)
+        self.swapped = type(p) is np.ndarray and p.dtype == np.float64 and p.ndim >= 2
+        order = np.arange(math.prod(self.shape)).reshape(self.shape)
+        stored = (np.swapaxes(order, -1, -2) if self.swapped else order).reshape(-1)
+        self.position = np.empty_like(stored)
+        self.position[stored] = np.arange(stored.size)
+        self.values = as_float64(p).reshape(-1)[stored]
+
+    def stack(self, copies: np.ndarray) -> Any:
+        """The stack of ``copies`` (n, size), each flat in storage order."""
+        n = copies.shape[0]
+        if self.swapped:
+            held = copies.reshape(n, *self.shape[:-2], self.shape[-1], self.shape[-2])
+            stack = np.swapaxes(held, -1, -2)
+        else:
+            stack = like(copies.reshape(n, *self.shape), self.p)
+        return stack[(slice(None),) + (None,) * self.layout]
+
+
 def put_stacked(owner: dict, key: str, stack: Any, call: Callable[[], Any]) -> Any:
     """Run ``call()`` with ``owner[key]`` replaced by ``stack``; always put the array back.
 
@@ -347,16 +399,15 @@ def stacked_param_route(
     >>> route(np.array([0, 1]), np.array([[0.5, -0.5], [0.5, -0.5]]))[0].tolist()  # 3 rows
     [[1.5, -1.5], [1.5, -1.5]]
     """
-    p = owner[key]
-    values = as_float64(p).reshape(-1)
-    size = values.size + problem.y0.size
+    stacking = ParamStack(owner[key], layout)
+    size = stacking.values.size + problem.y0.size
 
     def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m, k = disp.shape
         losses = np.empty((m, k))
         for part in _in_chunks(m, _per_call(problem, size, k, max_memory)):
-            copies = _stack(values, flat[part], disp[part])
-            stack = like(copies.reshape(-1, *([1] * layout), *p.shape), p)
+            copies = _stack(stacking.values, stacking.position[flat[part]], disp[part])
+            stack = stacking.stack(copies)
             out = put_stacked(owner, key, stack, lambda: problem.output(problem.x))
             out = _copies_first(out, axis, copies.shape[0], problem.y0.shape)
             losses[part] = problem.changes(out).reshape(-1, k)
