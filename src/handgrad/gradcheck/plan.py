@@ -219,9 +219,9 @@ def layer_planner(
             "batched",
         )
 
-    def timed(target: Target, fast: Route, name: str) -> Way:
-        if method != "auto":  # the method asked for, whatever its speed
-            return Way(fast, name)
+    def timed(target: Target, fast: Route, name: str, seconds: float) -> Way:
+        if method != "auto" or seconds <= problem.forward_seconds:
+            return Way(fast, name)  # asked for, or its probe was faster per copy than a forward
         loop = loop_route(problem.current, target.array)
         return _Timed(fast, name, loop, notes, target.name, lambda: problem.forward_seconds)
 
@@ -258,19 +258,20 @@ def _input_way(
     unit: float,
     rng: np.random.Generator,
     target: Target,
-) -> tuple[Route, str] | str:
-    """The input's fastest proven route and its name, or why there is none."""
+) -> tuple[Route, str, float] | str:
+    """The input's fastest proven route, its name and its probe's time per copy, or why
+    there is none."""
     reasons = []
     if method in ("auto", "rows"):
         found = probes.probe_rows(problem, unit, rng)
         if found.ok:
-            return rows_route(problem, max_memory), "rows"
+            return rows_route(problem, max_memory), "rows", found.seconds
         if method == "rows":
             raise _refused(method, target, found.reason)
         reasons.append(f"rows: {found.reason}")
     found = probes.probe_stacking(problem.forward, problem.x, unit, rng)
     if found.ok:
-        return stacked_input_route(problem, found.axis, max_memory), "batched"
+        return stacked_input_route(problem, found.axis, max_memory), "batched", found.seconds
     if method == "batched":
         raise _refused(method, target, found.reason)
     return "; ".join([*reasons, f"batched: {found.reason}"])
@@ -283,14 +284,15 @@ def _param_way(
     unit: float,
     rng: np.random.Generator,
     target: Target,
-) -> tuple[Route, str] | str:
-    """A parameter's stacked route, or why there is none."""
+) -> tuple[Route, str, float] | str:
+    """A parameter's stacked route, its name and its probe's time per copy, or why there is
+    none."""
     found = probes.probe_stacked_param(problem, target.owner, target.key, unit, rng)
     if found.ok:
         route = stacked_param_route(
             problem, target.owner, target.key, found.layout, found.axis, max_memory
         )
-        return route, "batched"
+        return route, "batched", found.seconds
     if method == "batched":
         raise _refused(method, target, found.reason)
     return f"batched: {found.reason}"

@@ -124,7 +124,7 @@ class LayerProblem:
         terms = np.abs(self.y0 * self.r)
         self.scale = float(np.sum(terms))
         self.sample_scales = terms.reshape(terms.shape[0], -1).sum(axis=1) if terms.ndim else terms
-        self.forward_seconds = math.inf  # the least CPU time of a forward at x seen so far
+        self.forward_seconds = math.inf  # the least time of a forward at x seen so far
 
     def output(self, x: Any) -> np.ndarray:
         """The layer's output at a copy of ``x`` as float64 NumPy, a view of what it returned
@@ -136,10 +136,10 @@ class LayerProblem:
     def forward(self, x: Any) -> np.ndarray:
         """The layer's output at a copy of ``x``, as a float64 NumPy copy of its own; a call
         at ``x`` itself updates ``forward_seconds``."""
-        start = time.process_time()
+        start = time.perf_counter()
         out = np.array(self.output(x))
         if x is self.x:
-            self.forward_seconds = min(self.forward_seconds, time.process_time() - start)
+            self.forward_seconds = min(self.forward_seconds, time.perf_counter() - start)
         return out
 
     def changes(self, outputs: np.ndarray, base: Any = None, r: Any = None) -> np.ndarray:
@@ -324,39 +324,40 @@ class ParamStack:
     by column (the last two axes swapped in memory: the same values and shape), so that a
     dot product over its rows, ``np.dot(x, W)`` on a stack, which NumPy computes one row
     of x and one column of W at a time, reads them contiguously. Copies are built flat in
-    that storage order: ``values`` is ``p`` in it, ``position[i]`` where element ``i`` (in
-    ``p``'s own order) is stored.
+    that storage order: ``values`` is ``p`` in it, ``stored[q]`` the element (in ``p``'s
+    own order) stored at ``q`` and ``position[i]`` where element ``i`` is stored.
 
     Examples
     --------
     >>> import numpy as np
     >>> from handgrad.gradcheck.routes import ParamStack
-    >>> layout = ParamStack(np.arange(6.0).reshape(2, 3), 0)
-    >>> layout.values.tolist(), layout.position.tolist()
+    >>> stacking = ParamStack(np.arange(6.0).reshape(2, 3))
+    >>> stacking.values.tolist(), stacking.position.tolist()
     ([0.0, 3.0, 1.0, 4.0, 2.0, 5.0], [0, 2, 4, 1, 3, 5])
-    >>> stack = layout.stack(np.stack([layout.values, layout.values + 10]))
-    >>> stack.shape, stack[1].tolist()
-    ((2, 2, 3), [[10.0, 11.0, 12.0], [13.0, 14.0, 15.0]])
+    >>> stack = stacking.stack(np.stack([stacking.values, stacking.values + 10]), 1)
+    >>> stack.shape, stack[1, 0].tolist()
+    ((2, 1, 2, 3), [[10.0, 11.0, 12.0], [13.0, 14.0, 15.0]])
     """
 
-    def __init__(self, p: Any, layout: int) -> None:
-        self.p, self.layout, self.shape = p, layout, tuple(p.shape)
+    def __init__(self, p: Any) -> None:
+        self.p, self.shape = p, tuple(p.shape)
         self.swapped = type(p) is np.ndarray and p.dtype == np.float64 and p.ndim >= 2
         order = np.arange(math.prod(self.shape)).reshape(self.shape)
-        stored = (np.swapaxes(order, -1, -2) if self.swapped else order).reshape(-1)
-        self.position = np.empty_like(stored)
-        self.position[stored] = np.arange(stored.size)
-        self.values = as_float64(p).reshape(-1)[stored]
+        self.stored = (np.swapaxes(order, -1, -2) if self.swapped else order).reshape(-1)
+        self.position = np.empty_like(self.stored)
+        self.position[self.stored] = np.arange(self.stored.size)
+        self.values = as_float64(p).reshape(-1)[self.stored]
 
-    def stack(self, copies: np.ndarray) -> Any:
-        """The stack of ``copies`` (n, size), each flat in storage order."""
+    def stack(self, copies: np.ndarray, layout: int) -> Any:
+        """The stack of ``copies`` (n, size), each flat in storage order, with ``layout``
+        singleton axes after the copies axis."""
         n = copies.shape[0]
         if self.swapped:
             held = copies.reshape(n, *self.shape[:-2], self.shape[-1], self.shape[-2])
             stack = np.swapaxes(held, -1, -2)
         else:
             stack = like(copies.reshape(n, *self.shape), self.p)
-        return stack[(slice(None),) + (None,) * self.layout]
+        return stack[(slice(None),) + (None,) * layout]
 
 
 def put_stacked(owner: dict, key: str, stack: Any, call: Callable[[], Any]) -> Any:
@@ -399,7 +400,7 @@ def stacked_param_route(
     >>> route(np.array([0, 1]), np.array([[0.5, -0.5], [0.5, -0.5]]))[0].tolist()  # 3 rows
     [[1.5, -1.5], [1.5, -1.5]]
     """
-    stacking = ParamStack(owner[key], layout)
+    stacking = ParamStack(owner[key])
     size = stacking.values.size + problem.y0.size
 
     def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -407,7 +408,7 @@ def stacked_param_route(
         losses = np.empty((m, k))
         for part in _in_chunks(m, _per_call(problem, size, k, max_memory)):
             copies = _stack(stacking.values, stacking.position[flat[part]], disp[part])
-            stack = stacking.stack(copies)
+            stack = stacking.stack(copies, layout)
             out = put_stacked(owner, key, stack, lambda: problem.output(problem.x))
             out = _copies_first(out, axis, copies.shape[0], problem.y0.shape)
             losses[part] = problem.changes(out).reshape(-1, k)
