@@ -187,7 +187,7 @@ def probe_rows(problem: LayerProblem, unit: float, rng: np.random.Generator) -> 
     for rows in (b for b in batches if b.size):
         start = time.perf_counter()
         try:
-            out = problem.forward(like(values[rows], x))
+            out = problem.forward(like(values[rows], x), owned=True)
         except Exception as err:  # the probe's answer: no
             return _raised(err, f"on a batch of {rows.size} samples")
         seconds.append((time.perf_counter() - start) / rows.size)

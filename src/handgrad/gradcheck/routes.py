@@ -126,18 +126,18 @@ class LayerProblem:
         self.sample_scales = terms.reshape(terms.shape[0], -1).sum(axis=1) if terms.ndim else terms
         self.forward_seconds = math.inf  # the least time of a forward at x seen so far
 
-    def output(self, x: Any) -> np.ndarray:
-        """The layer's output at a copy of ``x`` as float64 NumPy, a view of what it returned
-        when that is float64 NumPy already: use it before the next call."""
-        return np.asarray(
-            to_numpy(output_array(self.layer.forward(fresh(x)), self.layer)), np.float64
-        )
+    def output(self, x: Any, owned: bool = False) -> np.ndarray:
+        """The layer's output at a copy of ``x`` (at ``x`` itself when ``owned``: an array
+        made for this call alone) as float64 NumPy, a view of what it returned when that is
+        float64 NumPy already: use it before the next call."""
+        given = x if owned else fresh(x)
+        return np.asarray(to_numpy(output_array(self.layer.forward(given), self.layer)), np.float64)
 
-    def forward(self, x: Any) -> np.ndarray:
-        """The layer's output at a copy of ``x``, as a float64 NumPy copy of its own; a call
-        at ``x`` itself updates ``forward_seconds``."""
+    def forward(self, x: Any, owned: bool = False) -> np.ndarray:
+        """The layer's output at a copy of ``x`` (see :meth:`output`), as a float64 NumPy
+        copy of its own; a call at ``x`` itself updates ``forward_seconds``."""
         start = time.perf_counter()
-        out = np.array(self.output(x))
+        out = np.array(self.output(x, owned))
         if x is self.x:
             self.forward_seconds = min(self.forward_seconds, time.perf_counter() - start)
         return out
@@ -257,7 +257,7 @@ def rows_route(problem: LayerProblem, max_memory: int) -> Route:
             sample, column = np.divmod(flat[part], width)
             rows = np.repeat(samples[sample], k, axis=0)  # P*k,S
             rows[np.arange(rows.shape[0]), np.repeat(column, k)] += disp[part].reshape(-1)
-            out = problem.output(like(rows.reshape(-1, *x.shape[1:]), x))
+            out = problem.output(like(rows.reshape(-1, *x.shape[1:]), x), owned=True)
             owner = np.repeat(sample, k)
             expected = (owner.shape[0], *problem.y0.shape[1:])
             if out.shape != expected:
@@ -279,7 +279,7 @@ def _stack(values: np.ndarray, flat: np.ndarray, disp: np.ndarray) -> np.ndarray
 
 
 def _copies_first(out: np.ndarray, axis: int, count: int, shape: tuple[int, ...]) -> np.ndarray:
-    moved = np.moveaxis(out, axis, 0) if out.ndim == len(shape) + 1 else out
+    moved = np.moveaxis(out, axis, 0) if axis and out.ndim == len(shape) + 1 else out
     if moved.shape != (count, *shape):
         raise ValueError(f"the stacked copies gave shape {out.shape}, not {count} of {shape}")
     return moved
