@@ -105,9 +105,9 @@ class Way:
 class _Timed(Way):
     """A probed route raced against the loop on the first elements it is given: the fast
     route evaluates enough of them for 128 losses and, unless it took at most ``floor()``
-    per loss (the least time of one forward at x: the loop pays at least that per loss),
-    the loop the next ones for 8; the faster per loss takes the rest, now and later (both
-    are right: this is only speed; ``method="auto"`` only)."""
+    per loss (the least wall time of one forward at x, which the loop pays per loss and
+    more), the loop the next ones for 8; the faster per loss takes the rest, now and later
+    (both are right: this is only speed; ``method="auto"`` only)."""
 
     def __init__(
         self,
@@ -131,21 +131,19 @@ class _Timed(Way):
         loop_part = -(-_RACE_LOOP // k)
         if fast_part + loop_part >= m:
             return self._fast(flat, disp)
-        parts = [slice(0, fast_part), slice(fast_part, fast_part + loop_part)]
-        results, times = [], []
-        for route, part in zip((self._fast, self._loop), parts, strict=True):
-            start = time.process_time()  # CPU time: what others run meanwhile does not count
-            results.append(route(flat[part], disp[part]))
-            times.append((time.process_time() - start) / (part.stop - part.start))
-            if len(times) == 1 and times[0] <= self._floor() * k:
-                parts, times = parts[:1], [0.0, 1.0]  # faster than any loop: no need to run it
-                break
+        start = time.process_time()  # CPU time: what others run meanwhile does not count
+        results = [self._fast(flat[:fast_part], disp[:fast_part])]
+        fast_time = (time.process_time() - start) / fast_part
+        done = fast_part
+        if fast_time > self._floor() * k:  # not faster than any loop: time the loop too
+            done = fast_part + loop_part
+            start = time.process_time()
+            results.append(self._loop(flat[fast_part:done], disp[fast_part:done]))
+            if fast_time > _SLOWER * (time.process_time() - start) / loop_part:
+                self._notes.append(f"{self._name}: {self.method} was slower than the loop here")
+                self.method = "loop"
         self._raced = True
-        if times[0] > _SLOWER * times[1]:
-            self._notes.append(f"{self._name}: {self.method} was slower than the loop here")
-            self.method = "loop"
-        rest = slice(parts[-1].stop, m)
-        results.append(self._call(flat[rest], disp[rest]))
+        results.append(self._call(flat[done:], disp[done:]))
         return tuple(np.concatenate(values) for values in zip(*results, strict=True))
 
 
