@@ -16,7 +16,7 @@ rounds) next to the bare work of its first look, peak memory of handgrad full on
 against its budget, fast mode on a 1,000,000-weight MLP, and how often the zoo of wrong
 layers (tests/zoo.py) is caught.
 
-Run: python benchmarks/gradcheck_bench.py [--skip-slow] [--rounds 3]   (a few minutes on 2
+Run: python benchmarks/gradcheck_bench.py [--skip-slow] [--rounds 5]   (a few minutes on 2
 cores; --scaling-only runs the growth table alone)
 """
 
@@ -318,7 +318,7 @@ def main() -> None:
         action="store_true",
         help="skip the seed loop, torch default and handgrad loop above 100k weights",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of scaling")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of scaling")
     parser.add_argument("--scaling-only", action="store_true", help="only the growth table")
     args = parser.parse_args()
     print(
