@@ -12,6 +12,7 @@ import handgrad as hg
 from handgrad.core.arrays import convert
 from handgrad.core.errors import NonFiniteLossError
 from handgrad.gradcheck import finite_differences as fd
+from handgrad.gradcheck import plan, probes, routes, shortcuts
 
 
 def _problem(rng, sizes=(5, 7, 3), activation="tanh", batch=6):
@@ -246,3 +247,180 @@ def test_report_json_table_and_picture(tmp_path):
 def test_bad_options_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         hg.check_layer(hg.Tanh(), np.ones((2, 2)), **kwargs)
+
+
+# The batched evaluator's shortcuts and what a check keeps between its passes.
+
+
+def _soft_targets(rng, batch, classes):
+    t = rng.random((batch, classes))
+    return t / t.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("targets", ["indices", "probabilities"])
+def test_cross_entropy_changes_equal_the_dense_loss(reduction, targets):
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((6, 4)) * 3
+    y = rng.integers(0, 4, 6) if targets == "indices" else _soft_targets(rng, 6, 4)
+    loss = hg.CrossEntropyLoss(reduction)
+    changes = shortcuts.CrossEntropyChanges.of(loss, y, z)
+    delta, vectors = rng.standard_normal((5, 6)) * 1e-3, rng.standard_normal((5, 4))
+    got = changes(delta, vectors)
+    base = float(loss.forward(z, y))
+    for p in range(5):
+        dense = float(loss.forward(z + np.outer(delta[p], vectors[p]), y)) - base
+        # the dense change carries the rounding of the whole loss; the shortcut does not
+        assert abs(got[p] - dense) <= 64 * np.finfo(float).eps * abs(base), p
+
+
+def test_cross_entropy_shortcut_covers_only_what_it_computes():
+    rng = np.random.default_rng(6)
+    z, y = rng.standard_normal((3, 4)), np.array([0, 3, 1])
+
+    class Relabelled(hg.CrossEntropyLoss):
+        def forward(self, logits, target):
+            return super().forward(logits, (target + 1) % 4)
+
+    assert shortcuts.CrossEntropyChanges.of(hg.MSELoss(), y, z) is None
+    assert shortcuts.CrossEntropyChanges.of(Relabelled(), y, z) is None
+    assert shortcuts.CrossEntropyChanges.of(hg.CrossEntropyLoss(), y, z.astype(np.float32)) is None
+    changes = shortcuts.CrossEntropyChanges.of(hg.CrossEntropyLoss(), y, z)
+    vectors = np.ones((1, 4))
+    assert changes(np.full((1, 3), 2.0), vectors) is None  # a logit moves by more than 1
+    assert changes(np.full((1, 3), np.nan), vectors) is None  # the dense way names a NaN
+    assert changes(np.full((1, 3), 1e-3), vectors).shape == (1,)
+
+
+def test_the_fused_batched_evaluator_gives_the_loops_estimates():
+    rng = np.random.default_rng(7)
+    model, x, y = _problem(rng, sizes=(5, 7, 3), activation="sigmoid")
+    loss = hg.CrossEntropyLoss()
+    base = float(loss.forward(model.forward(x), y))
+    fused_calls = []
+
+    def fused(copies):
+        fused_calls.append(copies.delta.shape[0])
+        shortcut = shortcuts.CrossEntropyChanges.of(loss, y, copies.base)
+        return shortcut(copies.delta, copies.vectors)
+
+    evaluator = fd.BatchedEvaluator(
+        model.layers, x, lambda s: loss.forward(s, y) - base, 2**20, fused=fused
+    )
+    central, atol = fd.make_stencil(), 16 * np.finfo(float).eps * base / 1e-6
+    for k, layer in enumerate(model.layers):
+        for key, p in layer.params.items():
+            flat, values = np.arange(p.size), p.reshape(-1).copy()
+            h = fd.steps(values, 1e-6, False)
+            loop = fd.LoopEvaluator(lambda: float(loss.forward(model.forward(x), y)) - base, key)
+            a = fd.estimate(lambda c, d, p=p, f=flat, e=loop: e(p, f, d), values, h, central)
+            b = fd.estimate(
+                lambda c, d, k=k, key=key, p=p, f=flat: evaluator.losses(k, key, p, f, d),
+                values,
+                h,
+                central,
+            )
+            assert np.max(np.abs(a - b)) <= atol, (k, key)
+    assert sum(fused_calls) == 2 * sum(p.size for p in model.params.values())
+
+
+def test_chunks_hold_what_the_copies_hold_not_the_width_of_a_layer():
+    rng = np.random.default_rng(8)
+    sizes = {}
+    for width in (16, 1024):
+        model, x, _ = _problem(rng, sizes=(6, width, 3), activation="sigmoid", batch=4)
+        evaluator = fd.BatchedEvaluator(model.layers, x, lambda s: s.sum(axis=(-2, -1)), 2**30)
+        sizes[width] = evaluator.chunk_size(0)
+    assert sizes[16] == sizes[1024] > 1000  # a column per copy until the loss
+
+
+def test_rank_one_copies_densify_to_the_copies():
+    rng = np.random.default_rng(9)
+    base, columns = rng.standard_normal((3, 4)), np.array([1, 3])
+    cols = fd.Columns(base, columns, rng.standard_normal((2, 3)))
+    np.testing.assert_array_equal(cols.rank_one().dense(), cols.dense())
+    layer = hg.Linear(4, 2, rng=rng)
+    delta, vectors = shortcuts.rank_one_columns(layer)(base, cols.columns, cols.values)
+    dense = fd.RankOne(layer.forward(base), delta, vectors).dense()
+    for i in range(2):
+        np.testing.assert_allclose(dense[i], layer.forward(cols.dense()[i]), rtol=1e-13)
+
+
+@pytest.mark.parametrize("checked", ["model", "layer"])
+def test_a_check_after_the_weights_change_uses_the_new_weights(checked):
+    def check(model, x, y):
+        if checked == "model":
+            return hg.check_gradients(model, hg.CrossEntropyLoss(), x, y, rng=0)
+        return hg.check_layer(model, x, rng=0)
+
+    model, x, y = _problem(np.random.default_rng(10), activation="sigmoid")
+    first = check(model, x, y)
+    for p in model.params.values():  # between checks, in place, as training would
+        p *= 1.5
+    again = check(model, x, y)
+    twin, _, _ = _problem(np.random.default_rng(10), activation="sigmoid")
+    for name, p in twin.params.items():
+        p[...] = model.params[name]
+    fresh = check(twin, x, y)
+    assert again.loss == fresh.loss != first.loss
+    for a, b in zip(again.checks, fresh.checks, strict=True):
+        assert (a.name, a.numeric, a.analytic) == (b.name, b.numeric, b.analytic)
+        np.testing.assert_array_equal(a.errors, b.errors)
+
+
+def test_a_batched_check_leaves_the_model_as_it_found_it():
+    model, x, y = _problem(np.random.default_rng(11), sizes=(6, 9, 4), activation="sigmoid")
+    model.forward(x)  # caches of a forward pass, as a training step leaves them
+    before = {name: p.copy() for name, p in model.params.items()}
+    held = [dict(vars(layer)) for layer in model.layers]
+    report = hg.check_gradients(model, hg.CrossEntropyLoss(), x, y)
+    assert report.passed and report.method == "batched"
+    for name, p in model.params.items():
+        np.testing.assert_array_equal(p, before[name])
+        assert p is model.layers[int(name[0])].params[name.split(".")[1]]
+    for layer, attributes in zip(model.layers, held, strict=True):
+        assert vars(layer).keys() == attributes.keys()
+        for key, value in attributes.items():
+            if key != "grads":
+                assert vars(layer)[key] is value, key
+
+
+def test_a_route_faster_than_one_forward_is_not_raced_against_the_loop():
+    calls = []
+
+    def fast(flat, disp):
+        return np.zeros(disp.shape), np.ones(flat.shape)
+
+    def loop(flat, disp):
+        calls.append(flat.size)
+        return np.zeros(disp.shape), np.ones(flat.shape)
+
+    flat, disp = np.arange(200), np.ones((200, 2))
+    for floor, raced in ((lambda: np.inf, False), (lambda: 0.0, True)):
+        calls.clear()
+        way = plan._Timed(fast, "batched", loop, [], "w", floor)
+        way.evaluate(flat, disp)
+        assert bool(calls) == raced and way.method in ("batched", "loop")
+
+
+def test_parameter_copies_stored_by_columns_give_what_the_loop_gives():
+    rng = np.random.default_rng(12)
+
+    class Dot:  # np.dot on a stack of W: one row of x and one column of W at a time
+        def __init__(self):
+            self.params, self.grads = {"W": rng.standard_normal((5, 3))}, {}
+
+        def forward(self, x):
+            return np.dot(x, self.params["W"])
+
+    layer, x = Dot(), rng.standard_normal((4, 5))
+    problem = routes.LayerProblem(layer, x, layer.forward(x), rng.standard_normal((4, 3)))
+    found = probes.probe_stacked_param(problem, layer.params, "W", 2.0**-52, rng)
+    assert found.ok and found.seconds < np.inf
+    stacked = routes.stacked_param_route(
+        problem, layer.params, "W", found.layout, found.axis, 2**20
+    )
+    flat, disp = np.arange(15), np.tile([1e-3, -1e-3], (15, 1))
+    got, _ = stacked(flat, disp)
+    want, _ = routes.loop_route(problem.current, layer.params["W"])(flat, disp)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)

@@ -248,8 +248,9 @@ def _noise_floor(loss_scale: float, eps: float) -> float:
 def _upstream_rng(rng: Any) -> np.random.Generator:
     """The generator of the upstream gradient (and samples, directions): an int seed gets a
     stream of its own, so that ``x`` drawn from the same seed is not ``r``."""
-    generator = make_rng(rng)  # refuses what is not a seed, a generator or None
-    return np.random.default_rng([rng, _UPSTREAM_STREAM]) if isinstance(rng, int) else generator
+    if isinstance(rng, int) and rng >= 0:
+        return np.random.default_rng([rng, _UPSTREAM_STREAM])
+    return make_rng(rng)  # refuses what is not a seed, a generator or None
 
 
 def _check_input(x: Any) -> None:

@@ -6,7 +6,8 @@ loss at perturbed parameters.
 - The *batched* way evaluates many perturbed copies in one pass: a leading perturbation axis
   that the layers broadcast over. Only the perturbed layer and those after it run again, and
   a layer may form its perturbed outputs from its input directly (``perturbed_forward``,
-  e.g. Linear's rank-one update), in chunks sized to a memory budget.
+  e.g. Linear's rank-one update), in chunks sized to a memory budget by what the copies
+  really hold (one column per copy while they stay sparse, not a whole dense output).
 
 Both compute the same displacements (the step as stored in float64), so they agree up to
 the rounding of the loss itself.
@@ -30,6 +31,7 @@ __all__ = [
     "BatchedEvaluator",
     "Columns",
     "LoopEvaluator",
+    "RankOne",
     "Stencil",
     "estimate",
     "make_stencil",
@@ -38,6 +40,7 @@ __all__ = [
 
 
 STENCILS = ("central", "4-point")
+CHUNK_FLOATS = 2**19  # numbers a pass of the batched evaluator holds per array: cache-sized
 
 
 @dataclass(frozen=True)
@@ -201,24 +204,62 @@ class Columns:
 
     def dense(self) -> Any:
         """The copies as one (copies, batch, width) array."""
+        return self.rank_one().dense()
+
+    def rank_one(self) -> RankOne:
+        """The same copies as rank-one changes of ``base``: ``delta`` is the change of the
+        column, ``vectors`` its one-hot."""
         xp = namespace(self.base)
         delta = self.values - xp.take(self.base, self.columns, axis=1).mT  # P,B
         width = xp.arange(self.base.shape[1], device=array_api_compat.device(self.base))
         onehot = xp.astype(self.columns[:, None] == width[None, :], self.base.dtype)  # P,W
-        return self.base[None, ...] + delta[:, :, None] * onehot[:, None, :]
+        return RankOne(self.base, delta, onehot)
+
+
+@dataclass
+class RankOne:
+    """Copies of a (batch, width) array ``base`` that differ from it by a rank-one change
+    each: copy i is ``base + outer(delta[i], vectors[i])``, ``delta`` (copies, batch) and
+    ``vectors`` (copies, width). A Linear layer turns copies that differ in one input
+    column into these, and a loss with a shortcut takes them without densifying.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.finite_differences import RankOne
+    >>> copies = RankOne(np.zeros((2, 3)), np.array([[1.0, 2.0]]), np.array([[1.0, 0.0, -1.0]]))
+    >>> print(copies.dense()[0])
+    [[ 1.  0. -1.]
+     [ 2.  0. -2.]]
+    """
+
+    base: Any
+    delta: Any
+    vectors: Any
+
+    def dense(self) -> Any:
+        """The copies as one (copies, batch, width) array."""
+        return self.base[None, ...] + self.delta[:, :, None] * self.vectors[:, None, :]
 
 
 class BatchedEvaluator:
     """Losses of many perturbed copies at once, for a chain of layers and a loss ``head``.
 
     ``head(stack)`` maps the last layer's outputs, with a leading axis of copies, to one
-    loss per copy. The inputs of each layer in the unperturbed pass are kept, so a
-    perturbation in layer k re-runs only layers k, k+1, ... A perturbation of one element
-    stays sparse as long as the layers allow: copies that differ in one column
-    (:class:`Columns`) pass through ``elementwise`` layers column by column, and the
-    shortcuts of :mod:`handgrad.gradcheck.shortcuts` turn them into full outputs (Linear)
-    without copying any weight. Other layers get dense stacks (a layer that broadcasts over
-    a leading axis), and a perturbed layer without a shortcut runs once per copy.
+    loss per copy. The inputs of each layer in the unperturbed pass are kept (computed once
+    per evaluator, that is per check), so a perturbation in layer k re-runs only layers k,
+    k+1, ... A perturbation of one element stays sparse as long as the layers allow: copies
+    that differ in one column (:class:`Columns`) pass through ``elementwise`` layers column
+    by column, and the shortcuts of :mod:`handgrad.gradcheck.shortcuts` turn them into
+    rank-one changes of a Linear layer's output (:class:`RankOne`) without copying any
+    weight. ``fused(copies)``, if given, takes such rank-one copies of the last output and
+    returns what ``head`` would (None where it does not apply): a loss's shortcut, which
+    never forms the dense copies. Other layers get dense stacks (a layer that broadcasts
+    over a leading axis), and a perturbed layer without a shortcut runs once per copy.
+
+    Copies are evaluated in chunks sized by what each copy holds on its way to the loss (a
+    column while sparse, a whole output once dense), within ``max_memory`` and within
+    ``CHUNK_FLOATS`` numbers per array, so that a chunk's arrays stay in the caches.
 
     Examples
     --------
@@ -240,9 +281,11 @@ class BatchedEvaluator:
         head: Callable[[Any], Any],
         max_memory: int,
         forward: Callable[[int, Any], Any] | None = None,
+        fused: Callable[[RankOne], Any] | None = None,
     ) -> None:
         self.layers = list(layers)
         self.head = head
+        self.fused = fused
         self.forward = forward or (lambda i, a: self.layers[i].forward(a))
         self.inputs = [x]
         for i in range(len(self.layers)):
@@ -252,14 +295,29 @@ class BatchedEvaluator:
         self.max_memory = max_memory
 
     def chunk_size(self, k: int | None) -> int:
-        """Copies per pass so that what they hold after layer k fits the memory budget."""
+        """Copies per pass so that what they hold after a perturbation in layer k (None:
+        the input) fits the memory budget, with room for temporaries."""
         first = 0 if k is None else k + 1
-        batch = self.inputs[0].shape[0] if self.inputs[0].ndim == 2 else 1
-        per_copy, sparse = math.prod(self.inputs[first].shape), True
+        x = self.inputs[0]
+        batch = x.shape[0] if x.ndim == 2 else 1
+        if k is None:
+            sparse = x.ndim == 2
+        else:
+            sparse = self.inputs[k].ndim == 2 and (
+                shortcuts.perturbed_columns(self.layers[k]) is not None
+            )
+        state = "columns" if sparse else "dense"
+        floats = batch if sparse else math.prod(self.inputs[first].shape)
         for layer, out in zip(self.layers[first:], self.inputs[first + 1 :], strict=True):
-            sparse = sparse and getattr(layer, "elementwise", False)
-            per_copy += batch if sparse else math.prod(out.shape)
-        return max(1, int(self.max_memory // (8 * 4 * per_copy)))
+            if state == "columns" and getattr(layer, "elementwise", False):
+                floats += batch
+            elif state == "columns" and shortcuts.rank_one_columns(layer) is not None:
+                state, floats = "rank one", floats + batch + out.shape[-1]
+            else:
+                state, floats = "dense", floats + math.prod(out.shape)
+        floats += math.prod(self.inputs[-1].shape)  # the loss's work on each copy
+        budget = min(self.max_memory // (8 * 4), CHUNK_FLOATS)
+        return max(1, int(budget // floats))
 
     def losses(self, k: int | None, name: str, p: Any, flat: np.ndarray, d: np.ndarray) -> Any:
         """Losses with element ``flat[i]`` of ``p`` moved by ``d[i]``, for each i.
@@ -284,7 +342,7 @@ class BatchedEvaluator:
             state = self._perturbed(k, name, p, elements, moves)
             for i in range(0 if k is None else k + 1, len(self.layers)):
                 state = self._through(i, state)
-            out = self.head(state.dense() if isinstance(state, Columns) else state)
+            out = self._head(state)
             got, scale = out if isinstance(out, tuple) else (out, None)
             if tuple(got.shape) != (elements.shape[0],):
                 raise ValueError(f"the loss of stacked copies has shape {tuple(got.shape)}")
@@ -294,15 +352,26 @@ class BatchedEvaluator:
                 scales[part] = np.asarray(scale, dtype=np.float64).reshape(-1, offsets).max(axis=1)
         return values, scales
 
+    def _head(self, state: Any) -> Any:
+        """``head`` of the copies, or ``fused`` where it takes them as they are."""
+        if self.fused is not None and isinstance(state, Columns | RankOne):
+            got = self.fused(state.rank_one() if isinstance(state, Columns) else state)
+            if got is not None:
+                return got
+        return self.head(state.dense() if isinstance(state, Columns | RankOne) else state)
+
     def _through(self, i: int, state: Any) -> Any:
         """Run layer i on the copies, keeping them sparse where the layer allows."""
         layer = self.layers[i]
+        if isinstance(state, RankOne):
+            state = state.dense()
         if isinstance(state, Columns):
             if getattr(layer, "elementwise", False):
                 return Columns(self.inputs[i + 1], state.columns, self.forward(i, state.values))
-            columns = shortcuts.forward_columns(layer)
-            if columns is not None:
-                return columns(self.inputs[i], state.columns, state.values, y=self.inputs[i + 1])
+            rank_one = shortcuts.rank_one_columns(layer)
+            if rank_one is not None:
+                delta, vectors = rank_one(self.inputs[i], state.columns, state.values)
+                return RankOne(self.inputs[i + 1], delta, vectors)
             state = state.dense()
         return self.forward(i, state)
 

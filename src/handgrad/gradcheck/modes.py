@@ -54,6 +54,8 @@ def _rounded(values: np.ndarray, dtype: Any) -> np.ndarray:
 
 
 def _numpy_dtype(array: Any) -> Any:
+    if type(array) is np.ndarray and array.dtype.kind == "f":
+        return array.dtype
     xp = namespace(array)
     for name in ("float64", "float32", "float16"):
         if array.dtype == getattr(xp, name):
@@ -90,7 +92,10 @@ def _element_lines(
 
 
 def _warn_if_unresolved(values: np.ndarray, h: np.ndarray, name: str, dtype: Any) -> None:
-    resolution = np.spacing(np.abs(values).astype(dtype)).astype(np.float64)
+    magnitude = np.abs(values)
+    if dtype == np.float64 and 1024 * 2**-52 * float(np.max(magnitude, initial=0.0)) < h.min():
+        return  # spacing(|p|) <= 2^-52 |p| in float64: every step is resolved
+    resolution = np.spacing(magnitude.astype(dtype)).astype(np.float64)
     if np.any(h < 1024 * resolution):
         worst = int(np.argmax(resolution / h))
         warnings.warn(

@@ -28,7 +28,7 @@ import numpy as np
 
 from handgrad.core.arrays import to_numpy
 from handgrad.gradcheck import finite_differences as fd
-from handgrad.gradcheck import probes
+from handgrad.gradcheck import probes, shortcuts
 from handgrad.gradcheck.routes import (
     LayerProblem,
     Route,
@@ -104,13 +104,23 @@ class Way:
 
 class _Timed(Way):
     """A probed route raced against the loop on the first elements it is given: the fast
-    route evaluates enough of them for 128 losses, the loop the next ones for 8, and the
-    faster per loss takes the rest, now and later (both are right: this is only speed;
-    ``method="auto"`` only)."""
+    route evaluates enough of them for 128 losses and, unless it took at most ``floor()``
+    per loss (the least wall time of one forward at x, which the loop pays per loss and
+    more), the loop the next ones for 8; the faster per loss takes the rest, now and later
+    (both are right: this is only speed; ``method="auto"`` only)."""
 
-    def __init__(self, fast: Route, method: str, loop: Route, notes: list[str], name: str) -> None:
+    def __init__(
+        self,
+        fast: Route,
+        method: str,
+        loop: Route,
+        notes: list[str],
+        name: str,
+        floor: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         super().__init__(self._call, method)
         self._fast, self._loop, self._notes, self._name = fast, loop, notes, name
+        self._floor = floor
         self._raced = False
 
     def _call(self, flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,18 +131,19 @@ class _Timed(Way):
         loop_part = -(-_RACE_LOOP // k)
         if fast_part + loop_part >= m:
             return self._fast(flat, disp)
-        parts = [slice(0, fast_part), slice(fast_part, fast_part + loop_part)]
-        results, times = [], []
-        for route, part in zip((self._fast, self._loop), parts, strict=True):
-            start = time.process_time()  # CPU time: what others run meanwhile does not count
-            results.append(route(flat[part], disp[part]))
-            times.append((time.process_time() - start) / (part.stop - part.start))
+        start = time.process_time()  # CPU time: what others run meanwhile does not count
+        results = [self._fast(flat[:fast_part], disp[:fast_part])]
+        fast_time = (time.process_time() - start) / fast_part
+        done = fast_part
+        if fast_time > self._floor() * k:  # not faster than any loop: time the loop too
+            done = fast_part + loop_part
+            start = time.process_time()
+            results.append(self._loop(flat[fast_part:done], disp[fast_part:done]))
+            if fast_time > _SLOWER * (time.process_time() - start) / loop_part:
+                self._notes.append(f"{self._name}: {self.method} was slower than the loop here")
+                self.method = "loop"
         self._raced = True
-        if times[0] > _SLOWER * times[1]:
-            self._notes.append(f"{self._name}: {self.method} was slower than the loop here")
-            self.method = "loop"
-        rest = slice(parts[1].stop, m)
-        results.append(self._call(flat[rest], disp[rest]))
+        results.append(self._call(flat[done:], disp[done:]))
         return tuple(np.concatenate(values) for values in zip(*results, strict=True))
 
 
@@ -206,10 +217,11 @@ def layer_planner(
             "batched",
         )
 
-    def timed(target: Target, fast: Route, name: str) -> Way:
-        if method != "auto":  # the method asked for, whatever its speed
-            return Way(fast, name)
-        return _Timed(fast, name, loop_route(problem.current, target.array), notes, target.name)
+    def timed(target: Target, fast: Route, name: str, seconds: float) -> Way:
+        if method != "auto" or seconds <= problem.forward_seconds:
+            return Way(fast, name)  # asked for, or its probe was faster per copy than a forward
+        loop = loop_route(problem.current, target.array)
+        return _Timed(fast, name, loop, notes, target.name, lambda: problem.forward_seconds)
 
     def choose(target: Target, count: int) -> Way:
         loop = Way(loop_route(problem.current, target.array), "loop")
@@ -244,19 +256,20 @@ def _input_way(
     unit: float,
     rng: np.random.Generator,
     target: Target,
-) -> tuple[Route, str] | str:
-    """The input's fastest proven route and its name, or why there is none."""
+) -> tuple[Route, str, float] | str:
+    """The input's fastest proven route, its name and its probe's time per copy, or why
+    there is none."""
     reasons = []
     if method in ("auto", "rows"):
         found = probes.probe_rows(problem, unit, rng)
         if found.ok:
-            return rows_route(problem, max_memory), "rows"
+            return rows_route(problem, max_memory), "rows", found.seconds
         if method == "rows":
             raise _refused(method, target, found.reason)
         reasons.append(f"rows: {found.reason}")
     found = probes.probe_stacking(problem.forward, problem.x, unit, rng)
     if found.ok:
-        return stacked_input_route(problem, found.axis, max_memory), "batched"
+        return stacked_input_route(problem, found.axis, max_memory), "batched", found.seconds
     if method == "batched":
         raise _refused(method, target, found.reason)
     return "; ".join([*reasons, f"batched: {found.reason}"])
@@ -269,14 +282,15 @@ def _param_way(
     unit: float,
     rng: np.random.Generator,
     target: Target,
-) -> tuple[Route, str] | str:
-    """A parameter's stacked route, or why there is none."""
+) -> tuple[Route, str, float] | str:
+    """A parameter's stacked route, its name and its probe's time per copy, or why there is
+    none."""
     found = probes.probe_stacked_param(problem, target.owner, target.key, unit, rng)
     if found.ok:
         route = stacked_param_route(
             problem, target.owner, target.key, found.layout, found.axis, max_memory
         )
-        return route, "batched"
+        return route, "batched", found.seconds
     if method == "batched":
         raise _refused(method, target, found.reason)
     return f"batched: {found.reason}"
@@ -317,16 +331,22 @@ def model_planner(
     rng = np.random.default_rng(_PROBE_SEED)
     trusted = [declares_broadcasting(layer) for layer in layers]
     evaluators: list[fd.BatchedEvaluator] = []
+    shortcut: list[shortcuts.CrossEntropyChanges | None] = []
     stacks: dict[int, probes.Finding] = {}
     notes: list[str] = []
 
     def forward(i: int, a: Any) -> Any:  # a user's layer gets and gives copies
         return layers[i].forward(a) if trusted[i] else fresh(layers[i].forward(fresh(a)))
 
+    def fused(copies: fd.RankOne) -> Any:  # the loss's shortcut, built at the first copies
+        if not shortcut:
+            shortcut.append(shortcuts.CrossEntropyChanges.of(loss, y, copies.base))
+        return None if shortcut[0] is None else shortcut[0](copies.delta, copies.vectors)
+
     def evaluator() -> fd.BatchedEvaluator:
         if not evaluators:
-            head = lambda stack: loss.forward(stack, y)  # noqa: E731
-            evaluators.append(fd.BatchedEvaluator(layers, x, head, max_memory, forward))
+            head = lambda stack: loss.forward(stack, y) - base  # noqa: E731
+            evaluators.append(fd.BatchedEvaluator(layers, x, head, max_memory, forward, fused))
         return evaluators[0]
 
     def takes_stacks(i: int) -> probes.Finding:
@@ -352,8 +372,8 @@ def model_planner(
 
     def chained(target: Target) -> Way:
         def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            values, _ = evaluator().evaluate(target.index, target.key, target.array, flat, disp)
-            return values - base, np.full(flat.shape, scale)
+            changes, _ = evaluator().evaluate(target.index, target.key, target.array, flat, disp)
+            return changes, np.full(flat.shape, scale)
 
         return Way(route, "batched")
 

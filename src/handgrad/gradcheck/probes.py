@@ -17,6 +17,8 @@ layer still shows, in the plain evaluation that every route is compared with.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from handgrad.core.errors import RandomLayerError
-from handgrad.gradcheck.routes import LayerProblem, as_float64, like, put_stacked
+from handgrad.gradcheck.routes import LayerProblem, ParamStack, as_float64, like, put_stacked
 from handgrad.gradcheck.state import fresh
 
 __all__ = [
@@ -38,11 +40,13 @@ __all__ = [
 
 AGREEMENT = 256  # outputs agree when they differ by at most this many units of roundoff
 LAYOUTS = (0, 1, 2)  # singleton axes tried after the copies axis of a stacked parameter
+_TINY = float(np.finfo(np.float64).tiny)
 
 
 @dataclass(frozen=True)
 class Finding:
-    """The answer of a probe: ``ok``, and why not (or which layout and output axis).
+    """The answer of a probe: ``ok``, and why not (or which layout and output axis, and
+    what the proven call cost per copy).
 
     Examples
     --------
@@ -55,15 +59,17 @@ class Finding:
     reason: str = ""
     axis: int = 0
     layout: int = 0
+    seconds: float = math.inf  # time per copy (or sample) of the proven call, if timed
 
 
 def _agree(a: np.ndarray, b: np.ndarray, unit: float) -> bool:
     if a.shape != b.shape:
         return False
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+    gap = float(np.max(np.abs(a - b), initial=0.0))
+    size = float(np.max(np.abs(b), initial=0.0))
+    if not (math.isfinite(gap) and math.isfinite(size)):  # an inf or NaN in a or b
         return bool(np.array_equal(a, b, equal_nan=True))
-    scale = max(float(np.max(np.abs(b), initial=0.0)), np.finfo(np.float64).tiny)
-    return bool(np.max(np.abs(a - b), initial=0.0) <= AGREEMENT * unit * scale)
+    return gap <= AGREEMENT * unit * max(size, _TINY)
 
 
 def _raised(err: Exception, what: str) -> Finding:
@@ -177,18 +183,21 @@ def probe_rows(problem: LayerProblem, unit: float, rng: np.random.Generator) -> 
         order[[0, 0]],
     ]
     values = as_float64(x)
+    seconds = []
     for rows in (b for b in batches if b.size):
+        start = time.perf_counter()
         try:
-            out = problem.forward(like(values[rows], x))
+            out = problem.forward(like(values[rows], x), owned=True)
         except Exception as err:  # the probe's answer: no
             return _raised(err, f"on a batch of {rows.size} samples")
+        seconds.append((time.perf_counter() - start) / rows.size)
         if not _agree(out, y0[rows], unit):
             return Finding(
                 False,
                 f"samples are not independent: {rows.size} of them in another order "
                 "and batch size give other outputs (batch statistics?)",
             )
-    return Finding(True, "samples are independent")
+    return Finding(True, "samples are independent", seconds=seconds[0])
 
 
 def _copies_count(*shapes: tuple[int, ...]) -> int:
@@ -285,16 +294,22 @@ def probe_stacked_param(
         return _raised(err, "with a perturbed parameter")
     finally:
         p[...] = like(values, p)
-    reasons = []
-    for layout in LAYOUTS:
-        stack = like(copies.reshape(count, *([1] * layout), *p.shape), p)
+    reasons = {}
+    stacking = ParamStack(p)
+    stored = copies.reshape(count, -1)[:, stacking.stored]
+    preferred = problem.y0.ndim - p.ndim  # singleton axes that line p up with the output
+    for layout in sorted(LAYOUTS, key=lambda layout: layout != preferred):
+        stack = stacking.stack(stored, layout)
+        start = time.perf_counter()
         try:
             out = put_stacked(owner, key, stack, lambda: problem.forward(problem.x))
         except Exception as err:  # the probe's answer: no, for this layout
-            reasons.append(_raised(err, "with stacked parameter copies").reason)
+            reasons[layout] = _raised(err, "with stacked parameter copies").reason
             continue
+        seconds = (time.perf_counter() - start) / count
         axis = _copies_axis(out, np.stack(expected), unit)
         if axis is not None:
-            return Finding(True, "takes stacked parameter copies", axis=axis, layout=layout)
-        reasons.append("stacked parameter copies gave other outputs")
-    return Finding(False, reasons[0])
+            found = "takes stacked parameter copies"
+            return Finding(True, found, axis=axis, layout=layout, seconds=seconds)
+        reasons[layout] = "stacked parameter copies gave other outputs"
+    return Finding(False, reasons[LAYOUTS[0]])

@@ -22,6 +22,7 @@ before the next call.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from handgrad.gradcheck.state import fresh
 
 __all__ = [
     "LayerProblem",
+    "ParamStack",
     "Route",
     "as_float64",
     "like",
@@ -47,6 +49,7 @@ __all__ = [
 
 Route = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 MAX_COPIES = 512  # copies per call: enough to amortise Python, small enough for the caches
+CALL_FLOATS = 2**16  # numbers the copies of one call hold: arrays that stay in the caches
 
 
 def as_float64(a: Any) -> np.ndarray:
@@ -121,17 +124,23 @@ class LayerProblem:
         terms = np.abs(self.y0 * self.r)
         self.scale = float(np.sum(terms))
         self.sample_scales = terms.reshape(terms.shape[0], -1).sum(axis=1) if terms.ndim else terms
+        self.forward_seconds = math.inf  # the least time of a forward at x seen so far
 
-    def output(self, x: Any) -> np.ndarray:
-        """The layer's output at a copy of ``x`` as float64 NumPy, a view of what it returned
-        when that is float64 NumPy already: use it before the next call."""
-        return np.asarray(
-            to_numpy(output_array(self.layer.forward(fresh(x)), self.layer)), np.float64
-        )
+    def output(self, x: Any, owned: bool = False) -> np.ndarray:
+        """The layer's output at a copy of ``x`` (at ``x`` itself when ``owned``: an array
+        made for this call alone) as float64 NumPy, a view of what it returned when that is
+        float64 NumPy already: use it before the next call."""
+        given = x if owned else fresh(x)
+        return np.asarray(to_numpy(output_array(self.layer.forward(given), self.layer)), np.float64)
 
-    def forward(self, x: Any) -> np.ndarray:
-        """The layer's output at a copy of ``x``, as a float64 NumPy copy of its own."""
-        return np.array(self.output(x))
+    def forward(self, x: Any, owned: bool = False) -> np.ndarray:
+        """The layer's output at a copy of ``x`` (see :meth:`output`), as a float64 NumPy
+        copy of its own; a call at ``x`` itself updates ``forward_seconds``."""
+        start = time.perf_counter()
+        out = np.array(self.output(x, owned))
+        if x is self.x:
+            self.forward_seconds = min(self.forward_seconds, time.perf_counter() - start)
+        return out
 
     def changes(self, outputs: np.ndarray, base: Any = None, r: Any = None) -> np.ndarray:
         """Loss changes of ``outputs`` (copies on axis 0) from ``base`` and ``r`` (one per
@@ -188,9 +197,11 @@ def loop_route(current: Callable[[], tuple[float, float]], array: Any) -> Route:
 
 
 def _per_call(problem: LayerProblem, elements_per_copy: int, k: int, max_memory: int) -> int:
-    """Elements per call so that their copies (k per element) fit the memory budget."""
-    copies = max(1, min(MAX_COPIES, max_memory // (8 * 4 * max(elements_per_copy, 1))))
-    return max(1, copies // k)
+    """Elements per call so that their copies (k per element) fit the memory budget and,
+    with their outputs, about ``CALL_FLOATS`` numbers."""
+    per_copy = max(elements_per_copy, 1)
+    copies = min(MAX_COPIES, max_memory // (8 * 4 * per_copy), CALL_FLOATS // per_copy)
+    return max(1, max(1, copies) // k)
 
 
 def _in_chunks(n: int, size: int):
@@ -246,7 +257,7 @@ def rows_route(problem: LayerProblem, max_memory: int) -> Route:
             sample, column = np.divmod(flat[part], width)
             rows = np.repeat(samples[sample], k, axis=0)  # P*k,S
             rows[np.arange(rows.shape[0]), np.repeat(column, k)] += disp[part].reshape(-1)
-            out = problem.output(like(rows.reshape(-1, *x.shape[1:]), x))
+            out = problem.output(like(rows.reshape(-1, *x.shape[1:]), x), owned=True)
             owner = np.repeat(sample, k)
             expected = (owner.shape[0], *problem.y0.shape[1:])
             if out.shape != expected:
@@ -268,7 +279,7 @@ def _stack(values: np.ndarray, flat: np.ndarray, disp: np.ndarray) -> np.ndarray
 
 
 def _copies_first(out: np.ndarray, axis: int, count: int, shape: tuple[int, ...]) -> np.ndarray:
-    moved = np.moveaxis(out, axis, 0) if out.ndim == len(shape) + 1 else out
+    moved = np.moveaxis(out, axis, 0) if axis and out.ndim == len(shape) + 1 else out
     if moved.shape != (count, *shape):
         raise ValueError(f"the stacked copies gave shape {out.shape}, not {count} of {shape}")
     return moved
@@ -305,6 +316,48 @@ def stacked_input_route(problem: LayerProblem, axis: int, max_memory: int) -> Ro
         return losses, np.full(m, problem.scale)
 
     return route
+
+
+class ParamStack:
+    """How copies of parameter ``p`` are stacked for one forward: ``(n, 1 x layout,
+    *p.shape)`` in ``p``'s library. A float64 NumPy matrix's copies are each stored column
+    by column (the last two axes swapped in memory: the same values and shape), so that a
+    dot product over its rows, ``np.dot(x, W)`` on a stack, which NumPy computes one row
+    of x and one column of W at a time, reads them contiguously. Copies are built flat in
+    that storage order: ``values`` is ``p`` in it, ``stored[q]`` the element (in ``p``'s
+    own order) stored at ``q`` and ``position[i]`` where element ``i`` is stored.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from handgrad.gradcheck.routes import ParamStack
+    >>> stacking = ParamStack(np.arange(6.0).reshape(2, 3))
+    >>> stacking.values.tolist(), stacking.position.tolist()
+    ([0.0, 3.0, 1.0, 4.0, 2.0, 5.0], [0, 2, 4, 1, 3, 5])
+    >>> stack = stacking.stack(np.stack([stacking.values, stacking.values + 10]), 1)
+    >>> stack.shape, stack[1, 0].tolist()
+    ((2, 1, 2, 3), [[10.0, 11.0, 12.0], [13.0, 14.0, 15.0]])
+    """
+
+    def __init__(self, p: Any) -> None:
+        self.p, self.shape = p, tuple(p.shape)
+        self.swapped = type(p) is np.ndarray and p.dtype == np.float64 and p.ndim >= 2
+        order = np.arange(math.prod(self.shape)).reshape(self.shape)
+        self.stored = (np.swapaxes(order, -1, -2) if self.swapped else order).reshape(-1)
+        self.position = np.empty_like(self.stored)
+        self.position[self.stored] = np.arange(self.stored.size)
+        self.values = as_float64(p).reshape(-1)[self.stored]
+
+    def stack(self, copies: np.ndarray, layout: int) -> Any:
+        """The stack of ``copies`` (n, size), each flat in storage order, with ``layout``
+        singleton axes after the copies axis."""
+        n = copies.shape[0]
+        if self.swapped:
+            held = copies.reshape(n, *self.shape[:-2], self.shape[-1], self.shape[-2])
+            stack = np.swapaxes(held, -1, -2)
+        else:
+            stack = like(copies.reshape(n, *self.shape), self.p)
+        return stack[(slice(None),) + (None,) * layout]
 
 
 def put_stacked(owner: dict, key: str, stack: Any, call: Callable[[], Any]) -> Any:
@@ -347,16 +400,15 @@ def stacked_param_route(
     >>> route(np.array([0, 1]), np.array([[0.5, -0.5], [0.5, -0.5]]))[0].tolist()  # 3 rows
     [[1.5, -1.5], [1.5, -1.5]]
     """
-    p = owner[key]
-    values = as_float64(p).reshape(-1)
-    size = values.size + problem.y0.size
+    stacking = ParamStack(owner[key])
+    size = stacking.values.size + problem.y0.size
 
     def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m, k = disp.shape
         losses = np.empty((m, k))
         for part in _in_chunks(m, _per_call(problem, size, k, max_memory)):
-            copies = _stack(values, flat[part], disp[part])
-            stack = like(copies.reshape(-1, *([1] * layout), *p.shape), p)
+            copies = _stack(stacking.values, stacking.position[flat[part]], disp[part])
+            stack = stacking.stack(copies, layout)
             out = put_stacked(owner, key, stack, lambda: problem.output(problem.x))
             out = _copies_first(out, axis, copies.shape[0], problem.y0.shape)
             losses[part] = problem.changes(out).reshape(-1, k)

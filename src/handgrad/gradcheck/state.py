@@ -89,6 +89,8 @@ def _same(a: Any, b: Any) -> bool:
     """True when arrays ``a`` and ``b`` hold the same values (NaN equal to NaN)."""
     if tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
         return False
+    if type(a) is np.ndarray and type(b) is np.ndarray:
+        return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
     xp = namespace(a)
     return bool(xp.all((a == b) | ((a != a) & (b != b))))
 

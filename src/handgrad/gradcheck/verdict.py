@@ -123,13 +123,11 @@ class _Estimate:
 
 def _stencil(L, A, D, noise_unit, columns, weights) -> _Estimate:
     w = np.asarray(weights)
-    den = D[:, columns] @ w
+    if columns is not None:  # None: every column, in order
+        L, A, D = L[:, columns], A[:, columns], D[:, columns]
+    den = D @ w
     with np.errstate(divide="ignore", invalid="ignore"):  # a step lost in rounding: NaN
-        return _Estimate(
-            (L[:, columns] @ w) / den,
-            (A[:, columns] @ w) / den,
-            noise_unit * np.sum(np.abs(w)) / np.abs(den),
-        )
+        return _Estimate((L @ w) / den, (A @ w) / den, noise_unit * np.sum(np.abs(w)) / np.abs(den))
 
 
 def _relative(e: _Estimate, absolute: np.ndarray, threshold: float) -> np.ndarray:
@@ -161,8 +159,12 @@ def decide(lines: Lines, stencil: Stencil, unit: float, threshold: float) -> Dec
     nominal = lines.h[:, None] * np.asarray(stencil.offsets)[None, :]
     L, S, D, A = lines.evaluate(np.arange(n), nominal, True)
     with np.errstate(invalid="ignore"):
-        first = _stencil(L, A, D, NOISE_FACTOR * unit * S, list(range(L.shape[1])), stencil.weights)
+        first = _stencil(L, A, D, NOISE_FACTOR * unit * S, None, stencil.weights)
         settled = first.agrees(threshold, np.zeros(n))
+    if settled.all():  # every line settled by the first look
+        rel = _relative(first, np.zeros(n), threshold)
+        no = np.zeros(n, bool)
+        return Decision(first.numeric, first.analytic, rel, no, no, np.zeros((n, 2)), 0)
     within_floor = first.agrees(threshold, first.noise)
     numeric, analytic, absolute = first.numeric.copy(), first.analytic.copy(), np.zeros(n)
     failed, kink, slopes = np.zeros(n, bool), np.zeros(n, bool), np.zeros((n, 2))
