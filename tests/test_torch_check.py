@@ -1,0 +1,230 @@
+"""handgrad.torch.gradcheck / gradgradcheck: every slip of the zoo caught by the check
+that should catch it, no right Function failed, over seeds and in float64 and float32;
+verdicts as torch.autograd.gradcheck's on small cases; the report, the routes, layouts,
+undefined upstream gradients, reentrance, randomness and kinks."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import handgrad.torch as hgt
+from handgrad.core.errors import GradientCheckError, RandomLayerError
+from handgrad.interop.torch_check import check_report
+from tests.torch_function_zoo import CASES, SiLU, SiLUVmap, Square
+
+SEEDS = range(int(os.environ.get("HANDGRAD_ZOO_SEEDS", "2")))
+# right at second order too: their backward is differentiable (it saves only the inputs);
+# layer norm, attention and the conv save intermediates of forward, detached from x
+SECOND_ORDER = {"silu", "silu vmap", "square", "cube"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_zoo_gets_the_right_verdict(name, seed, dtype):
+    fn, make, catches = CASES[name]
+    inputs = make(seed, dtype)
+    first = hgt.gradcheck(
+        fn, inputs, check_layouts=False, seed=seed, raise_exception=False
+    )
+    assert first == (catches != "first"), name
+    if catches == "first":
+        return
+    assert hgt.gradcheck(fn, inputs, seed=seed, raise_exception=False) == (catches != "layouts")
+    if name in SECOND_ORDER or catches == "second":
+        assert hgt.gradgradcheck(fn, inputs, seed=seed, raise_exception=False) == (
+            catches != "second"
+        )
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in CASES if not n.startswith("float32") and CASES[n][2] != "second"]
+)
+def test_first_order_verdicts_match_torch_autograd_gradcheck(name):
+    fn, make, catches = CASES[name]
+    inputs = make(0, torch.float64)
+    theirs = torch.autograd.gradcheck(fn, inputs, raise_exception=False)
+    ours = hgt.gradcheck(
+        fn, inputs, check_layouts=False, check_undefined_grad=False, raise_exception=False
+    )
+    assert ours == theirs == (catches != "first")
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if not n.startswith("float32")])
+def test_second_order_verdicts_match_torch_autograd_gradgradcheck(name):
+    fn, make, _ = CASES[name]
+    inputs = make(0, torch.float64)
+    theirs = torch.autograd.gradgradcheck(fn, inputs, raise_exception=False)
+    ours = hgt.gradgradcheck(
+        fn, inputs, check_layouts=False, check_undefined_grad=False, raise_exception=False
+    )
+    assert ours == theirs
+
+
+def test_torch_gradcheck_passes_the_contiguous_only_kernel_and_ours_names_the_layout():
+    fn, make, _ = CASES["fused kernel contiguous only"]
+    inputs = make(0, torch.float64)
+    assert torch.autograd.gradcheck(fn, inputs)
+    with pytest.raises(GradientCheckError) as caught:
+        hgt.gradcheck(fn, inputs)
+    text = str(caught.value)
+    assert "grad_output transposed" in text and "inputs[0]" in text
+
+
+def test_the_report_names_input_element_values_and_count():
+    fn, make, _ = CASES["layer norm slip"]
+    inputs = make(0, torch.float64)
+    with pytest.raises(GradientCheckError) as caught:
+        hgt.gradcheck(fn, inputs)
+    report = caught.value.report
+    row = report["inputs[0]"]
+    assert row.n_checked == 72 and 0 < row.n_failed <= 72
+    assert report["inputs[1]"].passed and report["inputs[2]"].passed
+    text = str(caught.value)
+    assert "'inputs[0]'" in text and f"{row.n_failed} of 72 elements off" in text
+    assert f"{row.analytic:.6e}" in text and f"{row.numeric:.6e}" in text
+
+
+def test_a_module_has_its_parameters_checked_by_name():
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh()).double()
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    report = check_report(module, (x,))
+    assert report.passed
+    assert [c.name for c in report.checks] == ["inputs[0]", "0.weight", "0.bias"]
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    assert hgt.gradcheck(module, (x.detach(),))  # parameters alone
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+class _SlippedLinear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+
+    def forward(self, x):
+        return _LinearSlip.apply(x, self.weight)
+
+
+class _LinearSlip(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x @ w.t()
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensors
+        return dy @ w, dy.t() @ x * 0.5  # slip: dW halved
+
+
+def test_a_modules_wrong_parameter_gradient_is_named():
+    torch.manual_seed(0)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    with pytest.raises(GradientCheckError) as caught:
+        hgt.gradcheck(_SlippedLinear(), (x,))
+    assert caught.value.failure.name == "weight" and caught.value.failure.n_failed == 12
+
+
+class _TwoOutputs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x)
+        return x.sin(), x.exp()
+
+    @staticmethod
+    def backward(ctx, da, db):
+        (x,) = ctx.saved_tensors
+        return da * x.cos() + db * x.exp()  # fails when a grad_output is None
+
+
+class _TwoOutputsRight(_TwoOutputs):
+    @staticmethod
+    def backward(ctx, da, db):
+        (x,) = ctx.saved_tensors
+        dx = torch.zeros_like(x)
+        if da is not None:
+            dx = dx + da * x.cos()
+        if db is not None:
+            dx = dx + db * x.exp()
+        return dx
+
+
+def test_undefined_upstream_gradients_are_handled_and_a_backward_that_cannot_is_named():
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert hgt.gradcheck(_TwoOutputsRight.apply, (x,))
+    with pytest.raises(GradientCheckError) as caught:
+        hgt.gradcheck(_TwoOutputs.apply, (x,))
+    assert "grad_output None" in str(caught.value) and "TypeError" in str(caught.value)
+    assert hgt.gradcheck(_TwoOutputs.apply, (x,), check_undefined_grad=False)
+
+
+class _Noisy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        return 2 * x * dy * (1 + 1e-13 * torch.rand_like(x))  # atomics' order, as it were
+
+
+def test_nondeterminism_of_the_backward_is_named_and_tolerated_within_nondet_tol():
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(GradientCheckError, match="a second backward pass"):
+        hgt.gradcheck(_Noisy.apply, (x,))
+    assert hgt.gradcheck(_Noisy.apply, (x,), nondet_tol=1e-10)
+
+
+def test_a_random_forward_is_named():
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RandomLayerError, match="is random"):
+        hgt.gradcheck(lambda a: torch.nn.functional.dropout(a, 0.5), (x,))
+
+
+def test_a_kink_is_named_not_failed():
+    x = torch.tensor([[0.0, 1.0, -2.0], [0.5, 0.0, 3.0]], dtype=torch.float64)
+    report = check_report(torch.relu, (x.requires_grad_(True),))
+    assert report.passed and {k.index for k in report["inputs[0]"].kinks} == {(0, 0), (1, 1)}
+
+
+@pytest.mark.parametrize("method", ["rows", "vmap", "stacked", "loop"])
+def test_every_method_agrees_and_stays_within_a_tiny_memory_budget(method):
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    report = check_report(SiLUVmap.apply, (x,), method=method, max_memory=1)
+    assert report.passed and report["inputs[0]"].method == method
+
+
+def test_vmap_is_refused_with_the_reason_for_a_function_without_a_vmap_rule():
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="setup_context"):
+        hgt.gradcheck(SiLU.apply, (x,), method="vmap")
+    notes = " ".join(check_report(SiLU.apply, (x,), method="auto").notes)
+    assert check_report(SiLU.apply, (x,))["inputs[0]"].method == "rows" and "loop" not in notes
+
+
+def test_a_function_mixing_samples_is_not_batched_by_rows():
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    report = check_report(lambda a: a - a.mean(0), (x,))
+    assert report.passed and report["inputs[0]"].method == "vmap"
+
+
+def test_float32_inputs_are_checked_without_false_failures_and_slips_still_caught():
+    torch.manual_seed(1)
+    x = torch.randn(64, 32, requires_grad=True)
+    report = check_report(SiLU.apply, (x,))
+    assert report.passed and report.precision == "float64" and "float64 copy" in report.notes[0]
+    assert not hgt.gradcheck(CASES["silu slip"][0], (x,), raise_exception=False)
+
+
+def test_gradgradcheck_takes_given_grad_outputs_and_checks_them():
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(3, 4, dtype=torch.float64)
+    report = check_report(Square.apply, (x,), order=2, grad_outputs=(v,))
+    assert report.passed and [c.name for c in report.checks] == ["inputs[0]", "grad_outputs[0]"]
