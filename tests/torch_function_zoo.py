@@ -277,8 +277,8 @@ def _layer_norm_inputs(seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...
 def _conv_inputs(seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     return (
-        _normal(g, 2, 2, 5, 5, dtype=dtype).requires_grad_(True),
-        _normal(g, 3, 2, 3, 3, dtype=dtype).requires_grad_(True),
+        _normal(g, 2, 2, 4, 4, dtype=dtype).requires_grad_(True),
+        _normal(g, 2, 2, 2, 2, dtype=dtype).requires_grad_(True),
     )
 
 

@@ -206,6 +206,7 @@ def _run(
             problem,
             evaluate,
             vmapped,
+            values,
             n,
             tuple(upstream),
             y0,

@@ -1,8 +1,11 @@
 """How the perturbed losses of one checked tensor are evaluated for a PyTorch function,
 the fastest way proven right on the real input first:
 
-- ``rows``: the function treats the samples of this tensor's leading axis independently
-  (the trust issue's probe): many perturbed samples alone in one call;
+- ``rows``: the function treats the samples of the leading axis independently, the one
+  this tensor shares with the outputs (and with the other inputs that have it, such as
+  attention's q, k, v or a backward's upstream gradient): many perturbed samples alone
+  in one call, each with its own samples of those inputs (the trust issue's probe and
+  route, for several inputs at once);
 - ``vmap``: ``torch.func.vmap`` over perturbed copies, where the function supports it (a
   custom ``autograd.Function`` needs ``setup_context`` and a vmap rule) and gives, on a
   few copies, what they give one by one;
@@ -23,15 +26,9 @@ import numpy as np
 import torch
 
 from handgrad.gradcheck import probes
-from handgrad.gradcheck.routes import (
-    LayerProblem,
-    Route,
-    loop_route,
-    rows_route,
-    stacked_input_route,
-)
+from handgrad.gradcheck.routes import LayerProblem, Route, loop_route, stacked_input_route
 
-__all__ = ["METHODS", "choose_route", "combined", "problem_for", "vmap_route"]
+__all__ = ["METHODS", "choose_route", "combined", "problem_for", "rows_route", "vmap_route"]
 
 METHODS = ("auto", "rows", "vmap", "stacked", "loop")
 MIN_BATCHED = 8  # below this many elements a probe costs more than the loop saves
@@ -150,6 +147,119 @@ def vmap_route(
     return route
 
 
+def _aligned(values: dict, y0: tuple, name: str) -> list[str]:
+    """The tensors that share the outputs' leading axis with ``name`` (it first), or []."""
+    if not all(o.ndim >= 1 for o in y0) or len({o.shape[0] for o in y0}) != 1:
+        return []
+    batch = y0[0].shape[0]
+    if values[name].ndim < 1 or values[name].shape[0] != batch or batch < 2:
+        return []
+    return [
+        name,
+        *(n for n, v in values.items() if n != name and v.ndim >= 1 and v.shape[0] == batch),
+    ]
+
+
+def _probe_rows(
+    evaluate: Evaluate, values: dict, aligned: list[str], y0: tuple, unit: float, rng
+) -> probes.Finding:
+    """Whether each output sample depends on the inputs' same sample alone: samples in
+    another order, in smaller batches and twice in one batch give the same outputs."""
+    if not aligned:
+        return probes.Finding(False, "no leading axis shared by this tensor and the outputs")
+    batch = y0[0].shape[0]
+    order = torch.as_tensor(rng.permutation(batch))
+    want = combined(y0)
+    for rows in (
+        torch.cat([order, order[:1]]),
+        order[: batch // 2],
+        order[batch // 2 :],
+        order[[0, 0]],
+    ):
+        try:
+            with torch.no_grad():
+                got = combined(evaluate({n: values[n][rows.to(values[n].device)] for n in aligned}))
+        except Exception as err:  # the probe's answer: no
+            line = str(err).splitlines()[0] if str(err) else ""
+            return probes.Finding(
+                False, f"{type(err).__name__} on {rows.numel()} samples: {line[:160]}"
+            )
+        expected = want[rows.to(want.device)]
+        scale = float(expected.abs().max()) if expected.numel() else 0.0
+        if got.shape != expected.shape or not float(
+            (got - expected).abs().max(),
+        ) <= _AGREE * unit * max(scale, 1e-300):
+            return probes.Finding(
+                False,
+                "samples are not independent: in another order and batch size they give "
+                "other outputs",
+            )
+    return probes.Finding(True, "samples are independent")
+
+
+def rows_route(
+    evaluate: Evaluate,
+    name: str,
+    values: dict,
+    aligned: list[str],
+    y0: tuple,
+    upstream: tuple,
+    max_memory: int,
+) -> Route:
+    """Perturbed samples alone, many per call, each with its samples of the ``aligned``
+    tensors; the noise scale of each is its own sample's ``sum |y0 v|``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from handgrad.interop.torch_routes import rows_route
+    >>> x = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    >>> f = lambda o: (o.get("x", x) ** 2,)
+    >>> route = rows_route(f, "x", {"x": x}, ["x"], f({}), (torch.ones(2, 2).double(),), 2**20)
+    >>> changes, scales = route(np.array([1, 2]), np.array([[0.5, -0.5], [0.5, -0.5]]))
+    >>> changes.tolist(), scales.tolist()  # x[0, 1] and x[1, 0] moved, in one call
+    ([[2.25, -1.75], [3.25, -2.75]], [5.0, 25.0])
+    """
+    x = values[name]
+    width = x[0].numel()
+    per_row = sum(values[n][0].numel() for n in aligned) + sum(o[0].numel() for o in y0)
+    sample_scales = (
+        sum(
+            (o.double() * v.double()).abs().reshape(o.shape[0], -1).sum(1)
+            for o, v in zip(y0, upstream, strict=True)
+        )
+        .cpu()
+        .numpy()
+    )
+
+    def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m, k = disp.shape
+        per_call = max(1, max_memory // (8 * 4 * per_row) // k)
+        losses = np.empty((m, k))
+        sample, column = np.divmod(flat, width)
+        for start in range(0, m, per_call):
+            part = slice(start, start + per_call)
+            count = disp[part].size
+            owner = torch.as_tensor(np.repeat(sample[part], k), device=x.device)
+            rows = {n: values[n][owner] for n in aligned}
+            moved = rows[name].to(torch.float64).reshape(count, -1)
+            moves = torch.as_tensor(disp[part].reshape(-1), device=x.device)
+            moved[
+                torch.arange(count, device=x.device),
+                torch.as_tensor(np.repeat(column[part], k), device=x.device),
+            ] += moves
+            rows[name] = moved.to(x.dtype).reshape(count, *x.shape[1:])
+            with torch.no_grad():
+                outs = evaluate(rows)
+            base = tuple(o[owner] for o in y0)
+            ups = tuple(v[owner] for v in upstream)
+            losses[part] = _changes(outs, base, ups, count).cpu().numpy().reshape(-1, k)
+        return losses, sample_scales[sample]
+
+    return route
+
+
 def _probe_vmap(
     vmapped: Evaluate, evaluate: Evaluate, name: str, x: torch.Tensor, unit: float
 ) -> probes.Finding:
@@ -177,6 +287,7 @@ def choose_route(
     problem: LayerProblem,
     evaluate: Evaluate,
     vmapped: Evaluate,
+    values: dict,
     name: str,
     upstream: tuple,
     y0: tuple,
@@ -194,10 +305,10 @@ def choose_route(
     >>> import torch
     >>> from handgrad.interop.torch_routes import choose_route, problem_for
     >>> x = torch.randn(6, 4, dtype=torch.float64)
-    >>> f = lambda o: (torch.tanh(o["x"]),)
+    >>> f = lambda o: (torch.tanh(o.get("x", x)),)
     >>> v, y0 = (torch.ones(6, 4).double(),), f({"x": x})
     >>> problem = problem_for(f, "x", x, y0, v)
-    >>> choose_route(problem, f, f, "x", v, y0, "auto", 2**20, 2.0**-52)[1]
+    >>> choose_route(problem, f, f, {"x": x}, "x", v, y0, "auto", 2**20, 2.0**-52)[1]
     'rows'
     """
     x = problem.x
@@ -207,9 +318,10 @@ def choose_route(
     rng = np.random.default_rng(20261)
     reasons = []
     if method in ("auto", "rows"):
-        found = probes.probe_rows(problem, unit, rng)
+        aligned = _aligned(values, y0, name)
+        found = _probe_rows(evaluate, values, aligned, y0, unit, rng)
         if found.ok:
-            return rows_route(problem, max_memory), "rows", []
+            return rows_route(evaluate, name, values, aligned, y0, upstream, max_memory), "rows", []
         reasons.append(f"rows: {found.reason}")
     if method in ("auto", "vmap"):
         found = _probe_vmap(vmapped, evaluate, name, x, unit)
