@@ -15,6 +15,7 @@ from handgrad.core.errors import GradientCheckError, RandomLayerError
 from handgrad.interop.torch_check import check_report
 from tests.torch_function_zoo import CASES, SiLU, SiLUVmap, Square
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Small tensors: torch's thread pool costs more than it gives on a busy machine."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
+from torch.nn.functional import fold, unfold
 
 
 class SiLU(torch.autograd.Function):
@@ -125,7 +125,7 @@ class UnfoldConv(torch.autograd.Function):
     def forward(ctx, x, w):
         n, _, h, width = x.shape
         o, _, kh, kw = w.shape
-        cols = F.unfold(x, (kh, kw))  # N,C*kh*kw,L
+        cols = unfold(x, (kh, kw))  # N,C*kh*kw,L
         ctx.save_for_backward(cols, w)
         ctx.size = (h, width)
         out = w.reshape(o, -1) @ cols  # N,O,L
@@ -138,7 +138,7 @@ class UnfoldConv(torch.autograd.Function):
         dy = dy.reshape(dy.shape[0], o, -1)  # N,O,L
         dw = (dy @ cols.transpose(1, 2)).sum(0).reshape(w.shape)
         dcols = w.reshape(o, -1).t() @ dy
-        return F.fold(dcols, ctx.size, (kh, kw)), dw
+        return fold(dcols, ctx.size, (kh, kw)), dw
 
 
 class UnfoldConvSlip(UnfoldConv):
@@ -149,7 +149,7 @@ class UnfoldConvSlip(UnfoldConv):
         dy = dy.reshape(dy.shape[0], o, -1)
         dw = (dy @ cols.transpose(1, 2)).sum(0).reshape(w.shape)
         dcols = w.flip(-1).reshape(o, -1).t() @ dy  # slip: the kernel flipped
-        return F.fold(dcols, ctx.size, (kh, kw)), dw
+        return fold(dcols, ctx.size, (kh, kw)), dw
 
 
 class FusedSiLU(torch.autograd.Function):

@@ -37,7 +37,8 @@ class BackwardCheck(ParameterCheck):
     Examples
     --------
     >>> from handgrad.interop.torch_backward import BackwardCheck
-    >>> row = BackwardCheck("x", (2,), 1.0, 1.0, (1,), 3.0, 1.0, 1, condition="a transposed grad_output")
+    >>> condition = "a transposed grad_output"
+    >>> row = BackwardCheck("x", (2,), 1.0, 1.0, (1,), 3.0, 1.0, 1, condition=condition)
     >>> row.describe()[:60]
     "backward check failed for 'x' with a transposed grad_output:"
     """
@@ -48,7 +49,8 @@ class BackwardCheck(ParameterCheck):
 
     def describe(self) -> str:
         """One sentence: the condition, and where the backward differs or what it raised."""
-        head = f"backward check {'passed' if self.passed else 'failed'} for {self.name!r} with {self.condition}"
+        verdict = "passed" if self.passed else "failed"
+        head = f"backward check {verdict} for {self.name!r} with {self.condition}"
         if self.raised:
             return f"{head}: the backward raised {self.raised}"
         return (

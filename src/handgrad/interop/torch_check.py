@@ -168,12 +168,16 @@ def _run(
     def backward(ups: list) -> dict[str, torch.Tensor]:
         return vector_jacobian(evaluate, leaves, [None if u is None else u.clone() for u in ups])
 
-    scale = float(sum(float((o.double() * v.double()).abs().sum()) for o, v in zip(y0, upstream)))
+    scale = float(
+        sum(float((o.double() * v.double()).abs().sum()) for o, v in zip(y0, upstream, strict=True))
+    )
     header = dict(
         eps=p.eps,
         threshold=p.threshold,
         atol=NOISE_FACTOR * p.unit * max(scale, 1e-300) / p.eps,
-        loss=float(sum(float((o.double() * v.double()).sum()) for o, v in zip(y0, upstream))),
+        loss=float(
+            sum(float((o.double() * v.double()).sum()) for o, v in zip(y0, upstream, strict=True))
+        ),
         stencil="central",
         precision=p.name,
     )
@@ -535,8 +539,10 @@ def gradgradcheck(
     ...         (x,) = ctx.saved_tensors
     ...         return 2 * x.detach() * dy  # right once, but its own derivative in x is lost
     >>> x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
-    >>> hgt.gradcheck(Square.apply, (x,)), hgt.gradgradcheck(Square.apply, (x,), raise_exception=False)
-    (True, False)
+    >>> hgt.gradcheck(Square.apply, (x,))
+    True
+    >>> hgt.gradgradcheck(Square.apply, (x,), raise_exception=False)
+    False
     """
     report = check_report(fn, inputs, order=2, grad_outputs=grad_outputs, **options)
     return _finish(report, raise_exception)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -46,8 +47,10 @@ def combined(outs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     --------
     >>> import torch
     >>> from handgrad.interop.torch_routes import combined
-    >>> combined((torch.ones(4, 3), torch.ones(4))).shape, combined((torch.ones(2), torch.ones(3))).shape
-    (torch.Size([4, 4]), torch.Size([5]))
+    >>> combined((torch.ones(4, 3), torch.ones(4))).shape  # side by side
+    torch.Size([4, 4])
+    >>> combined((torch.ones(2), torch.ones(3))).shape  # flattened
+    torch.Size([5])
     """
     if len(outs) == 1:
         return outs[0].to(torch.float64)
@@ -60,11 +63,10 @@ class _Substituted:
     """The function as a layer of one tensor (the others fixed), for the trust issue's
     probes and routes: ``forward(x)`` is the combined outputs with ``x`` in ``name``'s place."""
 
-    params: dict = {}
-    grads: dict = {}
-
     def __init__(self, evaluate: Evaluate, name: str) -> None:
         self.evaluate, self.name = evaluate, name
+        self.params: dict = {}
+        self.grads: dict = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
