@@ -47,7 +47,7 @@ def _label(fn: Any) -> str:
     owner = getattr(fn, "__self__", None)  # Function.apply: name the Function
     if isinstance(owner, type):
         return f"{owner.__name__}.apply"
-    return getattr(fn, "__qualname__", type(fn).__name__)
+    return getattr(fn, "__name__", type(fn).__name__)
 
 
 @dataclass
