@@ -12,7 +12,7 @@ from handgrad.cli.main import main
 
 pytest.importorskip("torch")
 
-KERNELS = '''
+KERNELS = """
 import torch
 
 
@@ -51,7 +51,7 @@ class Affine(torch.nn.Module):
 
     def forward(self, x):
         return torch.tanh(self.linear(x))
-'''
+"""
 
 
 @pytest.fixture

@@ -130,7 +130,7 @@ def vmap_route(
 
     def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m, k = disp.shape
-        per_call = max(1, max_memory // (8 * 4 * per_copy) // k)
+        per_call = max(1, max_memory // (8 * 8 * per_copy) // k)
         losses = np.empty((m, k))
         base = x.detach().to(torch.float64).reshape(1, -1)
         for start in range(0, m, per_call):
@@ -237,7 +237,7 @@ def rows_route(
 
     def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m, k = disp.shape
-        per_call = max(1, max_memory // (8 * 4 * per_row) // k)
+        per_call = max(1, max_memory // (8 * 8 * per_row) // k)
         losses = np.empty((m, k))
         sample, column = np.divmod(flat, width)
         for start in range(0, m, per_call):

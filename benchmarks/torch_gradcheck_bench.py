@@ -1,0 +1,142 @@
+"""handgrad.torch.gradcheck / gradgradcheck against torch.autograd.gradcheck /
+gradgradcheck (default mode: the dense Jacobian, column by column), measured in the same
+run, rounds interleaved, one torch thread each; and the peak memory of a check of a
+1,000,000-element input against its budget.
+
+    python benchmarks/torch_gradcheck_bench.py            # 20,000 elements (torch: minutes)
+    python benchmarks/torch_gradcheck_bench.py --quick    # 4,000 elements
+
+Both checks compare every element. handgrad's includes its backward checks (grad_output
+in three layouts, a second pass, a zero grad_output); torch's does not have them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import handgrad.torch as hgt
+from tests.torch_function_zoo import LayerNorm, SiLU
+
+
+def _timed(call) -> float:
+    start = time.perf_counter()
+    assert call(), "the check must pass"
+    return time.perf_counter() - start
+
+
+def _race(name: str, ours, theirs, rounds: int) -> float:
+    """Interleaved rounds (ours, theirs, ours, ...); the best of each; the ratio."""
+    mine, peer = [], []
+    for r in range(rounds):
+        mine.append(_timed(ours))
+        if r < max(1, rounds - 1):  # the peer is the slow one: one round fewer when >1
+            peer.append(_timed(theirs))
+    best, best_peer = min(mine), min(peer)
+    print(
+        f"  {name:<44} handgrad {best:8.3f} s   torch {best_peer:8.3f} s   "
+        f"torch / handgrad {best_peer / best:7.1f}x"
+    )
+    return best_peer / best
+
+
+def first_order(rows: int, rounds: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, 100, dtype=torch.float64, generator=generator).requires_grad_(True)
+    w = (1 + 0.1 * torch.randn(100, dtype=torch.float64, generator=generator)).requires_grad_()
+    b = torch.randn(100, dtype=torch.float64, generator=generator).requires_grad_(True)
+    print(f"first order, every element of a {rows}x100 input ({x.numel():,} elements), float64")
+    _race(
+        "SiLU (custom Function)",
+        lambda: hgt.gradcheck(SiLU.apply, (x,)),
+        lambda: torch.autograd.gradcheck(SiLU.apply, (x,)),
+        rounds,
+    )
+    _race(
+        "layer norm (custom Function; x, weight, bias)",
+        lambda: hgt.gradcheck(LayerNorm.apply, (x, w, b)),
+        lambda: torch.autograd.gradcheck(LayerNorm.apply, (x, w, b)),
+        rounds,
+    )
+
+
+def second_order(rows: int, rounds: int) -> None:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(rows, 50, dtype=torch.float64, generator=generator).requires_grad_(True)
+    print(f"second order, every element of a {rows}x50 input and its grad_output, float64")
+    _race(
+        "SiLU (custom Function), gradgradcheck",
+        lambda: hgt.gradgradcheck(SiLU.apply, (x,)),
+        lambda: torch.autograd.gradgradcheck(SiLU.apply, (x,)),
+        rounds,
+    )
+
+
+_MEMORY_CHILD = """
+import json, resource, sys, time
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, {root!r})
+import handgrad.torch as hgt
+from tests.torch_function_zoo import SiLU
+
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) * 1024
+
+hgt.check_report(SiLU.apply, (torch.randn(4, 100, dtype=torch.float64).requires_grad_(True),))
+x = torch.randn({rows}, 100, dtype=torch.float64).requires_grad_(True)
+base = rss()  # after a small check: torch's libraries and thread pools are loaded
+start = time.perf_counter()
+report = hgt.check_report(SiLU.apply, (x,), max_memory={budget})
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({{"passed": report.passed, "base": base, "peak": peak, "seconds": seconds,
+                  "method": report.checks[0].method, "elements": x.numel()}}))
+"""
+
+
+def memory(rows: int, budget: int) -> None:
+    """Peak resident memory of a check of ``rows`` x 100 elements, in a fresh process."""
+    root = str(Path(__file__).resolve().parents[1])
+    code = _MEMORY_CHILD.format(root=root, rows=rows, budget=budget)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    grown = got["peak"] - got["base"]
+    size = got["elements"] * 8
+    dense = got["elements"] ** 2 * 8
+    print(
+        f"memory: SiLU on {got['elements']:,} elements ({size / 2**20:.0f} MiB), budget "
+        f"{budget / 2**20:.0f} MiB, method {got['method']}, {got['seconds']:.1f} s, "
+        f"passed {got['passed']}"
+    )
+    print(
+        f"  peak RSS above the RSS before the check: {grown / 2**20:.0f} MiB = budget x "
+        f"{grown / budget:.2f} (= {grown / size:.1f} x the input's size); torch's dense "
+        f"Jacobian would take {dense / 2**40:.1f} TiB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4,000 elements, 2 rounds")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows, rounds = (40, 2) if args.quick else (200, 2)
+    first_order(rows, rounds)
+    second_order(10 if args.quick else 40, 3)
+    memory(1000 if args.quick else 10_000, 64 * 2**20)
+
+
+if __name__ == "__main__":
+    main()
