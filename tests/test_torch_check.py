@@ -236,3 +236,14 @@ def test_gradgradcheck_takes_given_grad_outputs_and_checks_them():
     v = torch.randn(3, 4, dtype=torch.float64)
     report = check_report(Square.apply, (x,), order=2, grad_outputs=(v,))
     assert report.passed and [c.name for c in report.checks] == ["inputs[0]", "grad_outputs[0]"]
+
+
+def test_gradgradcheck_batches_by_vmap_a_function_that_mixes_samples():
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+
+    def centred(a):
+        y = SiLUVmap.apply(a)
+        return y - y.mean(0)
+
+    report = check_report(centred, (x,), order=2)
+    assert report.passed and [c.method for c in report.checks] == ["vmap", "vmap"]

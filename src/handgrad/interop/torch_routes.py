@@ -34,6 +34,9 @@ __all__ = ["METHODS", "choose_route", "combined", "problem_for", "rows_route", "
 METHODS = ("auto", "rows", "vmap", "stacked", "loop")
 MIN_BATCHED = 8  # below this many elements a probe costs more than the loop saves
 _PROBE_COPIES = 3
+_TEMPORARIES = (
+    8  # float64 arrays of a copy's size alive at once per copy (copies, outputs, products)
+)
 _AGREE = 256  # units of roundoff within which the vmapped copies equal the copies one by one
 
 Evaluate = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]]
@@ -130,7 +133,7 @@ def vmap_route(
 
     def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m, k = disp.shape
-        per_call = max(1, max_memory // (8 * 8 * per_copy) // k)
+        per_call = max(1, max_memory // (8 * _TEMPORARIES * per_copy) // k)
         losses = np.empty((m, k))
         base = x.detach().to(torch.float64).reshape(1, -1)
         for start in range(0, m, per_call):
@@ -237,7 +240,7 @@ def rows_route(
 
     def route(flat: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m, k = disp.shape
-        per_call = max(1, max_memory // (8 * 8 * per_row) // k)
+        per_call = max(1, max_memory // (8 * _TEMPORARIES * per_row) // k)
         losses = np.empty((m, k))
         sample, column = np.divmod(flat, width)
         for start in range(0, m, per_call):
