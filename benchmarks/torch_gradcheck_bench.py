@@ -1,9 +1,11 @@
 """handgrad.torch.gradcheck / gradgradcheck against torch.autograd.gradcheck /
 gradgradcheck (default mode: the dense Jacobian, column by column), measured in the same
 run, rounds interleaved, one torch thread each; and the peak memory of a check of a
-1,000,000-element input against its budget.
+1,000,000-element input against its budget (the resident set's high-water mark, VmHWM,
+reset after a warm-up check, in a process of its own).
 
-    python benchmarks/torch_gradcheck_bench.py            # 20,000 elements (torch: minutes)
+    python benchmarks/torch_gradcheck_bench.py            # 20,000 elements (torch: minutes,
+                                                          # and ~10 GiB for its Jacobians)
     python benchmarks/torch_gradcheck_bench.py --quick    # 4,000 elements
 
 Both checks compare every element. handgrad's includes its backward checks (grad_output
@@ -51,8 +53,6 @@ def _race(name: str, ours, theirs, rounds: int) -> float:
 def first_order(rows: int, rounds: int) -> None:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(rows, 100, dtype=torch.float64, generator=generator).requires_grad_(True)
-    w = (1 + 0.1 * torch.randn(100, dtype=torch.float64, generator=generator)).requires_grad_()
-    b = torch.randn(100, dtype=torch.float64, generator=generator).requires_grad_(True)
     print(f"first order, every element of a {rows}x100 input ({x.numel():,} elements), float64")
     _race(
         "SiLU (custom Function)",
@@ -60,10 +60,13 @@ def first_order(rows: int, rounds: int) -> None:
         lambda: torch.autograd.gradcheck(SiLU.apply, (x,)),
         rounds,
     )
+    small = x[:40].detach().clone().requires_grad_(True)  # torch's Jacobians: 3 x 4,000^2
+    w = (1 + 0.1 * torch.randn(100, dtype=torch.float64, generator=generator)).requires_grad_()
+    b = torch.randn(100, dtype=torch.float64, generator=generator).requires_grad_(True)
     _race(
-        "layer norm (custom Function; x, weight, bias)",
-        lambda: hgt.gradcheck(LayerNorm.apply, (x, w, b)),
-        lambda: torch.autograd.gradcheck(LayerNorm.apply, (x, w, b)),
+        "layer norm (custom Function; x 40x100, w, b)",
+        lambda: hgt.gradcheck(LayerNorm.apply, (small, w, b)),
+        lambda: torch.autograd.gradcheck(LayerNorm.apply, (small, w, b)),
         rounds,
     )
 
@@ -81,49 +84,64 @@ def second_order(rows: int, rounds: int) -> None:
 
 
 _MEMORY_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 import torch
 torch.set_num_threads(1)
 sys.path.insert(0, {root!r})
 import handgrad.torch as hgt
 from tests.torch_function_zoo import SiLU
 
-def rss():
+def status(field):
     with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) * 1024
+        return next(int(l.split()[1]) for l in f if l.startswith(field)) * 1024
 
 hgt.check_report(SiLU.apply, (torch.randn(4, 100, dtype=torch.float64).requires_grad_(True),))
 x = torch.randn({rows}, 100, dtype=torch.float64).requires_grad_(True)
-base = rss()  # after a small check: torch's libraries and thread pools are loaded
+base = status("VmRSS")  # after a small check: torch's libraries and thread pools loaded
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak (VmHWM) starts again from here
 start = time.perf_counter()
-report = hgt.check_report(SiLU.apply, (x,), max_memory={budget})
+if {peer!r} == "torch":
+    passed, method = torch.autograd.gradcheck(SiLU.apply, (x,)), "dense Jacobian"
+else:
+    report = hgt.check_report(SiLU.apply, (x,), max_memory={budget})
+    passed, method = report.passed, report.checks[0].method
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({{"passed": report.passed, "base": base, "peak": peak, "seconds": seconds,
-                  "method": report.checks[0].method, "elements": x.numel()}}))
+peak = status("VmHWM")
+print(json.dumps({{"passed": passed, "base": base, "peak": peak, "seconds": seconds,
+                  "method": method, "elements": x.numel()}}))
 """
 
 
-def memory(rows: int, budget: int) -> None:
-    """Peak resident memory of a check of ``rows`` x 100 elements, in a fresh process."""
+def _peak(rows: int, budget: int, peer: str) -> dict:
     root = str(Path(__file__).resolve().parents[1])
-    code = _MEMORY_CHILD.format(root=root, rows=rows, budget=budget)
+    code = _MEMORY_CHILD.format(root=root, rows=rows, budget=budget, peer=peer)
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    got = json.loads(out.strip().splitlines()[-1])
-    grown = got["peak"] - got["base"]
-    size = got["elements"] * 8
-    dense = got["elements"] ** 2 * 8
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def memory(rows: int, budgets: tuple[int, ...]) -> None:
+    """Peak resident memory of a check of ``rows`` x 100 elements at each budget, each in a
+    fresh process; and torch's at 4,000 elements."""
+    for budget in budgets:
+        got = _peak(rows, budget, "handgrad")
+        grown = got["peak"] - got["base"]
+        size = got["elements"] * 8
+        print(
+            f"memory: SiLU on {got['elements']:,} elements ({size / 2**20:.0f} MiB), budget "
+            f"{budget / 2**20:4.0f} MiB: peak RSS above the RSS before the check "
+            f"{grown / 2**20:4.0f} MiB (budget x {grown / budget:.2f}, input x "
+            f"{grown / size:.1f}), method {got['method']}, {got['seconds']:.1f} s, "
+            f"passed {got['passed']}"
+        )
+    theirs = _peak(40, budgets[0], "torch")
+    grown = theirs["peak"] - theirs["base"]
     print(
-        f"memory: SiLU on {got['elements']:,} elements ({size / 2**20:.0f} MiB), budget "
-        f"{budget / 2**20:.0f} MiB, method {got['method']}, {got['seconds']:.1f} s, "
-        f"passed {got['passed']}"
-    )
-    print(
-        f"  peak RSS above the RSS before the check: {grown / 2**20:.0f} MiB = budget x "
-        f"{grown / budget:.2f} (= {grown / size:.1f} x the input's size); torch's dense "
-        f"Jacobian would take {dense / 2**40:.1f} TiB"
+        f"  torch.autograd.gradcheck on {theirs['elements']:,} elements: {grown / 2**20:.0f} MiB "
+        f"(dense Jacobians, n^2 x 8 bytes each); on {got['elements']:,} elements one "
+        f"Jacobian alone would take {got['elements'] ** 2 * 8 / 2**40:.1f} TiB"
     )
 
 
@@ -135,7 +153,7 @@ def main() -> None:
     rows, rounds = (40, 2) if args.quick else (200, 2)
     first_order(rows, rounds)
     second_order(10 if args.quick else 40, 3)
-    memory(1000 if args.quick else 10_000, 64 * 2**20)
+    memory(1000 if args.quick else 10_000, (16 * 2**20, 64 * 2**20, 256 * 2**20))
 
 
 if __name__ == "__main__":

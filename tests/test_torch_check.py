@@ -247,3 +247,33 @@ def test_gradgradcheck_batches_by_vmap_a_function_that_mixes_samples():
 
     report = check_report(centred, (x,), order=2)
     assert report.passed and [c.method for c in report.checks] == ["vmap", "vmap"]
+
+
+class _OnceDifferentiable(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        return 2 * x * dy
+
+
+def test_a_backward_that_cannot_be_differentiated_fails_gradgradcheck_as_torchs_does():
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    assert hgt.gradcheck(_OnceDifferentiable.apply, (x,))
+    with pytest.raises(GradientCheckError) as caught:
+        hgt.gradgradcheck(_OnceDifferentiable.apply, (x,))
+    assert caught.value.failure.name == "inputs[0]" and caught.value.failure.analytic == 0.0
+    assert not torch.autograd.gradgradcheck(_OnceDifferentiable.apply, (x,), raise_exception=False)
+
+
+def test_a_layout_failure_shows_in_the_reports_json():
+    fn, make, _ = CASES["fused kernel contiguous only"]
+    report = check_report(fn, make(0, torch.float64))
+    rows = [row for row in report.to_dict()["checks"] if "condition" in row]
+    assert rows and rows[0]["condition"].startswith("grad_output transposed")
+    assert rows[0]["baseline"] == "a contiguous grad_output" and not rows[0]["passed"]

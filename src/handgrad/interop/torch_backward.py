@@ -47,6 +47,15 @@ class BackwardCheck(ParameterCheck):
     baseline: str = "a contiguous grad_output"
     raised: str = ""
 
+    def to_dict(self) -> dict:
+        """JSON-ready fields, with the condition, the baseline and what was raised."""
+        return {
+            **super().to_dict(),
+            "condition": self.condition,
+            "baseline": self.baseline,
+            "raised": self.raised,
+        }
+
     def describe(self) -> str:
         """One sentence: the condition, and where the backward differs or what it raised."""
         verdict = "passed" if self.passed else "failed"
