@@ -5,7 +5,9 @@ run, rounds interleaved, one torch thread each; and the peak memory of a check o
 reset after a warm-up check, in a process of its own).
 
     python benchmarks/torch_gradcheck_bench.py            # 20,000 elements (torch: minutes,
-                                                          # and ~10 GiB for its Jacobians)
+                                                          # and ~24 GiB for its Jacobians:
+                                                          # fewer elements where that is
+                                                          # more than there is)
     python benchmarks/torch_gradcheck_bench.py --quick    # 4,000 elements
 
 Both checks compare every element. handgrad's includes its backward checks (grad_output
@@ -50,7 +52,28 @@ def _race(name: str, ours, theirs, rounds: int) -> float:
     return best_peer / best
 
 
+_TORCH_BYTES_PER_N2 = 62  # torch's default gradcheck held ~941 MiB at n = 4,000 (see memory())
+
+
+def _available() -> int:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("MemAvailable")) * 1024
+
+
+def fitting_rows(rows: int) -> int:
+    """``rows`` (of 100), or fewer when torch's dense Jacobians would not fit in memory."""
+    fits = int((0.6 * _available() / _TORCH_BYTES_PER_N2) ** 0.5) // 100
+    if fits < rows:
+        print(
+            f"note: torch's gradcheck of {rows * 100:,} elements would hold about "
+            f"{_TORCH_BYTES_PER_N2 * (rows * 100) ** 2 / 2**30:.0f} GiB; with "
+            f"{_available() / 2**30:.0f} GiB available, both are measured at {fits * 100:,}"
+        )
+    return max(1, min(rows, fits))
+
+
 def first_order(rows: int, rounds: int) -> None:
+    rows = fitting_rows(rows)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(rows, 100, dtype=torch.float64, generator=generator).requires_grad_(True)
     print(f"first order, every element of a {rows}x100 input ({x.numel():,} elements), float64")
