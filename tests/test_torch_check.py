@@ -277,3 +277,23 @@ def test_a_layout_failure_shows_in_the_reports_json():
     rows = [row for row in report.to_dict()["checks"] if "condition" in row]
     assert rows and rows[0]["condition"].startswith("grad_output transposed")
     assert rows[0]["baseline"] == "a contiguous grad_output" and not rows[0]["passed"]
+
+
+_SCALE = torch.tensor([1.0, 1e-10, 2.0, -3e-10, 0.5], dtype=torch.float64)
+
+
+class _TinyWrongSign(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * _SCALE
+
+    @staticmethod
+    def backward(ctx, dy):
+        return dy * torch.where(_SCALE.abs() < 1e-5, -_SCALE, _SCALE)  # tiny ones' sign wrong
+
+
+def test_a_wrong_sign_on_tiny_gradients_next_to_large_ones_is_caught():
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    report = check_report(_TinyWrongSign.apply, (x,))
+    assert not report.passed and report["inputs[0]"].worst_index[1] in (1, 3)
+    assert hgt.gradcheck(lambda a: a * _SCALE, (x,))

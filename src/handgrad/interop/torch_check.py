@@ -20,226 +20,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from handgrad.core.errors import GradientCheckError, NonFiniteLossError, RandomLayerError
+from handgrad.core.errors import GradientCheckError
 from handgrad.core.validation import NON_NEGATIVE, check_choice, check_positive_int
-from handgrad.gradcheck import finite_differences as fd
-from handgrad.gradcheck.report import GradientCheckReport, Kink, ParameterCheck, summarize
-from handgrad.gradcheck.verdict import NOISE_FACTOR, Lines, decide
-from handgrad.interop.torch_backward import BackwardCheck, backward_checks
-from handgrad.interop.torch_call import Precision, Subject, vector_jacobian
-from handgrad.interop.torch_routes import METHODS, choose_route, problem_for
+from handgrad.gradcheck.report import GradientCheckReport
+from handgrad.interop.torch_call import Subject, vector_jacobian
+from handgrad.interop.torch_routes import METHODS
+from handgrad.interop.torch_run import draw_upstream, run_check
 
 __all__ = ["DEFAULT_MAX_MEMORY", "check_report", "gradcheck", "gradgradcheck"]
 
 DEFAULT_MAX_MEMORY = 256 * 2**20
-_BLOCK = 2**16  # elements decided at once: the verdict's bookkeeping stays this small
 _UPSTREAM_STREAM = 0x7EED  # the upstream gradients come from a stream of their own
-_AGREE = 256
 
 Evaluate = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]]
-
-
-def _rounded(values: np.ndarray, dtype: torch.dtype) -> np.ndarray:
-    if dtype == torch.float64:
-        return values
-    return torch.from_numpy(values).to(dtype).to(torch.float64).numpy()
-
-
-def _lines(
-    name: str, x: torch.Tensor, flat: np.ndarray, analytic: np.ndarray, route: Any, p: Precision
-) -> Lines:
-    """The trust issue's lines for elements ``flat`` of ``x``: displacements as stored."""
-    values = x.detach().to(torch.float64).cpu().numpy().reshape(-1)[flat]
-    h = fd.steps(values, p.eps, p.scaled_steps)
-    big = p.big_eps * np.maximum(1.0, np.abs(values)) if p.scaled_steps else p.big_eps
-
-    def evaluate(rows: np.ndarray, nominal: np.ndarray, strict: bool):
-        base = values[rows, None]
-        stored = _rounded(base + nominal, x.dtype) - base
-        losses, scales = route(flat[rows], stored)
-        if strict and not np.all(np.isfinite(losses)):
-            i, j = np.argwhere(~np.isfinite(losses))[0]
-            where = ", ".join(map(str, np.unravel_index(int(flat[rows[i]]), tuple(x.shape))))
-            raise NonFiniteLossError(
-                f"the loss is {losses[i, j]} when {name}[{where}] moves by {stored[i, j]:+g}; "
-                "check the function there or use a smaller eps"
-            )
-        return losses, scales, stored, analytic[rows, None] * stored
-
-    return Lines(evaluate, h, np.maximum(h, big))
-
-
-def _check_tensor(
-    name: str,
-    x: torch.Tensor,
-    analytic: np.ndarray,
-    route: Any,
-    method: str,
-    p: Precision,
-    atol: float,
-) -> ParameterCheck:
-    """Every element of ``x``'s gradient against finite differences, in blocks."""
-    size = math.prod(x.shape)
-    stencil = fd.make_stencil()
-    parts = []
-    for start in range(0, size, _BLOCK):
-        flat = np.arange(start, min(size, start + _BLOCK))
-        parts.append(
-            decide(_lines(name, x, flat, analytic[flat], route, p), stencil, p.unit, p.threshold)
-        )
-    numeric = np.concatenate([d.numeric for d in parts])
-    chosen = np.concatenate([d.analytic for d in parts])
-    rel = np.concatenate([d.rel for d in parts])
-    kink = np.concatenate([d.kink for d in parts])
-    slopes = np.concatenate([d.slopes for d in parts])
-    failed = np.concatenate([d.failed for d in parts]) & ~(np.abs(chosen - numeric) <= atol)
-    rel = np.where(failed, rel, np.minimum(rel, p.threshold))
-    shape = tuple(x.shape)
-    kinks = tuple(
-        Kink(
-            tuple(int(i) for i in np.unravel_index(int(i), shape)),
-            float(chosen[i]),
-            float(slopes[i, 0]),
-            float(slopes[i, 1]),
-        )
-        for i in np.flatnonzero(kink)
-    )
-    return summarize(
-        name,
-        shape,
-        np.arange(size),
-        chosen,
-        numeric,
-        rel,
-        failed,
-        kinks=kinks,
-        method=method,
-        ignored=kink,
-        second_looks=sum(d.second_looks for d in parts),
-    )
-
-
-def _upstream(outs: tuple[torch.Tensor, ...], rng: np.random.Generator) -> list[torch.Tensor]:
-    return [
-        torch.as_tensor(rng.standard_normal(tuple(o.shape)), dtype=o.dtype, device=o.device)
-        for o in outs
-    ]
-
-
-def _check_deterministic(
-    evaluate: Evaluate, y0: tuple, label: str, unit: float, tol: float
-) -> None:
-    with torch.no_grad():
-        again = evaluate({})
-    for j, (a, b) in enumerate(zip(again, y0, strict=True)):
-        if a.shape != b.shape:
-            seen = f"shape {tuple(b.shape)}, then {tuple(a.shape)}"
-        else:
-            gap = (a.double() - b.double()).abs()
-            size = float(b.double().abs().max()) if b.numel() else 0.0
-            if not b.numel() or float(gap.max()) <= max(_AGREE * unit * size, tol):
-                continue
-            where = np.unravel_index(int(gap.argmax()), tuple(a.shape))
-            index = ", ".join(map(str, where))
-            seen = f"outputs[{j}][{index}]: {float(b[where]):.6g}, then {float(a[where]):.6g}"
-        raise RandomLayerError(
-            f"{label} is random: two calls on the same inputs gave different outputs ({seen}); "
-            "fix its seed or mask (or use eval mode), then check it"
-        )
-
-
-def _run(
-    evaluate: Evaluate,
-    vmapped: Evaluate,
-    values: dict[str, torch.Tensor],
-    names: list[str],
-    upstream: list[torch.Tensor],
-    p: Precision,
-    options: dict[str, Any],
-    label: str,
-    notes: list[str],
-) -> GradientCheckReport:
-    """The check of ``evaluate`` (the differentiable outputs of the named tensors)."""
-    with torch.no_grad():
-        y0 = evaluate({})
-    _check_deterministic(evaluate, y0, label, p.unit, options["nondet_tol"])
-    leaves = {n: values[n].detach().clone().requires_grad_(True) for n in names}
-
-    def backward(ups: list) -> dict[str, torch.Tensor]:
-        return vector_jacobian(evaluate, leaves, [None if u is None else u.clone() for u in ups])
-
-    scale = float(
-        sum(float((o.double() * v.double()).abs().sum()) for o, v in zip(y0, upstream, strict=True))
-    )
-    header = dict(
-        eps=p.eps,
-        threshold=p.threshold,
-        atol=NOISE_FACTOR * p.unit * max(scale, 1e-300) / p.eps,
-        loss=float(
-            sum(float((o.double() * v.double()).sum()) for o, v in zip(y0, upstream, strict=True))
-        ),
-        stencil="central",
-        precision=p.name,
-    )
-    try:
-        grads = backward(upstream)
-    except Exception as err:  # the backward's own failure: reported, as torch would raise it
-        text = str(err).splitlines()[0] if str(err) else ""
-        rows = tuple(
-            BackwardCheck(
-                n,
-                tuple(values[n].shape),
-                np.nan,
-                np.nan,
-                (),
-                np.nan,
-                np.nan,
-                max(values[n].numel(), 1),
-                condition="a contiguous grad_output",
-                raised=f"{type(err).__name__}: {text[:200]}",
-            )
-            for n in names
-        )
-        return GradientCheckReport(rows, mode="full", method="-", notes=tuple(notes), **header)
-    rows: list[ParameterCheck] = []
-    methods = []
-    for n in names:
-        x = values[n]
-        problem = problem_for(evaluate, n, x, y0, tuple(upstream))
-        route, method, why = choose_route(
-            problem,
-            evaluate,
-            vmapped,
-            values,
-            n,
-            tuple(upstream),
-            y0,
-            options["method"],
-            options["max_memory"],
-            p.unit,
-        )
-        notes += why
-        methods.append(method)
-        analytic = grads[n].detach().to(torch.float64).cpu().numpy().reshape(-1)
-        rows.append(_check_tensor(n, x, analytic, route, method, p, options["atol"]))
-    extra, said = backward_checks(
-        backward,
-        upstream,
-        grads,
-        p.threshold,
-        p.unit,
-        options["nondet_tol"],
-        options["check_layouts"],
-        options["check_undefined_grad"],
-    )
-    distinct = sorted(set(methods), key=methods.index)
-    return GradientCheckReport(
-        tuple(rows + extra),
-        mode="full",
-        method="/".join(distinct),
-        notes=tuple(notes + said),
-        **header,
-    )
 
 
 def _options(
@@ -393,12 +186,12 @@ def check_report(
     )
     subject = Subject(fn, inputs, eps, rtol)
     rng = np.random.default_rng([opts["seed"], _UPSTREAM_STREAM])
-    upstream = _upstream(subject.y0, rng)
+    upstream = draw_upstream(subject.y0, rng)
     notes = [subject.precision.note] if subject.precision.note else []
     if order == 1:
         if grad_outputs is not None:
             raise ValueError("grad_outputs goes with order=2 (gradgradcheck)")
-        return _run(
+        return run_check(
             subject.evaluate,
             subject.evaluate,
             subject.values,
@@ -431,12 +224,12 @@ def check_report(
             "the backward's result does not depend on its inputs through autograd (detach, "
             "no_grad or once_differentiable): its derivative counts as 0"
         )
-    return _run(
+    return run_check(
         evaluate,
         vmapped,
         values,
         names,
-        _upstream(z0, rng),
+        draw_upstream(z0, rng),
         subject.precision,
         opts,
         f"the backward of {subject.label}",
@@ -548,6 +341,5 @@ def gradgradcheck(
     return _finish(report, raise_exception)
 
 
-for _checker in (check_report,):
-    if _checker.__doc__ is not None:  # None under python -OO, which strips docstrings
-        _checker.__doc__ += _OPTIONS
+if check_report.__doc__ is not None:  # None under python -OO, which strips docstrings
+    check_report.__doc__ += _OPTIONS
