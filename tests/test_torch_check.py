@@ -297,3 +297,36 @@ def test_a_wrong_sign_on_tiny_gradients_next_to_large_ones_is_caught():
     report = check_report(_TinyWrongSign.apply, (x,))
     assert not report.passed and report["inputs[0]"].worst_index[1] in (1, 3)
     assert hgt.gradcheck(lambda a: a * _SCALE, (x,))
+
+
+class _Centre(torch.autograd.Function):
+    """y = x - mean over the batch axis, counted from the end (so stacked copies work)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x - x.mean(-2, keepdim=True)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return dy - dy.mean(-2, keepdim=True)  # dL/dx = dy - mean(dy)
+
+
+class _CentreFirstAxis(torch.autograd.Function):
+    """The same with axis 0: stacked copies would be averaged together."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x - x.mean(0, keepdim=True)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return dy  # slip: the mean's term left out
+
+
+def test_old_style_functions_that_mix_samples_fall_back_to_stacked_copies_or_the_loop():
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    report = check_report(_Centre.apply, (x,))
+    assert report.passed and report["inputs[0]"].method == "stacked"
+    report = check_report(_CentreFirstAxis.apply, (x,))
+    assert not report.passed and report["inputs[0]"].method == "loop"
+    assert "stacked:" in report.notes[0] and "vmap:" in report.notes[0]
