@@ -20,10 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from handgrad.gradcheck.report import ParameterCheck, summarize
+from handgrad.gradcheck.report import ParameterCheck
 from handgrad.gradcheck.verdict import NOISE_FACTOR
+from handgrad.interop.torch_tally import Tally, blocks
 
 __all__ = ["BackwardCheck", "backward_checks", "layouts"]
+
+_BLOCK = 2**16  # elements compared at once
 
 Backward = Callable[[list[torch.Tensor | None]], dict[str, torch.Tensor]]
 
@@ -78,7 +81,7 @@ def _expanded(v: torch.Tensor) -> torch.Tensor | None:
     axis = next((a for a in range(v.ndim) if v.shape[a] > 1), None)
     if axis is None:
         return None
-    return v.narrow(axis, 0, 1).expand(v.shape)
+    return v.narrow(axis, 0, 1).clone().expand(v.shape)
 
 
 def _sliced(v: torch.Tensor) -> torch.Tensor:
@@ -94,8 +97,17 @@ _LAYOUTS = {
 }
 
 
+def _layout(v: torch.Tensor, name: str) -> torch.Tensor | None:
+    """``v`` in layout ``name``, on storage of its own, or None where its shape does not
+    allow one that is not contiguous."""
+    make, fits = _LAYOUTS[name]
+    made = make(v) if fits(v) else None
+    return made if made is not None and not made.is_contiguous() else None
+
+
 def layouts(v: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``v``'s layouts that are not contiguous, by name (those its shape allows).
+    """``v``'s layouts that are not contiguous, by name (those its shape allows), each on
+    storage of its own.
 
     Examples
     --------
@@ -104,17 +116,26 @@ def layouts(v: torch.Tensor) -> dict[str, torch.Tensor]:
     >>> {name: (t.stride(), t.is_contiguous()) for name, t in layouts(torch.ones(2, 3)).items()}
     {'transposed': ((1, 2), False), 'expanded': ((0, 1), False), 'sliced': ((6, 2), False)}
     """
-    found = {}
-    for name, (make, fits) in _LAYOUTS.items():
-        if fits(v):
-            made = make(v)
-            if made is not None and not made.is_contiguous():
-                found[name] = made
-    return found
+    found = {name: _layout(v, name) for name in _LAYOUTS}
+    return {name: t for name, t in found.items() if t is not None}
 
 
 def _strides(views: list[torch.Tensor]) -> str:
     return ", ".join(str(tuple(v.stride())) for v in views)
+
+
+def _compare(
+    got: torch.Tensor, want: torch.Tensor, threshold: float, floor: float, tally: Tally
+) -> None:
+    """``got`` against ``want``, block by block, into ``tally``."""
+    pairs = zip(blocks(got, _BLOCK), blocks(want, _BLOCK), strict=True)
+    for (start, a), (_, b) in pairs:
+        gap, size = np.abs(a - b), np.abs(a) + np.abs(b)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = gap / np.maximum(size, 1e-300)
+        rel[np.isnan(rel)] = np.inf
+        failed = (gap > np.maximum(threshold * size, floor)) | ~np.isfinite(a)
+        tally.add(start, a, b, rel, failed)
 
 
 def _rows(
@@ -126,7 +147,8 @@ def _rows(
     unit: float,
     absolute: float,
 ) -> list[BackwardCheck]:
-    """The failed rows: per tensor, where ``got`` differs from ``want``."""
+    """The failed rows: per tensor, where ``got`` differs from ``want`` (in blocks: a
+    row's every-element differences are kept only when it fails)."""
     rows = []
     for name, w in want.items():
         shape = tuple(w.shape)
@@ -148,17 +170,14 @@ def _rows(
                 )
             )
             continue
-        a = got[name].detach().to(torch.float64).cpu().numpy().reshape(-1)
-        b = w.detach().to(torch.float64).cpu().numpy().reshape(-1)
-        floor = max(NOISE_FACTOR * unit * float(np.max(np.abs(b), initial=0.0)), absolute)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rel = np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), 1e-300)
-        rel = np.where(np.isnan(rel), np.inf, rel)
-        failed = (np.abs(a - b) > np.maximum(threshold * (np.abs(a) + np.abs(b)), floor)) | ~(
-            np.isfinite(a)
-        )
-        if np.any(failed):
-            row = summarize(name, shape, np.arange(a.size), a, b, rel, failed)
+        top = max((float(np.max(np.abs(b))) for _, b in blocks(w, _BLOCK)), default=0.0)
+        floor = max(NOISE_FACTOR * unit * top, absolute)
+        count = Tally(name, shape, keep_errors=False)
+        _compare(got[name], w, threshold, floor, count)
+        if count.n_failed:
+            tally = Tally(name, shape)
+            _compare(got[name], w, threshold, floor, tally)
+            row = tally.row()
             rows.append(
                 BackwardCheck(
                     **{f: getattr(row, f) for f in ParameterCheck.__dataclass_fields__},
@@ -207,12 +226,14 @@ def backward_checks(
     notes: list[str] = []
     again = _attempt(backward, [v.clone() for v in upstream])
     rows += _rows(again, analytic, "a second backward pass", "the first pass", 0.0, 0.0, nondet_tol)
+    del again  # one layout, one backward alive at a time
     if check_layouts:
-        names = sorted({name for v in upstream for name in layouts(v)}, key=list(_LAYOUTS).index)
+        names = [n for n in _LAYOUTS if any(_layout(v, n) is not None for v in upstream)]
         for name in names:
-            views = [layouts(v).get(name, v) for v in upstream]
-            same = [v.contiguous() for v in views]
-            want = analytic if name != "expanded" else _attempt(backward, same)
+            views = [v if (t := _layout(v, name)) is None else t for v in upstream]
+            want = analytic
+            if name == "expanded":  # other values: the backward given them contiguous
+                want = _attempt(backward, [v.contiguous() for v in views])
             if isinstance(want, Exception):
                 continue  # the contiguous values fail too: the first-order rows show it
             condition = f"grad_output {name} (strides {_strides(views)})"

@@ -212,7 +212,9 @@ def check_report(
                 f"{[tuple(o.shape) for o in subject.y0]}, got "
                 f"{[tuple(getattr(g, 'shape', ())) for g in given]}"
             )
-        upstream = [g.detach().to(o.dtype) for g, o in zip(given, subject.y0, strict=True)]
+        upstream = [
+            g.detach().to(o.dtype, copy=True) for g, o in zip(given, subject.y0, strict=True)
+        ]
     evaluate, vmapped, values, names = _second_order(subject, upstream)
     with torch.no_grad():
         z0 = evaluate({})

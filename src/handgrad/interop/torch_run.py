@@ -6,7 +6,6 @@ stays small), then the backward checks of :mod:`.torch_backward`; the report."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,15 +14,16 @@ import torch
 
 from handgrad.core.errors import NonFiniteLossError, RandomLayerError
 from handgrad.gradcheck import finite_differences as fd
-from handgrad.gradcheck.report import GradientCheckReport, Kink, ParameterCheck, summarize
+from handgrad.gradcheck.report import GradientCheckReport, ParameterCheck
 from handgrad.gradcheck.verdict import NOISE_FACTOR, Lines, decide
 from handgrad.interop.torch_backward import BackwardCheck, backward_checks
 from handgrad.interop.torch_call import Precision, vector_jacobian
 from handgrad.interop.torch_routes import choose_route, problem_for
+from handgrad.interop.torch_tally import Tally, blocks
 
-__all__ = ["draw_upstream", "run_check"]
+__all__ = ["block_size", "draw_upstream", "run_check"]
 
-_BLOCK = 2**16  # elements decided at once: the verdict's bookkeeping stays this small
+_BLOCK, _MIN_BLOCK = 2**16, 2**10  # elements decided at once, at most and at least
 _AGREE = 256
 
 Evaluate = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]]
@@ -36,10 +36,16 @@ def _rounded(values: np.ndarray, dtype: torch.dtype) -> np.ndarray:
 
 
 def _lines(
-    name: str, x: torch.Tensor, flat: np.ndarray, analytic: np.ndarray, route: Any, p: Precision
+    name: str,
+    x: torch.Tensor,
+    values: np.ndarray,
+    flat: np.ndarray,
+    analytic: np.ndarray,
+    route: Any,
+    p: Precision,
 ) -> Lines:
-    """The trust issue's lines for elements ``flat`` of ``x``: displacements as stored."""
-    values = x.detach().to(torch.float64).cpu().numpy().reshape(-1)[flat]
+    """The trust issue's lines for elements ``flat`` of ``x`` (their ``values``, in
+    float64): displacements as stored."""
     h = fd.steps(values, p.eps, p.scaled_steps)
     big = p.big_eps * np.maximum(1.0, np.abs(values)) if p.scaled_steps else p.big_eps
 
@@ -59,54 +65,43 @@ def _lines(
     return Lines(evaluate, h, np.maximum(h, big))
 
 
+def block_size(max_memory: int) -> int:
+    """Elements decided at once: a block's bookkeeping (up to ~1 KiB an element, when
+    every one needs a second look) stays within about half the budget.
+
+    Examples
+    --------
+    >>> from handgrad.interop.torch_run import block_size
+    >>> block_size(2**20), block_size(16 * 2**20), block_size(2**30)
+    (1024, 8192, 65536)
+    """
+    return int(min(_BLOCK, max(_MIN_BLOCK, max_memory // 2048)))
+
+
 def _check_tensor(
     name: str,
     x: torch.Tensor,
-    analytic: np.ndarray,
+    gradient: torch.Tensor,
     route: Any,
     method: str,
     p: Precision,
     atol: float,
+    block: int,
 ) -> ParameterCheck:
-    """Every element of ``x``'s gradient against finite differences, in blocks."""
-    size = math.prod(x.shape)
+    """Every element of ``x``'s gradient against finite differences, in blocks of which
+    only the row's tally is kept."""
     stencil = fd.make_stencil()
-    parts = []
-    for start in range(0, size, _BLOCK):
-        flat = np.arange(start, min(size, start + _BLOCK))
-        parts.append(
-            decide(_lines(name, x, flat, analytic[flat], route, p), stencil, p.unit, p.threshold)
-        )
-    numeric = np.concatenate([d.numeric for d in parts])
-    chosen = np.concatenate([d.analytic for d in parts])
-    rel = np.concatenate([d.rel for d in parts])
-    kink = np.concatenate([d.kink for d in parts])
-    slopes = np.concatenate([d.slopes for d in parts])
-    failed = np.concatenate([d.failed for d in parts]) & ~(np.abs(chosen - numeric) <= atol)
-    rel = np.where(failed, rel, np.minimum(rel, p.threshold))
-    shape = tuple(x.shape)
-    kinks = tuple(
-        Kink(
-            tuple(int(i) for i in np.unravel_index(int(i), shape)),
-            float(chosen[i]),
-            float(slopes[i, 0]),
-            float(slopes[i, 1]),
-        )
-        for i in np.flatnonzero(kink)
-    )
-    return summarize(
-        name,
-        shape,
-        np.arange(size),
-        chosen,
-        numeric,
-        rel,
-        failed,
-        kinks=kinks,
-        method=method,
-        ignored=kink,
-        second_looks=sum(d.second_looks for d in parts),
-    )
+    tally = Tally(name, tuple(x.shape))
+    for (start, values), (_, analytic) in zip(
+        blocks(x, block), blocks(gradient, block), strict=True
+    ):
+        flat = np.arange(start, start + values.size)
+        d = decide(_lines(name, x, values, flat, analytic, route, p), stencil, p.unit, p.threshold)
+        failed = d.failed & ~(np.abs(d.analytic - d.numeric) <= atol)
+        rel = np.where(failed, d.rel, np.minimum(d.rel, p.threshold))
+        tally.add(start, d.analytic, d.numeric, rel, failed, d.kink, d.slopes)
+        tally.second_looks += d.second_looks
+    return tally.row(method)
 
 
 def draw_upstream(outs: tuple[torch.Tensor, ...], rng: np.random.Generator) -> list[torch.Tensor]:
@@ -181,10 +176,14 @@ def run_check(
     with torch.no_grad():
         y0 = evaluate({})
     _check_deterministic(evaluate, y0, label, p.unit, options["nondet_tol"])
-    leaves = {n: values[n].detach().clone().requires_grad_(True) for n in names}
+    # the check's own copies (torch_call.Subject): leaves that share their storage
+    leaves = {n: values[n].detach().requires_grad_(True) for n in names}
 
     def backward(ups: list) -> dict[str, torch.Tensor]:
-        return vector_jacobian(evaluate, leaves, [None if u is None else u.clone() for u in ups])
+        # a contiguous upstream gradient is copied (a backward may write into it); a
+        # layout's is made for this call alone and keeps its strides
+        fresh = [u.clone() if u is not None and u.is_contiguous() else u for u in ups]
+        return vector_jacobian(evaluate, leaves, fresh)
 
     scale = float(
         sum(float((o.double() * v.double()).abs().sum()) for o, v in zip(y0, upstream, strict=True))
@@ -238,8 +237,8 @@ def run_check(
         )
         notes += why
         methods.append(method)
-        analytic = grads[n].detach().to(torch.float64).cpu().numpy().reshape(-1)
-        rows.append(_check_tensor(n, x, analytic, route, method, p, options["atol"]))
+        block = block_size(options["max_memory"])
+        rows.append(_check_tensor(n, x, grads[n], route, method, p, options["atol"], block))
     extra, said = backward_checks(
         backward,
         upstream,
