@@ -330,3 +330,50 @@ def test_old_style_functions_that_mix_samples_fall_back_to_stacked_copies_or_the
     report = check_report(_CentreFirstAxis.apply, (x,))
     assert not report.passed and report["inputs[0]"].method == "loop"
     assert "stacked:" in report.notes[0] and "vmap:" in report.notes[0]
+
+
+def test_a_large_check_holds_a_few_arrays_of_the_inputs_size_beyond_the_budget():
+    # tracemalloc sees NumPy's allocations (torch's own do not show): the upstream gradient
+    # drawn (1 array of the input's size), the noise scale |y0 v| (2, for a moment), the
+    # plot's per-element differences (1), a backward check's blocks; the blocks of the
+    # verdict stay within the budget. Before the tally, the check held ~13 such arrays.
+    import tracemalloc
+
+    import numpy as np
+
+    from handgrad.interop.torch_tally import Tally
+
+    x = torch.randn(200_000, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x.requires_grad_(True)
+    budget, size = 2**21, x.numel() * 8
+    check_report(SiLU.apply, (x[:100].detach().clone().requires_grad_(True),))  # imports done
+    tracemalloc.start()
+    try:
+        report = check_report(SiLU.apply, (x,), max_memory=budget)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report.passed and report["inputs[0]"].n_checked == x.numel()
+    assert peak <= 6 * size + budget, f"peak {peak / size:.1f} x the input's bytes"
+    # the tally gives the row summarize gives, block by block: kinks, ties, NaN
+    from handgrad.gradcheck.report import Kink, summarize
+
+    rng = np.random.default_rng(0)
+    a, n = rng.standard_normal(50), rng.standard_normal(50)
+    rel = np.round(rng.random(50), 1)
+    kink, slopes = rel < 0.2, rng.standard_normal((50, 2))
+    rel, n[7] = np.where(kink, 0.0, rel), np.nan
+    tally = Tally("w", (5, 10))
+    for start in range(0, 50, 16):
+        part = slice(start, start + 16)
+        tally.add(start, a[part], n[part], rel[part], rel[part] > 0.85, kink[part], slopes[part])
+    kinks = tuple(
+        Kink(tuple(int(k) for k in np.unravel_index(i, (5, 10))), a[i], *slopes[i])
+        for i in np.flatnonzero(kink)
+    )
+    want = summarize("w", (5, 10), np.arange(50), a, n, rel, rel > 0.85, kinks=kinks, ignored=kink)
+    got = tally.row()
+    for field in ("max_rel_diff", "worst_index", "analytic", "numeric", "n_failed", "kinks"):
+        assert getattr(got, field) == getattr(want, field), field
+    assert np.isnan(got.max_abs_diff) and np.isnan(want.max_abs_diff)
+    assert np.array_equal(got.errors, want.errors)
