@@ -268,6 +268,8 @@ def test_a_backward_that_cannot_be_differentiated_fails_gradgradcheck_as_torchs_
     with pytest.raises(GradientCheckError) as caught:
         hgt.gradgradcheck(_OnceDifferentiable.apply, (x,))
     assert caught.value.failure.name == "inputs[0]" and caught.value.failure.analytic == 0.0
+    notes = check_report(_OnceDifferentiable.apply, (x,), order=2).notes
+    assert any("outside autograd (once_differentiable)" in note for note in notes), notes
     assert not torch.autograd.gradgradcheck(_OnceDifferentiable.apply, (x,), raise_exception=False)
 
 

@@ -97,6 +97,9 @@ _OPTIONS = """
 """
 
 
+_ONCE = "torch::autograd::Error"  # the node once_differentiable puts on what it returns
+
+
 def _second_order(
     subject: Subject, upstream: list[torch.Tensor]
 ) -> tuple[Evaluate, Evaluate, dict, list]:
@@ -218,14 +221,18 @@ def check_report(
     evaluate, vmapped, values, names = _second_order(subject, upstream)
     with torch.no_grad():
         z0 = evaluate({})
-    if not any(
-        t.requires_grad
-        for t in evaluate({n: values[n].detach().clone().requires_grad_(True) for n in names})
-    ):
+    traced = evaluate({n: values[n].detach().clone().requires_grad_(True) for n in names})
+    if any(t.grad_fn is not None and t.grad_fn.name() == _ONCE for t in traced):
+        notes.append(
+            "the backward is computed outside autograd (once_differentiable): it cannot be "
+            "differentiated, its derivative counts as 0"
+        )
+    elif not any(t.requires_grad for t in traced):
         notes.append(
             "the backward's result does not depend on its inputs through autograd (detach, "
             "no_grad or once_differentiable): its derivative counts as 0"
         )
+    del traced
     return run_check(
         evaluate,
         vmapped,
