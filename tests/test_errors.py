@@ -371,6 +371,58 @@ def _cli(*argv: str):
     return lambda: main(list(argv))
 
 
+def _t(*shape: int, grad: bool = True):
+    torch = pytest.importorskip("torch")
+    return torch.randn(
+        *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    ).requires_grad_(grad)
+
+
+def _sin(x):
+    return x.sin()
+
+
+def _zoo(name: str):
+    from tests.torch_function_zoo import CASES
+
+    return CASES[name]
+
+
+def _torch_check(fn, *inputs, **options):
+    from handgrad.torch import gradcheck
+
+    return gradcheck(fn, inputs, **options)
+
+
+def _torch_report(fn, *inputs, **options):
+    from handgrad.torch import check_report
+
+    return check_report(fn, inputs, **options)
+
+
+def _torch_gradgradcheck(fn, x, grad_output):
+    from handgrad.torch import gradgradcheck
+
+    return gradgradcheck(fn, (x,), (grad_output.detach(),))
+
+
+def _complex_input():
+    torch = pytest.importorskip("torch")
+    return torch.ones(2, dtype=torch.complex128, requires_grad=True)
+
+
+def _two_outputs_without_none():
+    from tests.test_torch_check import _TwoOutputs
+
+    return _TwoOutputs.apply
+
+
+def _noisy_backward():
+    from tests.test_torch_check import _Noisy
+
+    return _Noisy.apply
+
+
 def _folder_in_use():
     with locked_folder(".", {"run": "a1b2c3d4"}), locked_folder(".", {"run": "e5f6"}):
         pass
@@ -761,6 +813,27 @@ TRIGGERS = {
         lambda x: np.inf if x[0] < 0 else float(np.sum(x)), np.zeros(2)
     ),
     "relative-difference-floor": lambda: hg.relative_difference(np.ones(2), np.ones(2), -1.0),
+    # PyTorch gradient checks
+    "torch-check-nothing": lambda: _torch_check(lambda x: x, _t(2, 3, grad=False)),
+    "torch-check-not-callable": lambda: _torch_check(3, _t(2, 3)),
+    "torch-check-output": lambda: _torch_check(lambda x: [1.0], _t(2, 3)),
+    "torch-check-no-dependence": lambda: _torch_check(lambda x: x.detach() * 2, _t(2, 3)),
+    "torch-check-complex": lambda: _torch_check(lambda x: x, _complex_input()),
+    "torch-check-eps": lambda: _torch_check(_sin, _t(2, 3), eps=0),
+    "torch-check-atol": lambda: _torch_check(_sin, _t(2, 3), atol=-1.0),
+    "torch-check-nondet-tol": lambda: _torch_check(_sin, _t(2, 3), nondet_tol=-1.0),
+    "torch-check-seed": lambda: _torch_check(_sin, _t(2, 3), seed=-1),
+    "torch-check-method": lambda: _torch_check(_sin, _t(2, 3), method="fastest"),
+    "torch-check-method-refused": lambda: _torch_check(_zoo("silu")[0], _t(6, 5), method="vmap"),
+    "torch-check-order": lambda: _torch_report(_sin, _t(2, 3), order=3),
+    "torch-check-grad-outputs": lambda: _torch_gradgradcheck(_sin, _t(2, 3), _t(3, 2)),
+    "torch-check-random": lambda: _torch_check(
+        lambda x: __import__("torch").nn.functional.dropout(x, 0.5), _t(4, 3)
+    ),
+    "torch-check-wrong-gradient": lambda: _torch_check(_zoo("silu slip")[0], _t(4, 3)),
+    "torch-check-layout": lambda: _torch_check(_zoo("fused kernel contiguous only")[0], _t(4, 3)),
+    "torch-check-undefined-grad": lambda: _torch_check(_two_outputs_without_none(), _t(4, 3)),
+    "torch-check-reentrant": lambda: _torch_check(_noisy_backward(), _t(4, 3)),
     # optimizers and schedules
     "optimizer-lr": lambda: SGD(hg.mlp([2, 2]).params, lr=0),
     "optimizer-lr-nan": lambda: Adam(hg.mlp([2, 2]).params, lr=float("nan")),
@@ -962,6 +1035,8 @@ TRIGGERS = {
     "cli-check-target-form": _cli("check", "nosuchmodule"),
     "cli-check-input-shape-without-target": _cli("check", "--input-shape", "8,10"),
     "cli-check-method-rows": _cli("check", "--method", "rows"),
+    "cli-check-torch-method": _cli("check", "--torch", "math:sin", "--method", "batched"),
+    "cli-check-torch-and-layer": _cli("check", "math:sin", "--torch", "math:sin"),
     "cli-gpt-text-missing": _cli("gpt", "train", "--text", "nope.txt"),
     "cli-gpt-heads": _cli("gpt", "train", "--n-embd", "10", "--n-head", "4"),
     "cli-gpt-lr": _cli("gpt", "train", "--lr", "0"),

@@ -25,6 +25,7 @@ from handgrad.app.model_files import load_classifier, save_classifier
 from handgrad.app.seed_network import SimpleNN
 from handgrad.app.trainer import TrainConfig, default_lr, describe_model, train_classifier
 from handgrad.cli import runs
+from handgrad.cli.torch_check import check_torch
 from handgrad.core.arrays import convert, get_namespace
 from handgrad.core.errors import DataError, TrainingDivergedError, TrainingInterruptedError
 from handgrad.core.files import (
@@ -41,7 +42,7 @@ from handgrad.data import (
     load_features,
     split,
 )
-from handgrad.gradcheck.check import GradientCheckError, check_gradients, check_layer
+from handgrad.gradcheck.check import METHODS, GradientCheckError, check_gradients, check_layer
 from handgrad.models.mlp import mlp
 from handgrad.nn.losses import CrossEntropyLoss
 from handgrad.training.checkpoint import load_checkpoint, save_checkpoint
@@ -378,9 +379,17 @@ def _check_options(args: argparse.Namespace, rng: np.random.Generator) -> dict:
 def _import_layer(spec: str) -> Any:
     """The layer named ``module:attribute``: a class or factory called with no arguments,
     or a layer object."""
+    made = _import_attribute(spec, "LAYER")
+    if isinstance(made, type) or (callable(made) and not hasattr(made, "forward")):
+        made = made()
+    return made
+
+
+def _import_attribute(spec: str, what: str) -> Any:
+    """The object named ``module:attribute``, the current folder importable."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise ValueError(f"LAYER must look like module:Class, got {spec!r}")
+        raise ValueError(f"{what} must look like module:Class, got {spec!r}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -389,15 +398,18 @@ def _import_layer(spec: str) -> Any:
         raise ImportError(f"cannot import {module_name!r}: {type(err).__name__}: {err}") from None
     if not hasattr(module, attribute):
         raise ValueError(f"module {module_name!r} has no {attribute!r}")
-    made = getattr(module, attribute)
-    if isinstance(made, type) or (callable(made) and not hasattr(made, "forward")):
-        made = made()
-    return made
+    return getattr(module, attribute)
 
 
 def _check_own_layer(args: argparse.Namespace) -> int:
     layer = _import_layer(args.layer)
-    shape = args.input_shape or (8, 10)
+    if args.input_shape and len(args.input_shape) > 1:
+        raise ValueError("a LAYER takes one --input-shape; several go with --torch")
+    if args.method not in METHODS:
+        raise ValueError(
+            f"--method {args.method} goes with --torch; a LAYER takes {', '.join(METHODS)}"
+        )
+    shape = args.input_shape[0] if args.input_shape else (8, 10)
     data, check = _streams(args.seed)
     x = data.standard_normal(shape)
     report = check_layer(layer, x, **_check_options(args, check))
@@ -471,10 +483,14 @@ def _check_mlp(args: argparse.Namespace) -> dict:
 def check(args: argparse.Namespace) -> int:
     """Gradient-check a user's layer, or the seed's network and an MLP; 0 if all pass, 1 if
     any fails."""
+    if args.torch is not None:
+        if args.layer is not None:
+            raise ValueError("give a LAYER or --torch, not both")
+        return check_torch(args, _import_attribute(args.torch, "--torch"))
     if args.layer is not None:
         return _check_own_layer(args)
     if args.input_shape is not None:
-        raise ValueError("--input-shape goes with a LAYER (module:Class)")
+        raise ValueError("--input-shape goes with a LAYER (module:Class) or --torch")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed if args.json else sys.stdout):
         seed_passed = _check_seed_network(args)

@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 from handgrad.app.trainer import CONSTRAINTS, TrainConfig
 from handgrad.cli import commands, gpt, workers
+from handgrad.cli.torch_check import TORCH_METHODS
 from handgrad.core.arrays import BACKENDS
 from handgrad.core.validation import FRACTION, POSITIVE, POSITIVE_INT, Constraint
 from handgrad.gradcheck.check import DEFAULT_EPS, DEFAULT_THRESHOLD, METHODS, MODES
@@ -265,11 +266,32 @@ def _add_check(commands_: argparse._SubParsersAction) -> None:
         "arguments; the current folder is importable",
     )
     p.add_argument(
+        "--torch",
+        metavar="MODULE:FUNCTION",
+        help="check a PyTorch function, autograd.Function or nn.Module of your own "
+        "(handgrad.torch.gradcheck) on random inputs, one per --input-shape",
+    )
+    p.add_argument(
         "--input-shape",
         type=_shape,
+        action="append",
         default=None,
         metavar="B,F",
-        help="shape of the random input for LAYER (default 8,10)",
+        help="shape of the random input for LAYER (default 8,10); with --torch, repeat it "
+        "for each input",
+    )
+    p.add_argument(
+        "--order",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="with --torch: 1 checks the backward (gradcheck), 2 its derivative (gradgradcheck)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="with --torch: the inputs' dtype (float64)",
     )
     p.add_argument(
         "--mode",
@@ -279,10 +301,11 @@ def _add_check(commands_: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--method",
-        choices=METHODS,
+        choices=sorted(set(METHODS) | set(TORCH_METHODS), key=[*METHODS, *TORCH_METHODS].index),
         default="auto",
         help="many perturbed copies per call (batched), many perturbed samples per call "
-        "(rows), one element at a time (loop), or the fastest that is proven right (auto)",
+        "(rows), one element at a time (loop), or the fastest that is proven right (auto); "
+        "with --torch also vmap and stacked (torch.func.vmap, or copies on a new axis)",
     )
     p.add_argument("--samples", type=_POSITIVE_INT, default=16, help="for --mode sample")
     p.add_argument("--directions", type=_POSITIVE_INT, default=4, help="for --mode fast")
