@@ -107,3 +107,18 @@ def test_training_on_torch_gives_numpys_weights(activation):
         weights.append({k: np.asarray(convert(v, "numpy")) for k, v in model.params.items()})
     for k in weights[0]:
         assert rel_err(weights[1][k], weights[0][k]) < 1e-12, k
+
+
+def test_sgd_on_tensors_updates_every_parameter_in_one_call_as_numpy_does():
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal((4, 3)), rng.standard_normal(3), rng.standard_normal(())]
+    grads = [rng.standard_normal(a.shape) for a in arrays]
+    tensors = [convert(a, XT) for a in arrays]
+    SGD(dict(enumerate(tensors)), lr=0.3).step(dict(enumerate(convert(g, XT) for g in grads)))
+    SGD(dict(enumerate(arrays)), lr=0.3).step(dict(enumerate(grads)))
+    for tensor, array in zip(tensors, arrays, strict=True):
+        assert rel_err(tensor, array) < 1e-15  # in place, the same update
+    add_scaled = native(XT, "add_scaled")
+    add_scaled(tensors, [convert(g, XT) for g in grads], alpha=-0.5)
+    assert rel_err(tensors[0], arrays[0] - 0.5 * grads[0]) < 1e-15
+    assert native(get_namespace("numpy"), "add_scaled") is None

@@ -128,6 +128,8 @@ _NATIVE = {
         "take_rows": lambda xp: functools.partial(xp.index_select, dim=0),
         "addmm": lambda xp: xp.addmm,  # addmm(b, x, w): b + x @ w, one BLAS call
         "sigmoid_backward": lambda xp: importlib.import_module("torch").ops.aten.sigmoid_backward,
+        # add_scaled(arrays, others, alpha): arrays[i] += alpha * others[i], one call for all
+        "add_scaled": lambda xp: importlib.import_module("torch")._foreach_add_,
     },
 }
 
@@ -138,7 +140,9 @@ def native(xp: Any, name: str) -> Any:
     NumPy and array-api-strict then use the standard's formulas. One kernel instead of
     several calls; the same values to rounding. The names: ``sigmoid``, ``relu``, and
     ``softmax`` and ``log_softmax`` over the last axis, of ``x``; ``take_rows(x, index=)``;
-    ``addmm(b, x, w)`` (``b + x @ w``, x 2-D); ``sigmoid_backward(dy, y)`` (``dy y (1 - y)``).
+    ``addmm(b, x, w)`` (``b + x @ w``, x 2-D); ``sigmoid_backward(dy, y)`` (``dy y (1 - y)``);
+    ``add_scaled(arrays, others, alpha=)`` (``arrays[i] += alpha * others[i]`` in place, every
+    array in one call).
 
     Examples
     --------

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from handgrad.core.arrays import convert, namespace, to_numpy
+from handgrad.core.arrays import convert, namespace, native, to_numpy
 from handgrad.core.validation import (
     FRACTION,
     NON_NEGATIVE,
@@ -223,6 +223,11 @@ class SGD(Optimizer):
                 flat.momentum(
                     grads, velocity, first, self.lr, self.momentum, self.nesterov, self.weight_decay
                 )
+                return
+        if not self.momentum and not self.weight_decay and grads:
+            add_scaled = native(namespace(grads[0]), "add_scaled")
+            if add_scaled is not None:  # torch: one call for every parameter
+                add_scaled(self.params, grads, alpha=-self.lr)
                 return
         for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
             if self.weight_decay:
