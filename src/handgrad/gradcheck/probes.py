@@ -45,8 +45,9 @@ _TINY = float(np.finfo(np.float64).tiny)
 
 @dataclass(frozen=True)
 class Finding:
-    """The answer of a probe: ``ok``, and why not (or which layout and output axis, and
-    what the proven call cost per copy).
+    """The answer of a probe: ``ok``, and why not (or which layout and output axis, the
+    parameter's axis that maps to it slice for slice, and what the proven call cost per
+    copy).
 
     Examples
     --------
@@ -59,6 +60,7 @@ class Finding:
     reason: str = ""
     axis: int = 0
     layout: int = 0
+    param_axis: int = 0
     seconds: float = math.inf  # time per copy (or sample) of the proven call, if timed
 
 
