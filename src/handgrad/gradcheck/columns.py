@@ -9,7 +9,8 @@ element's loss change is read from its own output slice, ``sum(r_j * (y_j - y0_j
   independent samples: a random perturbation of the slices on one side of a split moves
   the output slices of that side alone, and perturbing the other side's slices too leaves
   them as they were. The splits are by the bits of the slice index, so every two slices
-  lie on different sides of one of them (``ceil(log2 n) + 1`` forwards).
+  lie on different sides of one of them (``ceil(log2 n) + 2`` forwards, the first of them
+  with one element moved, which rules out a parameter that moves everything).
 - :func:`columns_route`: the route, by plain forwards, or in stacked calls where
   :func:`~handgrad.gradcheck.probes.probe_stacked_param` proved that the layer takes stacked
   copies of the parameter.
@@ -40,7 +41,7 @@ from handgrad.gradcheck.routes import (
 
 __all__ = ["columns_route", "probe_columns", "worth_probing"]
 
-COPIES_PER_FORWARD = 8  # stacked copies of a small layer's parameter cost about one forward
+COPIES_PER_FORWARD = 32  # stacked copies assumed to cost at least one forward
 
 
 def _index(n: int, axis: int, ndim: int) -> np.ndarray:
@@ -69,6 +70,31 @@ def _leak(
     return None
 
 
+def _first_sieve(
+    moved: Any,
+    delta: np.ndarray,
+    y0: np.ndarray,
+    pairs: list[tuple[int, int]],
+    rng: np.random.Generator,
+    unit: float,
+) -> list[tuple[int, int]]:
+    """The ``pairs`` still possible after one forward with one random element moved: it
+    lies in one slice of each parameter axis, and may move that slice of the output
+    alone (a cheap no for a parameter that moves everything)."""
+    i = int(rng.integers(delta.size))
+    change = np.zeros(delta.size)
+    change[i] = delta.reshape(-1)[i]
+    out = moved(change.reshape(delta.shape))
+    if out.shape != y0.shape:
+        return []
+    where = np.unravel_index(i, delta.shape)
+    return [
+        (a, b)
+        for a, b in pairs
+        if _agree(np.where(_index(y0.shape[b], b, y0.ndim) == where[a], y0, out), y0, unit)
+    ]
+
+
 def _pairs(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[tuple[int, int]]:
     """Parameter and output axes of one size (at least 2): an output axis other than the
     batch axis first, the last first."""
@@ -84,24 +110,25 @@ def _pairs(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[tuple[int
 
 
 def worth_probing(
-    shape: tuple[int, ...], out_shape: tuple[int, ...], count: int, stacked: bool
+    shape: tuple[int, ...], out_shape: tuple[int, ...], count: int, copy_cost: float = 1.0
 ) -> bool:
-    """Whether the columns route would save more evaluations on ``count`` elements of a
-    parameter shaped ``shape`` than its probe costs, at two per element, against stacked
-    copies (``stacked``, ``COPIES_PER_FORWARD`` to a forward) or else the loop.
+    """Whether the columns route would save more than its probe costs on ``count`` elements
+    of a parameter shaped ``shape``, at two evaluations per element, each costing
+    ``copy_cost`` forwards (1 for the loop; for stacked copies what one adds to a call, at
+    most ``1 / COPIES_PER_FORWARD``).
 
     Examples
     --------
     >>> from handgrad.gradcheck.columns import worth_probing
-    >>> worth_probing((20, 10), (10, 10), 200, True), worth_probing((10,), (10, 10), 10, True)
+    >>> worth_probing((20, 10), (10, 10), 200, 0.5), worth_probing((10,), (10, 10), 10, 0.5)
     (True, False)
     """
     sizes = [shape[a] for a, _ in _pairs(shape, out_shape)]
     if not sizes:
         return False
     n = max(sizes)
-    saved = 2 * (count - -(-count // n)) / (COPIES_PER_FORWARD if stacked else 1)
-    return saved > (n - 1).bit_length() + 1
+    cost = copy_cost if copy_cost >= 1.0 else min(copy_cost, 1 / COPIES_PER_FORWARD)
+    return 2 * (count - -(-count // n)) * cost > (n - 1).bit_length() + 1
 
 
 def probe_columns(
@@ -135,7 +162,7 @@ def probe_columns(
     >>> layer = Softmax(rng)
     >>> probe_columns(LayerProblem(layer, x, layer.forward(x), r), layer.params, "W",
     ...               2.0**-52, rng).reason
-    "its slices on axis 1 move other slices of the output's axis 1"
+    'its elements move other slices of the output on every axis of their size'
     """
     p, y0 = owner[key], problem.y0
     shape = tuple(p.shape)
@@ -155,8 +182,12 @@ def probe_columns(
     reasons = []
     try:
         start = time.perf_counter()
-        whole = moved(delta)
+        pairs = _first_sieve(moved, delta, y0, pairs, rng, unit)
         seconds = time.perf_counter() - start
+        if not pairs:
+            reason = "its elements move other slices of the output on every axis of their size"
+            return Finding(False, reason)
+        whole = moved(delta)
         for a, b in pairs:
             reason = _leak(moved, delta, whole, y0, a, b, unit)
             if reason is None:

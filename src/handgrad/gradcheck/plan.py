@@ -294,7 +294,11 @@ def _param_way(
     there is none."""
     found = probes.probe_stacked_param(problem, target.owner, target.key, unit, rng)
     shape, out_shape = tuple(target.array.shape), problem.y0.shape
-    if method == "auto" and worth_probing(shape, out_shape, count, found.ok):
+    cost = 1.0  # in forwards, per evaluation: the loop's
+    if found.ok:  # what a stacked copy adds to its call: the call less one forward's cost
+        forward = problem.forward_seconds
+        cost = max(found.seconds * found.copies - forward, 0.0) / (found.copies * forward)
+    if method == "auto" and worth_probing(shape, out_shape, count, cost):
         columns = probe_columns(problem, target.owner, target.key, unit, rng)
         if columns.ok:
             stacked = found if found.ok else None
