@@ -41,7 +41,7 @@ from handgrad.gradcheck.routes import (
 
 __all__ = ["columns_route", "probe_columns", "worth_probing"]
 
-COPIES_PER_FORWARD = 32  # stacked copies assumed to cost at least one forward
+COPIES_PER_FORWARD = 32  # a stacked copy is taken to cost at most 1/32 of a forward
 
 
 def _index(n: int, axis: int, ndim: int) -> np.ndarray:
