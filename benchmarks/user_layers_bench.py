@@ -78,7 +78,7 @@ SIZED = [
         lambda r: (zoo.LstmStep(r, 10, 8, 6), r.standard_normal((6, 10))),
     ),
 ]
-FAST = ("batched", "rows")
+FAST = ("batched", "rows", "columns")
 
 
 def best_time(run, rounds: int) -> float:
@@ -120,7 +120,7 @@ def speed(rounds: int) -> None:
             f"{mark} {name:<40} {elements:>8} {loop_ms:8.1f} {auto_ms:8.1f} {ratio:6.1f}  {shown}"
         )
     print(
-        f"  * every array batched or by rows: loop / auto from {min(allowing):.1f}x to "
+        f"  * every array batched, by rows or by columns: loop / auto from {min(allowing):.1f}x to "
         f"{max(allowing):.1f}x (geometric mean {np.exp(np.mean(np.log(allowing))):.1f}x)"
     )
 

@@ -26,7 +26,9 @@ vectors over all arrays at once and, if one disagrees, finds the guilty array an
 Methods (:mod:`handgrad.gradcheck.plan`): ``"batched"`` evaluates many perturbed copies per
 call, ``"rows"`` many perturbed samples of the input per call (for a layer that treats
 samples independently), ``"loop"`` one element at a time, ``"auto"`` the fastest that is
-proven right on the real input first.
+proven right on the real input first (with one more way for a parameter: ``"columns"``,
+one element of each of its slices per evaluation where each slice moves one slice of the
+output alone, see :mod:`handgrad.gradcheck.columns`).
 """
 
 from __future__ import annotations
@@ -316,9 +318,10 @@ _CHECK_OPTIONS = """
     method : {"auto", "batched", "rows", "loop"}
         Many perturbed copies per call; many perturbed samples of the input per call (a
         layer that treats samples independently); or one element at a time. "auto" takes
-        the fastest that a probe on the real input proves right; "batched" and "rows"
-        refuse, with the reason, a model they do not fit. The report says which was used
-        per array.
+        the fastest that a probe on the real input proves right (for a parameter also
+        "columns": one element of each of its slices per evaluation); "batched" and
+        "rows" refuse, with the reason, a model they do not fit. The report says which
+        was used per array.
     max_memory : int
         Bytes the stacked copies may take per call (256 MiB).
     rng : int or numpy.random.Generator

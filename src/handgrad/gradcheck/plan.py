@@ -9,7 +9,10 @@ anything else each fast route is first tried on the real input (:mod:`.probes`):
 - the input of a layer checked by ``check_layer``: its samples alone, many per call, if
   the layer treats samples independently ("rows"); else copies stacked on a new axis
   ("batched"); else the loop;
-- a parameter of such a layer: copies of it stacked in its place ("batched"), else the loop;
+- a parameter of such a layer: one element of every slice per evaluation, each change read
+  from its own slice of the output, if each slice along one of its axes moves one slice of
+  the output alone ("columns", stacked when the layer takes stacked copies of it,
+  ``method="auto"`` only); else copies of it stacked in its place ("batched"); else the loop;
 - a parameter inside a model checked by ``check_gradients``: batched through the chain when
   every layer after it and the loss take stacked copies, else the loop.
 
@@ -29,6 +32,7 @@ import numpy as np
 from handgrad.core.arrays import to_numpy
 from handgrad.gradcheck import finite_differences as fd
 from handgrad.gradcheck import probes, shortcuts
+from handgrad.gradcheck.columns import columns_route, probe_columns, worth_probing
 from handgrad.gradcheck.routes import (
     LayerProblem,
     Route,
@@ -240,7 +244,7 @@ def layer_planner(
         elif method == "rows":
             return loop
         else:
-            found = _param_way(problem, method, max_memory, unit, rng, target)
+            found = _param_way(problem, method, max_memory, unit, rng, target, count)
         if isinstance(found, str):
             notes.append(f"{target.name}: checked by the loop ({found})")
             return loop
@@ -282,10 +286,25 @@ def _param_way(
     unit: float,
     rng: np.random.Generator,
     target: Target,
+    count: int,
 ) -> tuple[Route, str, float] | str:
-    """A parameter's stacked route, its name and its probe's time per copy, or why there is
-    none."""
+    """A parameter's fastest proven route (with ``method="auto"``: one element of every
+    slice per evaluation, if its slices move slices of the output alone, stacked if it takes
+    stacked copies; else stacked copies), its name and its probe's time per loss, or why
+    there is none."""
     found = probes.probe_stacked_param(problem, target.owner, target.key, unit, rng)
+    shape, out_shape = tuple(target.array.shape), problem.y0.shape
+    cost = 1.0  # in forwards, per evaluation: the loop's
+    if found.ok:  # what a stacked copy adds to its call: the call less one forward's cost
+        forward = problem.forward_seconds
+        cost = max(found.seconds * found.copies - forward, 0.0) / (found.copies * forward)
+    if method == "auto" and worth_probing(shape, out_shape, count, cost):
+        columns = probe_columns(problem, target.owner, target.key, unit, rng)
+        if columns.ok:
+            stacked = found if found.ok else None
+            route = columns_route(problem, target.owner, target.key, columns, stacked, max_memory)
+            n = shape[columns.param_axis]
+            return route, "columns", found.seconds / n if found.ok else columns.seconds
     if found.ok:
         route = stacked_param_route(
             problem, target.owner, target.key, found.layout, found.axis, max_memory

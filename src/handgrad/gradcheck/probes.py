@@ -45,8 +45,9 @@ _TINY = float(np.finfo(np.float64).tiny)
 
 @dataclass(frozen=True)
 class Finding:
-    """The answer of a probe: ``ok``, and why not (or which layout and output axis, and
-    what the proven call cost per copy).
+    """The answer of a probe: ``ok``, and why not (or which layout and output axis, the
+    parameter's axis that maps to it slice for slice, and what the proven call cost per
+    copy, and of how many).
 
     Examples
     --------
@@ -59,7 +60,9 @@ class Finding:
     reason: str = ""
     axis: int = 0
     layout: int = 0
+    param_axis: int = 0
     seconds: float = math.inf  # time per copy (or sample) of the proven call, if timed
+    copies: int = 0  # how many copies that call held
 
 
 def _agree(a: np.ndarray, b: np.ndarray, unit: float) -> bool:
@@ -310,6 +313,6 @@ def probe_stacked_param(
         axis = _copies_axis(out, np.stack(expected), unit)
         if axis is not None:
             found = "takes stacked parameter copies"
-            return Finding(True, found, axis=axis, layout=layout, seconds=seconds)
+            return Finding(True, found, axis=axis, layout=layout, seconds=seconds, copies=count)
         reasons[layout] = "stacked parameter copies gave other outputs"
     return Finding(False, reasons[LAYOUTS[0]])
