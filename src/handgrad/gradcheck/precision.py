@@ -23,7 +23,7 @@ from handgrad.gradcheck.routes import as_float64
 from handgrad.gradcheck.state import fresh, is_array, promoted_copy
 from handgrad.nn.protocol import named_layers
 
-__all__ = ["LOW_PRECISION", "SECOND_LOOK_EPS", "Precision", "choose_precision"]
+__all__ = ["LOW_PRECISION", "SECOND_LOOK_EPS", "Precision", "choose_precision", "in_own_precision"]
 
 SECOND_LOOK_EPS = 1e-3
 # a model that computes in low precision whatever it is given: least eps (scaled), threshold
@@ -59,6 +59,37 @@ def _low_precision_arrays(model: Any, arrays: dict[str, Any]) -> dict[str, str]:
         if is_array(value) and is_floating(value) and value.dtype != namespace(value).float64:
             low[name] = float_dtype_name(value)
     return low
+
+
+def in_own_precision(
+    dtype: str, unit: float, reason: str, eps: float, threshold: float, what: str = "the model"
+) -> dict[str, Any]:
+    """The settings of a check run in ``dtype`` itself (``unit`` its roundoff), because
+    ``reason``: steps and threshold at least ``dtype``'s (:data:`LOW_PRECISION`), scaled
+    steps, a second look at 4 steps, and a note that says so. Shared by every checker.
+
+    Examples
+    --------
+    >>> from handgrad.gradcheck.precision import in_own_precision
+    >>> settings = in_own_precision("float32", 2.0**-23, "no float64 twin", 1e-6, 1e-6)
+    >>> settings["eps"], settings["threshold"], settings["big_eps"]
+    (0.01, 0.001, 0.04)
+    """
+    low_eps, low_threshold = LOW_PRECISION.get(dtype, LOW_PRECISION["float16"])
+    eps, threshold = max(eps, low_eps), max(threshold, low_threshold)
+    note = (
+        f"{what} computes in {dtype} ({reason}): checked in {dtype}, with steps "
+        f"eps * max(1, |p|), eps {eps:g}, threshold {threshold:g}"
+    )
+    return {
+        "name": dtype,
+        "unit": unit,
+        "eps": eps,
+        "threshold": threshold,
+        "big_eps": 4 * eps,
+        "scaled_steps": True,
+        "note": note,
+    }
 
 
 def choose_precision(
@@ -116,23 +147,10 @@ def choose_precision(
                 stacklevel=4,
             )
             return replace(plain, model=twin, loss=twin_loss, arrays=wide)
-    low_eps, low_threshold = LOW_PRECISION.get(dtype, LOW_PRECISION["float16"])
-    eps, threshold = max(eps, low_eps), max(threshold, low_threshold)
-    note = (
-        f"the model computes in {dtype} ({reason}): checked in {dtype}, with steps "
-        f"eps * max(1, |p|), eps {eps:g}, threshold {threshold:g}"
-    )
-    warnings.warn(note, GradientCheckWarning, stacklevel=4)
-    return replace(
-        plain,
-        name=dtype,
-        unit=float(np.finfo(np.dtype(dtype)).eps),
-        eps=eps,
-        threshold=threshold,
-        big_eps=4 * eps,
-        scaled_steps=True,
-        note=note,
-    )
+    unit = float(np.finfo(np.dtype(dtype)).eps)
+    settings = in_own_precision(dtype, unit, reason, eps, threshold)
+    warnings.warn(settings["note"], GradientCheckWarning, stacklevel=4)
+    return replace(plain, **settings)
 
 
 def _promotion_refused(output: Callable[..., Any], low: tuple, wide: tuple, dtype: str) -> str:

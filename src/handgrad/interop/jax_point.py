@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from handgrad.core.errors import GradientCheckWarning
-from handgrad.gradcheck.precision import LOW_PRECISION, SECOND_LOOK_EPS
+from handgrad.gradcheck.precision import SECOND_LOOK_EPS, in_own_precision
 from handgrad.interop.jax_evaluate import call, jax_modules, output_shapes
 
 __all__ = ["Point", "Precision", "choose_precision", "make_point", "x64_mode"]
@@ -176,23 +176,10 @@ def choose_precision(
                 stacklevel=4,
             )
             return replace(plain, point=_promoted(point))
-    low_eps, low_threshold = LOW_PRECISION.get(dtype, LOW_PRECISION["float16"])
-    eps, threshold = max(eps, low_eps), max(threshold, low_threshold)
-    note = (
-        f"the function computes in {dtype} ({reason}): checked in {dtype}, with steps "
-        f"eps * max(1, |p|), eps {eps:g}, threshold {threshold:g}"
-    )
-    warnings.warn(note, GradientCheckWarning, stacklevel=4)
-    return Precision(
-        point,
-        name=dtype,
-        unit=float(jnp.finfo(dtype).eps),
-        eps=eps,
-        threshold=threshold,
-        big_eps=4 * eps,
-        scaled_steps=True,
-        note=note,
-    )
+    unit = float(jnp.finfo(dtype).eps)
+    settings = in_own_precision(dtype, unit, reason, eps, threshold, "the function")
+    warnings.warn(settings["note"], GradientCheckWarning, stacklevel=4)
+    return Precision(point, **settings)
 
 
 def _floating(a: Any) -> bool:

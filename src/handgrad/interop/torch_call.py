@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from handgrad.gradcheck.precision import LOW_PRECISION, SECOND_LOOK_EPS
+from handgrad.gradcheck.precision import SECOND_LOOK_EPS, in_own_precision
 
 __all__ = ["Precision", "Subject", "as_outputs", "vector_jacobian"]
 
@@ -166,17 +166,9 @@ def _choose_precision(
                 "float64 copy, on which the function computes the same"
             )
             return wide, Precision(eps=plain.eps, threshold=plain.threshold, note=note)
-    name = str(dtype).removeprefix("torch.")
-    low_eps, low_threshold = LOW_PRECISION.get(name, LOW_PRECISION["float16"])
-    chosen_eps, threshold = max(eps or 0.0, low_eps), max(rtol or 0.0, low_threshold)
-    note = (
-        f"the function computes in {name} ({reason}): checked in {name}, with steps "
-        f"eps * max(1, |p|), eps {chosen_eps:g}, threshold {threshold:g}"
-    )
-    precision = Precision(
-        name, float(torch.finfo(dtype).eps), chosen_eps, threshold, 4 * chosen_eps, True, note
-    )
-    return own, precision
+    name, unit = str(dtype).removeprefix("torch."), float(torch.finfo(dtype).eps)
+    settings = in_own_precision(name, unit, reason, eps or 0.0, rtol or 0.0, "the function")
+    return own, Precision(**settings)
 
 
 def _promotion_refused(
