@@ -9,11 +9,10 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from handgrad.core.arrays import namespace
 from handgrad.core.errors import TrainingDivergedError, TrainingInterruptedError
 from handgrad.core.validation import NON_NEGATIVE, check_positive_int
+from handgrad.data.preparation import epoch_order
 from handgrad.gradcheck.check import check_gradients
 from handgrad.nn.containers import Sequential
 from handgrad.nn.init import make_rng
@@ -264,11 +263,9 @@ def fit(
                 state.rng_state, state.totals = generator.bit_generator.state, (0.0, 0)
             else:  # resuming inside this epoch: draw its batch order again
                 generator.bit_generator.state = state.rng_state
-            # data.batches' order (without its checks each epoch): batch p is the rows
-            # indices[p * batch_size : (p + 1) * batch_size]
-            n = X.shape[0]
-            indices = generator.permutation(n) if shuffle else np.arange(n)
-            n_batches = -(-n // batch_size)
+            # batch p is the rows indices[p * batch_size : (p + 1) * batch_size]
+            indices = epoch_order(X.shape[0], generator, shuffle)
+            n_batches = -(-X.shape[0] // batch_size)
             (rows,) = in_library([indices])
             total_loss, correct = state.totals
             position = state.position
