@@ -188,6 +188,8 @@ class SGD(Optimizer):
         self.velocity: list[Any] = [None] * len(self.params)
         self._flat = FlatState.over(self.params)
         self._flat_velocity: np.ndarray | None = None  # the buffer the velocities view
+        # torch's one call for every parameter (plain SGD), looked up once
+        self._add_scaled = native(namespace(self.params[0]), "add_scaled") if self.params else None
 
     def _buffers(self) -> dict[str, list[Any]]:
         return {"velocity": self.velocity}
@@ -224,11 +226,9 @@ class SGD(Optimizer):
                     grads, velocity, first, self.lr, self.momentum, self.nesterov, self.weight_decay
                 )
                 return
-        if not self.momentum and not self.weight_decay and grads:
-            add_scaled = native(namespace(grads[0]), "add_scaled")
-            if add_scaled is not None:  # torch: one call for every parameter
-                add_scaled(self.params, grads, alpha=-self.lr)
-                return
+        if self._add_scaled is not None and not self.momentum and not self.weight_decay:
+            self._add_scaled(self.params, grads, alpha=-self.lr)
+            return
         for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
             if self.weight_decay:
                 g = g + self.weight_decay * p
